@@ -1,0 +1,278 @@
+"""gemma.cpp's IFields serialization: nested, length-prefixed records of u32 words.
+
+A schema is a tuple of :class:`Field` descriptions (in gemma.cpp's ``VisitFields``
+order). :func:`read_struct` decodes a word array following gemma.cpp's
+``ReadVisitor`` exactly — older data leaves trailing fields at their defaults
+(``missing_fields``), newer data's extra words are skipped (``extra_u32``) —
+and :func:`write_struct` is its inverse. Nothing is allocated from a count
+before that count has been bounded (strings <= 64 words, vectors <= 65536).
+"""
+from __future__ import annotations
+
+import math
+import struct as _struct
+from dataclasses import dataclass, field as dc_field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import FieldsError
+
+MAX_STRING_WORDS = 64
+MAX_VECTOR = 65536
+
+
+@dataclass(frozen=True)
+class EnumSpec:
+    """An enum as one schema revision knows it: value -> gemma.cpp name, and its validity rule."""
+
+    name: str
+    names: dict[int, str]
+    valid: Callable[[int], bool]
+
+    def name_of(self, value: int) -> str:
+        return self.names.get(value, f"<invalid {value}>")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One serialized field. ``kind``: u32 i32 u64 f32 bool enum string vector struct."""
+
+    name: str
+    kind: str
+    default: Any = 0
+    enum: EnumSpec | None = None
+    elem: "Field | None" = None  # vector element
+    schema: "Schema | None" = None  # nested struct
+
+
+@dataclass(frozen=True)
+class Schema:
+    """An IFields struct: its gemma.cpp name and fields in serialization order."""
+
+    name: str
+    fields: tuple[Field, ...]
+
+    def defaults(self) -> dict[str, Any]:
+        return {f.name: default_of(f) for f in self.fields}
+
+
+def default_of(f: Field) -> Any:
+    if f.kind == "struct":
+        assert f.schema is not None
+        return f.schema.defaults()
+    if f.kind == "vector":
+        return list(f.default or [])
+    return f.default
+
+
+@dataclass
+class ReadResult:
+    """Decoded values plus gemma.cpp's compatibility counters."""
+
+    values: dict[str, Any]
+    pos: int  # words consumed (not counting skipped extra words)
+    missing_fields: int = 0
+    extra_u32: int = 0
+    extra_at: list[tuple[str, int]] = dc_field(default_factory=list)  # (struct, n extra words)
+
+
+class _Invalid(Exception):
+    def __init__(self, message: str, word: int, structural: bool) -> None:
+        super().__init__(message)
+        self.word = word
+        self.structural = structural
+
+
+class _Reader:
+    def __init__(self, span: np.ndarray, pos: int) -> None:
+        self.span = span
+        self.n = int(span.shape[0])
+        self.pos = pos
+        self.end: list[int] = []
+        self.missing = 0
+        self.extra = 0
+        self.extra_at: list[tuple[str, int]] = []
+
+    def skip(self) -> bool:
+        if self.pos >= self.end[-1]:
+            self.missing += 1
+            return True
+        return False
+
+    def u32(self) -> int | None:
+        if self.skip():
+            return None
+        v = int(self.span[self.pos])
+        self.pos += 1
+        return v
+
+    def field(self, f: Field, current: Any, path: str) -> Any:
+        k = f.kind
+        if k == "struct":
+            assert f.schema is not None
+            return self.struct(f.schema, current, path)
+        if self.skip():
+            return current
+        at = self.pos
+        if k == "u32":
+            return self.u32()
+        if k == "i32":
+            v = self.u32()
+            return v - (1 << 32) if v >= 1 << 31 else v
+        if k == "u64":
+            lo = self.u32()
+            hi = self.u32()
+            lo = int(current) & 0xFFFFFFFF if lo is None else lo
+            hi = int(current) >> 32 if hi is None else hi
+            return lo | (hi << 32)
+        if k == "f32":
+            v = self.u32()
+            x = _struct.unpack("<f", _struct.pack("<I", v))[0]
+            if not math.isfinite(x):
+                raise _Invalid(f"{path}: invalid float {x}", at, False)
+            return x
+        if k == "bool":
+            v = self.u32()
+            if v > 1:
+                raise _Invalid(f"{path}: invalid bool {v}", at, False)
+            return bool(v)
+        if k == "enum":
+            v = self.u32()
+            assert f.enum is not None
+            if not f.enum.valid(v):
+                raise _Invalid(f"{path}: invalid {f.enum.name} value {v}", at, False)
+            return v
+        if k == "string":
+            return self.string(path)
+        if k == "vector":
+            count = self.u32()
+            if count > MAX_VECTOR:
+                raise _Invalid(f"{path}: vector length {count} > {MAX_VECTOR}", at, False)
+            assert f.elem is not None
+            out = []
+            for i in range(count):
+                out.append(self.field(f.elem, default_of(f.elem), f"{path}[{i}]"))
+            return out
+        raise AssertionError(k)
+
+    def string(self, path: str) -> str:
+        at = self.pos
+        k = self.u32()
+        if k > MAX_STRING_WORDS:
+            raise _Invalid(f"{path}: string of {k} words > {MAX_STRING_WORDS}", at, False)
+        if self.pos + k > self.end[-1]:
+            raise _Invalid(f"{path}: string of {k} words runs past the end of its record", at, True)
+        words = self.span[self.pos:self.pos + k]
+        for i, w in enumerate(words.tolist()):
+            if w == 0 or (w & 0x80808080):
+                raise _Invalid(f"{path}: invalid string word {w:#010x}", self.pos + i, False)
+        self.pos += k
+        return words.astype("<u4").tobytes().rstrip(b"\0").decode("ascii")
+
+    def struct(self, schema: Schema, current: Any, path: str) -> dict[str, Any]:
+        self.end.append(self.n)  # provisional end: gemma.cpp's quirk (span end, not parent's)
+        if self.skip():
+            self.end.pop()
+            return current
+        at = self.pos
+        m = self.u32()
+        if self.pos + m > self.n:
+            raise _Invalid(f"{path or schema.name}: record of {m} words at word {at} "
+                           f"exceeds the {self.n}-word blob", at, True)
+        self.end[-1] = self.pos + m
+        values = dict(current)
+        for f in schema.fields:
+            values[f.name] = self.field(f, values[f.name], f"{path}.{f.name}" if path else f.name)
+        extra = self.end[-1] - self.pos
+        if extra:
+            self.extra += extra
+            self.extra_at.append((path or schema.name, extra))
+        self.end.pop()
+        return values
+
+
+def as_words(blob: bytes | memoryview | np.ndarray, name: str = "") -> np.ndarray:
+    """View a blob as little-endian u32 words; its size must be a multiple of 4."""
+    buf = np.frombuffer(blob, dtype=np.uint8) if not isinstance(blob, np.ndarray) else blob
+    if buf.size % 4:
+        raise FieldsError(f"blob {name!r} has {buf.size} bytes, not a multiple of 4",
+                          code="fields-structure", blob=name or None)
+    return buf.view("<u4")
+
+
+def read_struct(schema: Schema, words: np.ndarray, pos: int = 0, *, blob: str | None = None) -> ReadResult:
+    """Decode one serialized ``schema`` object starting at word ``pos``.
+
+    Raises :class:`FieldsError` with ``code`` ``fields-structure`` (length
+    prefixes that do not fit) or ``fields-value`` (invalid enum/bool/float/
+    string/vector length) and ``offset`` = byte offset inside the blob.
+    """
+    r = _Reader(words, pos)
+    try:
+        values = r.struct(schema, schema.defaults(), "")
+    except _Invalid as e:
+        raise FieldsError(str(e), code="fields-structure" if e.structural else "fields-value",
+                          offset=4 * e.word, blob=blob) from None
+    return ReadResult(values, r.pos, r.missing, r.extra, r.extra_at)
+
+
+def _write_field(f: Field, value: Any, out: list[int], path: str) -> None:
+    k = f.kind
+    if k == "struct":
+        assert f.schema is not None
+        _write_struct(f.schema, value, out, path)
+    elif k in ("u32", "enum"):
+        v = int(value)
+        if not 0 <= v < 1 << 32:
+            raise FieldsError(f"{path}: {v} does not fit in u32", code="fields-value")
+        if k == "enum" and f.enum is not None and not f.enum.valid(v):
+            raise FieldsError(f"{path}: invalid {f.enum.name} value {v}", code="fields-value")
+        out.append(v)
+    elif k == "i32":
+        out.append(int(value) & 0xFFFFFFFF)
+    elif k == "u64":
+        out += [int(value) & 0xFFFFFFFF, int(value) >> 32]
+    elif k == "f32":
+        if not math.isfinite(float(value)):
+            raise FieldsError(f"{path}: non-finite float {value}", code="fields-value")
+        out.append(_struct.unpack("<I", _struct.pack("<f", float(value)))[0])
+    elif k == "bool":
+        out.append(1 if value else 0)
+    elif k == "string":
+        raw = str(value).encode("ascii", errors="strict") if str(value).isascii() else None
+        if raw is None or b"\0" in raw:
+            raise FieldsError(f"{path}: string {value!r} is not NUL-free ASCII", code="fields-value")
+        nw = -(-len(raw) // 4)
+        if nw > MAX_STRING_WORDS:
+            raise FieldsError(f"{path}: string longer than {4 * MAX_STRING_WORDS} bytes", code="fields-value")
+        out.append(nw)
+        out += np.frombuffer(raw.ljust(4 * nw, b"\0"), dtype="<u4").tolist()
+    elif k == "vector":
+        assert f.elem is not None
+        if len(value) > MAX_VECTOR:
+            raise FieldsError(f"{path}: vector longer than {MAX_VECTOR}", code="fields-value")
+        out.append(len(value))
+        for i, v in enumerate(value):
+            _write_field(f.elem, v, out, f"{path}[{i}]")
+    else:
+        raise AssertionError(k)
+
+
+def _write_struct(schema: Schema, values: dict[str, Any], out: list[int], path: str) -> None:
+    at = len(out)
+    out.append(0)
+    for f in schema.fields:
+        _write_field(f, values.get(f.name, default_of(f)), out, f"{path}.{f.name}" if path else f.name)
+    out[at] = len(out) - at - 1
+
+
+def write_struct(schema: Schema, values: dict[str, Any]) -> list[int]:
+    """Serialize ``values`` (a dict as returned by :func:`read_struct`) to u32 words."""
+    out: list[int] = []
+    _write_struct(schema, values, out, "")
+    return out
+
+
+def words_to_bytes(words: Sequence[int]) -> bytes:
+    return np.asarray(words, dtype="<u4").tobytes()

@@ -1,0 +1,288 @@
+"""``SbsFile``: a memory-mapped gemma.cpp weight file with its directory, config and tensor table.
+
+Opening reads the header, the directory and the small metadata blobs
+(``config``, ``toc``) only; tensor bytes stay on disk until asked for and are
+handed out as zero-copy numpy views of the mapping.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from . import blobstore
+from .blobstore import BlobEntry, Directory, Problem
+from .config import ModelConfig, decode_config
+from .errors import ConfigError, ContainerError, SbsError, TensorError, TocError
+from .fields import as_words
+from .toc import TocRecord, decode_toc
+from .types import Type, packed_bytes, type_name
+
+#: Pre-2025 key prefixes (``TypePrefix``): first character of a tensor key -> element type.
+TYPE_PREFIX = {"F": Type.F32, "B": Type.BF16, "$": Type.SFP, "2": Type.NUQ, "I": Type.I8}
+METADATA_KEYS = ("config", "toc", "tokenizer")
+MOCK_TOKENIZER = b"unavailable"
+#: Metadata blobs larger than this are not decoded at open (a real config is ~4 KiB, a toc ~100 KiB).
+MAX_METADATA_BYTES = 64 << 20
+
+Era = Literal["pre-2025", "single-file-prefixed", "single-file-v1", "single-file-v2"]
+ERA_DESCRIPTIONS = {
+    "pre-2025": "pre-2025 multi-file (type-prefixed keys, no config/toc, separate tokenizer)",
+    "single-file-prefixed": "Dec 2024 - May 2025 single-file with type-prefixed names",
+    "single-file-v1": "single-file, V1 layout (2025-05-06 .. 2025-07-30 writers)",
+    "single-file-v2": "single-file, V2 layout (2025-07-31 and later writers)",
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor as this file describes it: toc record (or key prefix) plus its blob."""
+
+    name: str
+    key: str  # blob key (differs from name in type-prefixed eras)
+    type: int
+    rows: int
+    cols: int
+    scale: float
+    bytes: int  # blob size
+    offset: int  # blob offset in the file
+    record: TocRecord | None = None
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.type)
+
+    @property
+    def num_values(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def expected_bytes(self) -> int | None:
+        try:
+            return packed_bytes(self.type, self.num_values)
+        except SbsError:
+            return None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "type": self.type_name, "rows": self.rows, "cols": self.cols,
+                "scale": self.scale, "bytes": self.bytes, "offset": self.offset}
+
+
+def _strip_prefix(key: str) -> tuple[Type, str] | None:
+    if len(key) >= 2 and key[0] in TYPE_PREFIX:
+        return TYPE_PREFIX[key[0]], key[1:]
+    return None
+
+
+def _values_from_size(t: Type, nbytes: int) -> int:
+    """Best guess of the value count of a pre-2025 blob when no shape is known."""
+    if t in (Type.F32, Type.BF16, Type.SFP):
+        return nbytes // {Type.F32: 4, Type.BF16: 2, Type.SFP: 1}[t]
+    if t == Type.I8:
+        groups = -(-nbytes // 132)
+        return nbytes - 4 * groups
+    groups = -(-nbytes // 144)
+    return 2 * (nbytes - 16 * groups)
+
+
+class SbsFile:
+    """An opened ``.sbs`` file. Use :func:`sbs_tools.open`; usable as a context manager.
+
+    Attributes: ``path``, ``file_bytes``, ``layout`` ("v1"/"v2"), ``format``
+    ("single-file"/"pre-2025"), ``era``, ``directory``, ``blobs`` (key ->
+    :class:`BlobEntry`), ``config`` (or None), ``tensors`` (name ->
+    :class:`TensorInfo`), ``toc`` (records as stored), ``problems`` (oddities
+    noticed while parsing; ``sbs verify`` reports them and more).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, strict: bool = True) -> None:
+        self.path = os.fspath(path)
+        self._mm: mmap.mmap | None = None
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as e:
+            raise SbsError(f"cannot open {self.path}: {e.strerror}", code="io-error") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                self.buf = np.frombuffer(self._mm, dtype=np.uint8)
+            else:
+                self.buf = np.zeros(0, dtype=np.uint8)
+        finally:
+            os.close(fd)
+        self.file_bytes = size
+        self.problems: list[Problem] = []
+        self.directory: Directory = blobstore.read_directory(self.buf)
+        self.problems += blobstore.check_layout(self.directory)
+        if strict:
+            for p in self.problems:
+                if p.code == "blob-out-of-bounds" or (p.code == "file-size-mismatch"
+                                                      and self.directory.header.file_bytes > size):
+                    raise ContainerError(p.message, code=p.code, offset=p.offset, blob=p.blob)
+        self.blobs: dict[str, BlobEntry] = self.directory.by_key()
+        self.layout = self.directory.layout
+        self.config: ModelConfig | None = None
+        self.toc: list[TocRecord] = []
+        self.tensors: dict[str, TensorInfo] = {}
+        self._load_metadata(strict)
+
+    # -- metadata ----------------------------------------------------------------
+    def _metadata_words(self, key: str) -> np.ndarray:
+        e = self.blobs[key]
+        if e.size > MAX_METADATA_BYTES:
+            raise SbsError(f"{key} blob of {e.size} bytes is implausibly large", code=f"{key}-undecodable",
+                           offset=e.offset, blob=key)
+        return as_words(blobstore.blob_view(self.buf, e), key)
+
+    def _load_metadata(self, strict: bool) -> None:
+        keys = set(self.blobs)
+        has_config, has_toc = "config" in keys, "toc" in keys
+        prefixed = [k for k in keys if k not in METADATA_KEYS and _strip_prefix(k)]
+        plain_tensor_keys = [k for k in keys if k not in METADATA_KEYS and k != "Fscales"]
+        if not has_config and not has_toc:
+            self.format, self.era = "pre-2025", "pre-2025"
+        else:
+            self.format = "single-file"
+            looks_prefixed = prefixed and len(prefixed) == len(plain_tensor_keys) and not any(
+                k in keys for k in ("c_embedding", "c_final_norm"))
+            if looks_prefixed:
+                self.era = "single-file-prefixed"
+            else:
+                self.era = "single-file-v2" if self.layout == "v2" else "single-file-v1"
+        try:
+            if has_config:
+                try:
+                    self.config = decode_config(self._metadata_words("config"))
+                except SbsError as e:
+                    if e.code.startswith("fields"):
+                        raise ConfigError(e.message, code="config-undecodable", offset=e.offset,
+                                          blob="config") from None
+                    raise
+            if has_toc:
+                try:
+                    self.toc = decode_toc(self._metadata_words("toc"))
+                except SbsError as e:
+                    if not isinstance(e, TocError):
+                        raise TocError(e.message, code="toc-undecodable", offset=e.offset, blob="toc") from None
+                    raise
+        except SbsError as e:
+            if strict:
+                raise
+            self.problems.append(Problem(e.code, "error", e.message, offset=e.offset, blob=e.blob))
+        if self.format == "pre-2025" or (has_config and not has_toc):
+            self._tensors_from_keys()
+        else:
+            self._tensors_from_toc()
+
+    def _tensors_from_toc(self) -> None:
+        for rec in self.toc:
+            e = self.blobs.get(rec.name)
+            if e is None:
+                continue  # verify reports toc-blob-missing
+            name = rec.name
+            if self.era == "single-file-prefixed":
+                stripped = _strip_prefix(name)
+                name = stripped[1] if stripped else name
+            self.tensors[name] = TensorInfo(name, rec.name, rec.type, rec.rows, rec.cols, rec.scale,
+                                            e.size, e.offset, rec)
+
+    def _tensors_from_keys(self) -> None:
+        for key, e in self.blobs.items():
+            stripped = _strip_prefix(key)
+            if key in METADATA_KEYS or stripped is None or key == "Fscales":
+                continue
+            t, name = stripped
+            n = _values_from_size(t, e.size)
+            self.tensors[name] = TensorInfo(name, key, int(t), 1, n, 1.0, e.size, e.offset)
+        if self.tensors:
+            self.problems.append(Problem(
+                "shape-unknown", "info",
+                "pre-2025 file: no toc, so tensor shapes are shown as 1 x N from the blob sizes "
+                "and Fscales are not applied"))
+
+    # -- access --------------------------------------------------------------------
+    @property
+    def tokenizer_bytes(self) -> bytes | None:
+        """The serialized SentencePiece model, or None if absent / the ``unavailable`` mock."""
+        e = self.blobs.get("tokenizer")
+        if e is None:
+            return None
+        data = blobstore.blob_view(self.buf, e).tobytes()
+        return None if data == MOCK_TOKENIZER else data
+
+    def raw(self, name: str) -> np.ndarray:
+        """Zero-copy uint8 view of a blob, by blob key or tensor name."""
+        e = self.blobs.get(name)
+        if e is None and name in self.tensors:
+            e = self.blobs[self.tensors[name].key]
+        if e is None:
+            raise TensorError(f"no blob or tensor named {name!r}", code="no-such-blob", blob=name)
+        return blobstore.blob_view(self.buf, e)
+
+    def tensor(self, name: str, decode: bool = True) -> np.ndarray:
+        """A tensor as float32 (rows x cols, scale applied), or with ``decode=False`` its packed bytes."""
+        info = self.tensors.get(name)
+        if info is None:
+            raise TensorError(f"no tensor named {name!r}", code="no-such-tensor", tensor=name)
+        raw = self.raw(info.key)
+        if not decode:
+            return raw
+        from . import codecs  # local: codecs are not needed to open a file
+
+        expected = info.expected_bytes
+        if expected is None or expected > raw.size:
+            raise TensorError(f"tensor {name!r}: {info.type_name} {info.rows}x{info.cols} needs {expected} "
+                              f"bytes but its blob has {raw.size}", code="tensor-size-mismatch", tensor=name,
+                              offset=info.offset)
+        values = codecs.decode(info.type_name, raw[:expected], info.num_values)
+        if info.scale != 1.0:
+            values *= np.float32(info.scale)
+        return values.reshape(info.rows, info.cols)
+
+    def metadata(self) -> dict:
+        """Small summary used by ``inspect --json``."""
+        tok = self.tokenizer_bytes
+        return {
+            "path": self.path,
+            "file_bytes": self.file_bytes,
+            "layout": self.layout,
+            "format": self.format,
+            "era": self.era,
+            "blobs": [{"key": e.key, "offset": e.offset, "bytes": e.size} for e in self.directory.entries],
+            "config": self.config.to_dict() if self.config else None,
+            "tensors": [t.to_dict() for t in self.tensors.values()],
+            "tokenizer": {"present": tok is not None, "bytes": len(tok) if tok else 0},
+            "problems": [{"code": p.code, "severity": p.severity, "message": p.message, **p.location()}
+                         for p in self.problems],
+        }
+
+    # -- lifetime ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the mapping (deferred to garbage collection while tensor views are alive)."""
+        mm, self._mm = self._mm, None
+        self.buf = np.zeros(0, dtype=np.uint8)
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                pass  # views handed out still reference it; GC closes it with them
+
+    def __enter__(self) -> "SbsFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        model = self.config.specifier if self.config else self.era
+        return f"<SbsFile {self.path!r} {model} {self.layout} {len(self.blobs)} blobs>"
+
+
+def open(path: str | os.PathLike, *, strict: bool = True) -> SbsFile:  # noqa: A001 - mirrors builtins.open
+    """Open a ``.sbs`` file. ``strict=False`` records undecodable config/toc in ``problems``
+    instead of raising (what ``verify`` uses)."""
+    return SbsFile(path, strict=strict)

@@ -1,0 +1,186 @@
+"""Write BlobStore files byte-identical to gemma.cpp's ``BlobWriter`` (V2 default, V1 on request).
+
+Writing goes to a temporary file in the target directory that is fsynced and
+renamed into place only when complete, so a crash never leaves a half-written
+file under the requested name and an existing file is never clobbered early.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Iterable, Literal
+
+import numpy as np
+
+from .blobstore import (BLOB_ALIGN, END_ALIGN, ENTRY_BYTES, HEADER_BYTES, KEY_BYTES, MAGIC, MAX_BLOBS_HEAD,
+                        V2_PLACEHOLDER_FILE_BYTES, round_up, v1_first_blob_offset)
+from .config import ModelConfig
+from .errors import WriteError
+from .toc import TocRecord, encode_toc
+
+BytesLike = bytes | bytearray | memoryview | np.ndarray
+_ZEROS = bytes(END_ALIGN)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def key_bytes(key: str) -> bytes:
+    """``KeyFromString``: 1..16 ASCII characters, NUL-padded to 16 bytes."""
+    raw = key.encode("ascii", errors="replace") if key.isascii() else b""
+    if not 1 <= len(raw) <= KEY_BYTES or b"\0" in raw or not key.isascii():
+        raise WriteError(f"blob key {key!r} must be 1..16 ASCII characters", code="bad-key", blob=key)
+    return raw.ljust(KEY_BYTES, b"\0")
+
+
+def _header(n: int, file_bytes: int) -> bytes:
+    return np.array([MAGIC, n], dtype="<u4").tobytes() + np.array([file_bytes], dtype="<u8").tobytes()
+
+
+def _directory(keys: list[bytes], ranges: list[tuple[int, int]]) -> bytes:
+    return b"".join(keys) + np.asarray(ranges, dtype="<u8").reshape(-1).tobytes()
+
+
+def _as_bytes(data: BytesLike) -> memoryview:
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+    return memoryview(data).cast("B")
+
+
+class BlobWriter:
+    """Streaming writer: ``add(key, data)`` for each blob, then ``finish()``.
+
+    V2 streams each blob to disk as it is added (peak memory = one blob). V1
+    needs the blob count before the first blob, so it keeps references to the
+    added buffers (no copies) and writes them in ``finish()``.
+    """
+
+    def __init__(self, path: str | os.PathLike, layout: Literal["v1", "v2"] = "v2") -> None:
+        if layout not in ("v1", "v2"):
+            raise WriteError(f"unknown layout {layout!r}", code="bad-layout")
+        self.path = os.fspath(path)
+        self.layout = layout
+        self._keys: list[bytes] = []
+        self._ranges: list[tuple[int, int]] = []
+        self._pending: list[memoryview] = []
+        d = os.path.dirname(os.path.abspath(self.path))
+        fd, self._tmp = tempfile.mkstemp(prefix=".sbs-", suffix=".tmp", dir=d)
+        os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
+        self._f = os.fdopen(fd, "wb")
+        self._pos = 0
+        if layout == "v2":
+            self._f.write(_header(0, V2_PLACEHOLDER_FILE_BYTES).ljust(BLOB_ALIGN, b"\0"))
+            self._pos = BLOB_ALIGN
+
+    def add(self, key: str, data: BytesLike) -> None:
+        kb = key_bytes(key)
+        if kb in self._keys:
+            raise WriteError(f"duplicate blob key {key!r}", code="duplicate-key", blob=key)
+        mv = _as_bytes(data)
+        if mv.nbytes == 0:
+            raise WriteError(f"blob {key!r} is empty; the format has no zero-size blobs", code="zero-size-blob",
+                             blob=key)
+        if len(self._keys) + 1 >= MAX_BLOBS_HEAD:
+            raise WriteError(f"more than {MAX_BLOBS_HEAD - 1} blobs", code="too-many-blobs")
+        self._keys.append(kb)
+        if self.layout == "v2":
+            self._ranges.append((self._pos, mv.nbytes))
+            self._write_padded(mv)
+        else:
+            self._pending.append(mv)
+
+    def _write_padded(self, mv: memoryview) -> None:
+        self._f.write(mv)
+        pad = round_up(mv.nbytes, BLOB_ALIGN) - mv.nbytes
+        self._f.write(_ZEROS[:pad])
+        self._pos += mv.nbytes + pad
+
+    def finish(self) -> int:
+        """Write the directory, fsync and rename into place. Returns the file size."""
+        try:
+            n = len(self._keys)
+            if n == 0:
+                raise WriteError("a BlobStore needs at least one blob", code="empty-store")
+            if self.layout == "v1":
+                first = v1_first_blob_offset(n)
+                pos = first
+                for mv in self._pending:
+                    self._ranges.append((pos, mv.nbytes))
+                    pos += round_up(mv.nbytes, BLOB_ALIGN)
+                file_bytes = round_up(pos, END_ALIGN)
+                self._f.write((_header(n, file_bytes) + _directory(self._keys, self._ranges)).ljust(first, b"\0"))
+                self._pos = first
+                for mv in self._pending:
+                    self._write_padded(mv)
+                self._pending.clear()
+                self._write_zeros(file_bytes - self._pos)
+            else:
+                dir_bytes = ENTRY_BYTES * n
+                file_bytes = round_up(self._pos + round_up(HEADER_BYTES + dir_bytes, BLOB_ALIGN), END_ALIGN)
+                self._write_zeros(file_bytes - self._pos - dir_bytes - HEADER_BYTES)
+                self._f.write(_directory(self._keys, self._ranges) + _header(n, file_bytes))
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            os.replace(self._tmp, self.path)
+            return file_bytes
+        except BaseException:
+            self.abort()
+            raise
+
+    def _write_zeros(self, n: int) -> None:
+        while n > 0:
+            k = min(n, len(_ZEROS))
+            self._f.write(_ZEROS[:k])
+            n -= k
+        self._pos += max(n, 0)
+
+    def abort(self) -> None:
+        """Discard the temporary file."""
+        if not self._f.closed:
+            self._f.close()
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+
+    def __enter__(self) -> "BlobWriter":
+        return self
+
+    def __exit__(self, exc_type, *_: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def write_blobstore(path: str | os.PathLike, blobs: Iterable[tuple[str, BytesLike]],
+                    layout: Literal["v1", "v2"] = "v2") -> int:
+    """Write ``(key, bytes)`` pairs, in order, as a BlobStore. Returns the file size."""
+    w = BlobWriter(path, layout)
+    try:
+        for key, data in blobs:
+            w.add(key, data)
+    except BaseException:
+        w.abort()
+        raise
+    return w.finish()
+
+
+def write_model(path: str | os.PathLike, config: ModelConfig,
+                tensors: Iterable[tuple[TocRecord, BytesLike]], tokenizer: bytes | None = None,
+                layout: Literal["v1", "v2"] = "v2") -> int:
+    """Write a single-file model the way gemma.cpp's ``SbsWriter`` orders it:
+    tensor blobs (toc records in the same order), then ``config``, ``tokenizer``, ``toc``."""
+    w = BlobWriter(path, layout)
+    try:
+        records = []
+        for rec, data in tensors:
+            w.add(rec.name, data)
+            records.append(rec)
+        w.add("config", config.to_bytes())
+        w.add("tokenizer", tokenizer if tokenizer else b"unavailable")
+        w.add("toc", encode_toc(records))
+    except BaseException:
+        w.abort()
+        raise
+    return w.finish()
