@@ -1,0 +1,67 @@
+"""``sbs inspect FILE``: what is in the file, on one screen."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .common import app, console, human_bytes, print_json
+
+
+@app.command()
+def inspect(
+    file: Path = typer.Argument(..., help="The .sbs file."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of the summary."),
+) -> None:
+    """Summarize a .sbs file: model, layout, layers by type, weight types, tokenizer."""
+    import sbs_tools
+    from sbs_tools.summary import summarize
+
+    with sbs_tools.open(file) as f:
+        if json_out:
+            data = f.metadata()
+            data["summary"] = summarize(f)
+            print_json(data)
+            return
+        s = summarize(f)
+    _render(s)
+
+
+def _render(s: dict) -> None:
+    title = s.get("specifier") or s["era"]
+    console.print(f"[bold]{s['path']}[/]  [cyan]{title}[/]")
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    if "model" in s:
+        t.add_row("model", f"{s['model']} ({s['family']}), display name {s['display_name']!r}")
+        t.add_row("weights", f"{s['weight']}, wrapping {s['wrapping']}, config schema {s['schema_revision']}")
+    t.add_row("container", f"{s['layout'].upper()} layout, {s['format']} ({s['era_description']})")
+    t.add_row("size", f"{human_bytes(s['file_bytes'])} ({s['file_bytes']} bytes), {s['num_blobs']} blobs, "
+                      f"{s['num_tensors']} tensors")
+    if "model" in s:
+        layers = ", ".join(f"{n} {k}" for k, n in s["layers_by_type"].items()) or "none"
+        vit = ", ".join(f"{n} {k}" for k, n in s["vit_layers_by_type"].items()) or "none"
+        t.add_row("layers", f"{s['num_layers']} text ({layers}); ViT: {vit}")
+        dims = f"D={s['model_dim']} vocab={s['vocab_size']} max_seq_len={s['max_seq_len']}"
+        if "heads" in s:
+            dims += (f" heads={s['heads']} kv_heads={s['kv_heads']} qkv_dim={s['qkv_dim']} "
+                     f"ff={s['ff_hidden_dim']}")
+        t.add_row("dims", dims)
+        if s.get("vit"):
+            v = s["vit"]
+            t.add_row("vision", f"D={v['model_dim']} seq_len={v['seq_len']} patch={v['patch_width']} "
+                                f"image={v['image_size']}px")
+        if s["global_layers"]:
+            t.add_row("global layers", ", ".join(map(str, s["global_layers"])))
+    total = max(s["tensor_bytes"], 1)
+    hist = "  ".join(f"{k} {human_bytes(b)} ({100 * b / total:.0f}%, {s['tensors_by_type'][k]} tensors)"
+                     for k, b in s["bytes_by_type"].items())
+    t.add_row("types", hist or "no tensors")
+    tok = s["tokenizer"]
+    t.add_row("tokenizer", f"present, {human_bytes(tok['bytes'])}" if tok["present"] else "[yellow]absent[/]")
+    console.print(t)
+    for p in s["problems"]:
+        color = {"error": "red", "warning": "yellow"}.get(p["severity"], "blue")
+        console.print(f"[{color}]{p['severity']}[/] {p['code']}: {p['message']}")

@@ -1,0 +1,63 @@
+"""At-a-glance facts about an opened file (what ``sbs inspect`` shows)."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from .sbsfile import ERA_DESCRIPTIONS, SbsFile
+
+
+def summarize(f: SbsFile) -> dict[str, Any]:
+    """Model identity, layout, layer counts by type, dims and bytes per element type."""
+    cfg = f.config
+    by_type: Counter[str] = Counter()
+    count_by_type: Counter[str] = Counter()
+    for t in f.tensors.values():
+        by_type[t.type_name] += t.bytes
+        count_by_type[t.type_name] += 1
+    s: dict[str, Any] = {
+        "path": f.path,
+        "file_bytes": f.file_bytes,
+        "layout": f.layout,
+        "format": f.format,
+        "era": f.era,
+        "era_description": ERA_DESCRIPTIONS[f.era],
+        "num_blobs": len(f.directory.entries),
+        "num_tensors": len(f.tensors),
+        "tensor_bytes": sum(t.bytes for t in f.tensors.values()),
+        "bytes_by_type": dict(by_type.most_common()),
+        "tensors_by_type": dict(count_by_type.most_common()),
+    }
+    tok = f.tokenizer_bytes
+    s["tokenizer"] = {"present": tok is not None, "bytes": len(tok) if tok else 0}
+    if cfg is not None:
+        layer_types = Counter(cfg.layer_type_name(lc.type) for lc in cfg.layer_configs)
+        vit_types = Counter(cfg.layer_type_name(lc.type) for lc in cfg.vit_config.layer_configs)
+        l0 = cfg.layer_configs[0] if cfg.layer_configs else None
+        s.update({
+            "model": cfg.model_name,
+            "display_name": cfg.display_name,
+            "specifier": cfg.specifier,
+            "family": cfg.family,
+            "weight": cfg.weight_name,
+            "wrapping": cfg.wrapping_name,
+            "schema_revision": cfg.schema_revision,
+            "num_layers": cfg.num_layers,
+            "layers_by_type": dict(layer_types),
+            "vit_layers": len(cfg.vit_config.layer_configs),
+            "vit_layers_by_type": dict(vit_types),
+            "model_dim": cfg.model_dim,
+            "vocab_size": cfg.vocab_size,
+            "max_seq_len": cfg.max_seq_len,
+            "global_layers": [i for i in range(cfg.num_layers) if cfg.is_global_layer(i)],
+        })
+        if l0 is not None:
+            s.update({"heads": l0.heads, "kv_heads": l0.kv_heads, "qkv_dim": l0.qkv_dim,
+                      "ff_hidden_dim": l0.ff_hidden_dim})
+        if cfg.vit_config.layer_configs:
+            v = cfg.vit_config
+            s["vit"] = {"model_dim": v.model_dim, "seq_len": v.seq_len, "patch_width": v.patch_width,
+                        "image_size": v.image_size}
+    s["problems"] = [{"code": p.code, "severity": p.severity, "message": p.message, **p.location()}
+                     for p in f.problems]
+    return s
