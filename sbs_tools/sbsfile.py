@@ -25,6 +25,8 @@ from .types import Type, packed_bytes, type_name
 TYPE_PREFIX = {"F": Type.F32, "B": Type.BF16, "$": Type.SFP, "2": Type.NUQ, "I": Type.I8}
 METADATA_KEYS = ("config", "toc", "tokenizer")
 MOCK_TOKENIZER = b"unavailable"
+#: Per-layer order in which pre-2025 files' ``Fscales`` are consumed (Griffin names omitted).
+LEGACY_SCALED = ("att_ein", "qkv_ein", "gating_ein", "linear_w")
 #: Metadata blobs larger than this are not decoded at open (a real config is ~4 KiB, a toc ~100 KiB).
 MAX_METADATA_BYTES = 64 << 20
 
@@ -191,18 +193,47 @@ class SbsFile:
                                             e.size, e.offset, rec)
 
     def _tensors_from_keys(self) -> None:
+        found: dict[str, tuple[Type, BlobEntry]] = {}
         for key, e in self.blobs.items():
             stripped = _strip_prefix(key)
             if key in METADATA_KEYS or stripped is None or key == "Fscales":
                 continue
-            t, name = stripped
+            found[stripped[1]] = (stripped[0], e)
+        scales = self._legacy_scales(found)
+        for name, (t, e) in found.items():
             n = _values_from_size(t, e.size)
-            self.tensors[name] = TensorInfo(name, key, int(t), 1, n, 1.0, e.size, e.offset)
+            self.tensors[name] = TensorInfo(name, e.key, int(t), 1, n, scales.get(name, 1.0), e.size, e.offset)
         if self.tensors:
             self.problems.append(Problem(
                 "shape-unknown", "info",
-                "pre-2025 file: no toc, so tensor shapes are shown as 1 x N from the blob sizes "
-                "and Fscales are not applied"))
+                "pre-2025 file: no toc, so tensor shapes are shown as 1 x N from the blob sizes"))
+
+    def _legacy_scales(self, found: dict[str, tuple[Type, BlobEntry]]) -> dict[str, float]:
+        """Assign ``Fscales`` in gemma.cpp's consumption order (spec §7): layers ascending,
+        per layer att_ein, qkv_ein, gating_ein, linear_w, only for tensors present."""
+        e = self.blobs.get("Fscales")
+        if e is None:
+            return {}
+        if e.size % 4 or e.size > MAX_METADATA_BYTES:
+            self.problems.append(Problem("scales-invalid", "warning",
+                                         f"Fscales blob of {e.size} bytes is not an f32 array", blob="Fscales"))
+            return {}
+        values = blobstore.blob_view(self.buf, e).view("<f4")
+        order = []
+        for name in found:
+            base, _, idx = name.rpartition("_")
+            if base in LEGACY_SCALED and idx.isdigit():
+                order.append((int(idx), LEGACY_SCALED.index(base), name))
+        order.sort()
+        if len(order) > values.size:
+            self.problems.append(Problem("scales-invalid", "warning",
+                                         f"Fscales holds {values.size} scales but {len(order)} tensors take one",
+                                         blob="Fscales"))
+        elif len(order) < values.size:
+            self.problems.append(Problem("scales-extra", "info",
+                                         f"Fscales holds {values.size} scales, {len(order)} are used "
+                                         "(gemma.cpp asserts all are consumed)", blob="Fscales"))
+        return {name: float(values[i]) for i, (_, _, name) in enumerate(order) if i < values.size}
 
     # -- access --------------------------------------------------------------------
     @property

@@ -53,16 +53,19 @@ def _as_bytes(data: BytesLike) -> memoryview:
 class BlobWriter:
     """Streaming writer: ``add(key, data)`` for each blob, then ``finish()``.
 
+    ``pad_end=False`` (V1 only) writes the pre-2025 variant without 64 KiB end padding.
     V2 streams each blob to disk as it is added (peak memory = one blob). V1
     needs the blob count before the first blob, so it keeps references to the
     added buffers (no copies) and writes them in ``finish()``.
     """
 
-    def __init__(self, path: str | os.PathLike, layout: Literal["v1", "v2"] = "v2") -> None:
+    def __init__(self, path: str | os.PathLike, layout: Literal["v1", "v2"] = "v2", *,
+                 pad_end: bool = True) -> None:
         if layout not in ("v1", "v2"):
             raise WriteError(f"unknown layout {layout!r}", code="bad-layout")
         self.path = os.fspath(path)
         self.layout = layout
+        self.pad_end = pad_end  # False: pre-2025 V1 files, which end right after the last padded blob
         self._keys: list[bytes] = []
         self._ranges: list[tuple[int, int]] = []
         self._pending: list[memoryview] = []
@@ -110,7 +113,7 @@ class BlobWriter:
                 for mv in self._pending:
                     self._ranges.append((pos, mv.nbytes))
                     pos += round_up(mv.nbytes, BLOB_ALIGN)
-                file_bytes = round_up(pos, END_ALIGN)
+                file_bytes = round_up(pos, END_ALIGN) if self.pad_end else pos
                 self._f.write((_header(n, file_bytes) + _directory(self._keys, self._ranges)).ljust(first, b"\0"))
                 self._pos = first
                 for mv in self._pending:
@@ -154,9 +157,9 @@ class BlobWriter:
 
 
 def write_blobstore(path: str | os.PathLike, blobs: Iterable[tuple[str, BytesLike]],
-                    layout: Literal["v1", "v2"] = "v2") -> int:
+                    layout: Literal["v1", "v2"] = "v2", *, pad_end: bool = True) -> int:
     """Write ``(key, bytes)`` pairs, in order, as a BlobStore. Returns the file size."""
-    w = BlobWriter(path, layout)
+    w = BlobWriter(path, layout, pad_end=pad_end)
     try:
         for key, data in blobs:
             w.add(key, data)
