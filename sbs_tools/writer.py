@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Iterable, Literal
+from typing import Callable, Iterable, Literal
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class BlobWriter:
         self.pad_end = pad_end  # False: pre-2025 V1 files, which end right after the last padded blob
         self._keys: list[bytes] = []
         self._ranges: list[tuple[int, int]] = []
-        self._pending: list[memoryview] = []
+        self._pending: list = []  # V1: memoryviews, or (key, nbytes, chunks) for streamed blobs
         d = os.path.dirname(os.path.abspath(self.path))
         fd, self._tmp = tempfile.mkstemp(prefix=".sbs-", suffix=".tmp", dir=d)
         os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
@@ -95,6 +95,37 @@ class BlobWriter:
         else:
             self._pending.append(mv)
 
+    def add_stream(self, key: str, nbytes: int, chunks: Callable[[], Iterable[BytesLike]]) -> None:
+        """Add a blob of ``nbytes`` produced piecewise by ``chunks()`` (called once), so a
+        tensor larger than memory can be written. V2 writes it now; V1 when finishing."""
+        kb = key_bytes(key)
+        if kb in self._keys:
+            raise WriteError(f"duplicate blob key {key!r}", code="duplicate-key", blob=key)
+        if nbytes <= 0:
+            raise WriteError(f"blob {key!r} is empty; the format has no zero-size blobs", code="zero-size-blob",
+                             blob=key)
+        self._keys.append(kb)
+        if self.layout == "v2":
+            self._ranges.append((self._pos, nbytes))
+            self._write_stream(key, nbytes, chunks)
+        else:
+            self._pending.append((key, nbytes, chunks))
+
+    def _write_stream(self, key: str, nbytes: int, chunks: Callable[[], Iterable[BytesLike]]) -> None:
+        written = 0
+        for c in chunks():
+            mv = _as_bytes(c)
+            written += mv.nbytes
+            if written > nbytes:
+                break
+            self._f.write(mv)
+        if written != nbytes:
+            raise WriteError(f"blob {key!r}: the stream produced {written} bytes, not {nbytes}",
+                             code="stream-size-mismatch", blob=key)
+        pad = round_up(nbytes, BLOB_ALIGN) - nbytes
+        self._f.write(_ZEROS[:pad])
+        self._pos += nbytes + pad
+
     def _write_padded(self, mv: memoryview) -> None:
         self._f.write(mv)
         pad = round_up(mv.nbytes, BLOB_ALIGN) - mv.nbytes
@@ -110,14 +141,18 @@ class BlobWriter:
             if self.layout == "v1":
                 first = v1_first_blob_offset(n)
                 pos = first
-                for mv in self._pending:
-                    self._ranges.append((pos, mv.nbytes))
-                    pos += round_up(mv.nbytes, BLOB_ALIGN)
+                for item in self._pending:
+                    size = item[1] if isinstance(item, tuple) else item.nbytes
+                    self._ranges.append((pos, size))
+                    pos += round_up(size, BLOB_ALIGN)
                 file_bytes = round_up(pos, END_ALIGN) if self.pad_end else pos
                 self._f.write((_header(n, file_bytes) + _directory(self._keys, self._ranges)).ljust(first, b"\0"))
                 self._pos = first
-                for mv in self._pending:
-                    self._write_padded(mv)
+                for item in self._pending:
+                    if isinstance(item, tuple):
+                        self._write_stream(*item)
+                    else:
+                        self._write_padded(item)
                 self._pending.clear()
                 self._write_zeros(file_bytes - self._pos)
             else:
