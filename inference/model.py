@@ -1,0 +1,137 @@
+"""A Gemma decoder forward pass over decoded ``.sbs`` weights (spec §8), in plain numpy.
+
+    x = embedding[token] * bf16(sqrt(D))
+    per layer:  x += post_att_norm(attention(pre_att_norm(x)))
+                x += post_ff_norm(ffw(pre_ff_norm(x)))
+    logits = softcap(final_norm(x) @ embedding.T, final_cap)
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+
+from . import ops
+from .kvcache import KVCache
+from .sampling import sample
+from .weights import LayerWeights, Weights
+
+
+class Model:
+    """A loaded text decoder. Build with :func:`inference.load`."""
+
+    def __init__(self, config, weights: Weights, tokenizer=None, *, rope: str = "gemmacpp",
+                 numerics: str = "gemmacpp", path: str = "") -> None:
+        self.config, self.weights, self.tokenizer = config, weights, tokenizer
+        self.rope, self.numerics, self.path = rope, numerics, path
+        first = weights.layers[0]
+        self.emb_mult = ops.embedding_multiplier(config.model_dim)
+        self.q_scale = ops.query_scale(config.query_scale, config.model_dim, first.heads, first.qkv_dim)
+        self.eos_ids = {config.eos_id, config.secondary_eos_id}
+        self.stats: dict[str, float] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def notes(self) -> list[str]:
+        return self.weights.notes
+
+    def new_cache(self) -> KVCache:
+        first = self.weights.layers[0]
+        return KVCache(len(self.weights.layers), first.kv_heads, first.qkv_dim, self.config.max_seq_len)
+
+    # -- forward -------------------------------------------------------------
+    def _check_tokens(self, tokens) -> np.ndarray:
+        t = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        if t.size and (t.min() < 0 or t.max() >= self.vocab_size):
+            bad = int(t[(t < 0) | (t >= self.vocab_size)][0])
+            raise ValueError(f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})")
+        return t
+
+    def _layer(self, x: np.ndarray, L: LayerWeights, pos: np.ndarray, cache: KVCache) -> np.ndarray:
+        T, H, K, Dh = x.shape[0], L.heads, L.kv_heads, L.qkv_dim
+        h = ops.rmsnorm(x, L.pre_att_norm)
+        q = (h @ L.w_q.T).reshape(T, H, Dh).transpose(1, 0, 2)  # (H, T, Dh)
+        kv = (h @ L.w_kv.T).reshape(T, K, 2, Dh)
+        k, v = kv[:, :, 0].transpose(1, 0, 2), kv[:, :, 1].transpose(1, 0, 2)  # (K, T, Dh)
+        if L.query_norm is not None:
+            q, k = ops.rmsnorm(q, L.query_norm), ops.rmsnorm(k, L.key_norm)
+        q = ops.rope(q * self.q_scale, pos, L.rope_base)
+        k = ops.rope(k, pos, L.rope_base)
+        k_all, v_all = cache.append(L.index, k, v)
+        mask = ops.attention_mask(pos, np.arange(k_all.shape[1]), L.window)
+        a = ops.attention(q, k_all, v_all, mask, self.config.att_cap) @ L.w_o.T
+        if L.post_att_norm is not None:
+            a = ops.rmsnorm(a, L.post_att_norm)
+        x = x + a
+        h = ops.rmsnorm(x, L.pre_ff_norm)
+        f = (ops.gelu(h @ L.w_gate.T) * (h @ L.w_up.T)) @ L.w_down.T
+        if L.post_ff_norm is not None:
+            f = ops.rmsnorm(f, L.post_ff_norm)
+        return x + f
+
+    def forward(self, tokens, cache: KVCache, trace: list | None = None) -> np.ndarray:
+        """Run ``tokens`` at the next positions of ``cache`` (which they are appended to); return
+        their logits (T, vocab). With ``trace`` (a list), append the residual stream after each layer
+        and the final-norm output, each (T, D)."""
+        t = self._check_tokens(tokens)
+        pos = np.arange(cache.length, cache.length + t.size)
+        w = self.weights
+        x = w.embedding[t] * self.emb_mult
+        for L in w.layers:
+            x = self._layer(x, L, pos, cache)
+            if trace is not None:
+                trace.append(x)
+        cache.advance(t.size)
+        x = ops.rmsnorm(x, w.final_norm)
+        if trace is not None:
+            trace.append(x)
+        return ops.softcap(x @ w.unembedding.T, self.config.final_cap).astype(np.float32)
+
+    def logits(self, tokens) -> np.ndarray:
+        """Logits (len(tokens), vocab) float32 of a whole prompt, one batched pass."""
+        return self.forward(tokens, self.new_cache())
+
+    # -- generation -------------------------------------------------------------
+    def stream(self, tokens, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
+               seed: int | None = None, stop_at_eos: bool = True,
+               on_logits: Callable[[np.ndarray], None] | None = None) -> Iterator[int]:
+        """Yield up to ``max_new_tokens`` new tokens: one batched prefill of the prompt, then one
+        cached decode step per token. Stops before an EOS id (not yielded) if ``stop_at_eos``.
+        Timings land in :attr:`stats` (prompt_tokens, prompt_seconds, decode_tokens, decode_seconds)."""
+        prompt = self._check_tokens(tokens)
+        if prompt.size == 0:
+            raise ValueError("the prompt must contain at least one token")
+        rng = np.random.default_rng(seed)
+        cache = self.new_cache()
+        self.stats = {"prompt_tokens": prompt.size, "prompt_seconds": 0.0, "decode_tokens": 0,
+                      "decode_seconds": 0.0}
+        t0 = time.perf_counter()
+        row = self.forward(prompt, cache)[-1]
+        self.stats["prompt_seconds"] = time.perf_counter() - t0
+        for i in range(max_new_tokens):
+            if on_logits:
+                on_logits(row)
+            token = sample(row, temperature, top_k, rng)
+            if stop_at_eos and token in self.eos_ids:
+                return
+            yield token
+            if i + 1 == max_new_tokens or cache.length >= cache.max_len:
+                return
+            t0 = time.perf_counter()
+            row = self.forward([token], cache)[-1]
+            self.stats["decode_seconds"] += time.perf_counter() - t0
+            self.stats["decode_tokens"] += 1
+
+    def generate(self, tokens, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
+                 seed: int | None = None, stop_at_eos: bool = True) -> list[int]:
+        """The new tokens (not the prompt); greedy when ``temperature`` is 0."""
+        return list(self.stream(tokens, max_new_tokens, temperature, top_k, seed, stop_at_eos))
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"<Model {c.specifier} layers={len(self.weights.layers)} D={c.model_dim} vocab={c.vocab_size} "
+                f"rope={self.rope} numerics={self.numerics} weights={self.weights.nbytes / 2**20:.1f} MiB>")
