@@ -37,8 +37,9 @@ def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "ge
     if log is None:
         log = (lambda s: print(s, file=sys.stderr)) if progress else (lambda s: None)
     with sbs_tools.open(path) as f:
+        console = Console(stderr=True)
         bar = Progress(TextColumn("decoding weights {task.description}"), BarColumn(), TimeElapsedColumn(),
-                       console=Console(stderr=True), transient=True, disable=not progress)
+                       console=console, transient=True, disable=not (progress and console.is_terminal))
         with bar:
             task = bar.add_task("", total=len(f.config.layer_configs) if f.config else 0)
 

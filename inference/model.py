@@ -113,13 +113,15 @@ class Model:
         row = self.forward(prompt, cache)[-1]
         self.stats["prompt_seconds"] = time.perf_counter() - t0
         for i in range(max_new_tokens):
+            if cache.length >= cache.max_len:  # the new token would not fit in the context
+                return
             if on_logits:
                 on_logits(row)
             token = sample(row, temperature, top_k, rng)
             if stop_at_eos and token in self.eos_ids:
                 return
             yield token
-            if i + 1 == max_new_tokens or cache.length >= cache.max_len:
+            if i + 1 == max_new_tokens:
                 return
             t0 = time.perf_counter()
             row = self.forward([token], cache)[-1]
