@@ -1,0 +1,402 @@
+"""gemma.cpp's canonical :class:`~sbs_tools.config.ModelConfig` for every model it knows.
+
+gemma.cpp (``gemma/configs.cc`` at 3ed403e) builds one fixed config per
+``Model`` enum value; the values here are the same numbers (spec §3, §5.3,
+§8), expressed as a table. Use this module whenever a config must be made up
+rather than read: converting checkpoints, repairing pre-2025 files that carry
+no ``config`` blob, or telling whether a file's config is the stock one.
+
+Entry points::
+
+    canonical_config("GEMMA3_270M", "bf16")            # wrapping: the model's default
+    canonical_config(18, Type.SFP, wrapping="GEMMA_PT")
+    from_specifier("gemma3-270m-bf16-it")               # ModelConfig(specifier), as gemma.cpp parses it
+    match_canonical(cfg)                                # which canonical model has this architecture?
+    config_differences(a, b)                            # field-by-field differences, for messages
+
+Arguments accept names or numbers: a model as ``"GEMMA3_270M"``, its
+specifier prefix ``"gemma3-270m"`` or ``18``; a weight type as ``"sfp"``,
+``"SFP"``, :class:`~sbs_tools.types.Type` or ``3``; a wrapping as
+``"GEMMA_PT"``, ``"pt"`` or ``1``.
+
+Defaults follow gemma.cpp: with ``wrapping=None`` the wrapping is what
+``ChooseWrapping`` picks without a ``--wrapping`` flag — ``PALIGEMMA`` for
+PaliGemma 2, ``GEMMA_VLM`` for Gemma 3 1B/4B/12B/27B, otherwise ``GEMMA_IT``
+(gemma.cpp's tokenizer-less default; pass ``"pt"`` for base models).
+``ModelConfig(model, weight, wrapping)`` at 3ed403e stores the wrapping it is
+given, even for VLM models; so does :func:`canonical_config`.
+
+Quirk worth knowing (spec §8, §12): gemma.cpp 3ed403e applies the global
+RoPE base 1e6 only to the models in :data:`GLOBAL_ROPE_1E6_MODELS`; Gemma 3
+270M's global layers therefore run with base 10,000 in gemma.cpp, unlike the
+original model definition (1e6). :func:`rope_bases` returns both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields as dc_fields, replace
+from typing import Iterable
+
+from .config import MODEL_NAMES, MODEL_PREFIX, WRAPPING_NAMES, LayerConfig, ModelConfig, VitConfig
+from .errors import ConfigError
+from .types import GEMMA_TYPE_NAMES, Type, type_from_name
+
+# Enum values (gemma/configs.h at 3ed403e).
+GEMMA_IT, GEMMA_PT, GEMMA_VLM, PALIGEMMA = 0, 1, 2, 3
+SQRT_KEY_SIZE, SQRT_MODEL_DIM_DIV_NUM_HEADS = 0, 1
+POST_NORM_SCALE = 1
+KVIT = 1  # LayerAttentionType::kVit since 2025-09-05 (2 before)
+
+#: ``WrappingSuffix``: what a specifier carries for each wrapping.
+WRAPPING_SUFFIX = {GEMMA_IT: "-it", GEMMA_PT: "-pt", GEMMA_VLM: "-vlm", PALIGEMMA: "-pg"}
+
+#: Names of the tensors whose scales pre-2025 files keep in ``Fscales`` (``ConfigNoSSM``).
+SCALE_BASE_NAMES = ("att_ein", "qkv_ein", "gr_lin_x_w", "gr_lin_y_w", "gr_lin_out_w", "gr_gate_w",
+                    "gating_ein", "linear_w")
+
+GEMMA2_VOCAB = 256000
+GEMMA3_VOCAB = 262144
+PALIGEMMA_VOCAB = 256000 + 1024 + 128  # 257152: Gemma 2 vocabulary plus location and segmentation tokens
+
+#: Models whose global layers gemma.cpp 3ed403e runs with RoPE base 1e6 (``IsVLM``).
+GLOBAL_ROPE_1E6_MODELS = frozenset({14, 15, 16, 17})
+#: Models whose *original* definition uses RoPE base 1e6 on global layers (all of Gemma 3).
+REFERENCE_GLOBAL_ROPE_1E6_MODELS = frozenset({14, 15, 16, 17, 18})
+PALIGEMMA_MODELS = frozenset({10, 11, 12, 13})
+
+
+@dataclass(frozen=True)
+class _Arch:
+    """One LLM as gemma.cpp's config functions describe it."""
+
+    display_name: str
+    family: int  # 2 or 3
+    model_dim: int
+    ff_hidden_dim: int
+    heads: int
+    kv_heads: int
+    qkv_dim: int
+    num_layers: int
+    vocab_size: int
+    max_seq_len: int
+    windows: tuple[int, ...]  # repeating pattern; 0 stands for max_seq_len (global layer)
+    query_scale: int = SQRT_KEY_SIZE
+    image_size: int = 0  # > 0: the model has gemma.cpp's SigLIP ViT at this resolution
+    wrapping: int = GEMMA_IT  # what ConfigFromModel stores before the caller's wrapping overrides it
+
+
+_G2 = dict(family=2, max_seq_len=8192, windows=(4096, 0), qkv_dim=256)
+_G3 = dict(family=3, vocab_size=GEMMA3_VOCAB, max_seq_len=32768)
+_LOCAL5_512 = (512, 512, 512, 512, 512, 0)
+_LOCAL5_1024 = (1024, 1024, 1024, 1024, 1024, 0)
+
+#: Model enum value -> architecture (gemma.cpp 3ed403e ``ConfigFromModel``).
+ARCHS: dict[int, _Arch] = {
+    7: _Arch("Gemma2_2B", model_dim=2304, ff_hidden_dim=9216, heads=8, kv_heads=4, num_layers=26,
+             vocab_size=GEMMA2_VOCAB, **_G2),
+    3: _Arch("Gemma2_9B", model_dim=3584, ff_hidden_dim=14336, heads=16, kv_heads=8, num_layers=42,
+             vocab_size=GEMMA2_VOCAB, **_G2),
+    4: _Arch("Gemma2_27B", model_dim=4608, ff_hidden_dim=36864, heads=32, kv_heads=16, num_layers=46,
+             vocab_size=GEMMA2_VOCAB, query_scale=SQRT_MODEL_DIM_DIV_NUM_HEADS,
+             **{**_G2, "qkv_dim": 128}),
+    10: _Arch("PaliGemma2_3B_224", model_dim=2304, ff_hidden_dim=9216, heads=8, kv_heads=4, num_layers=26,
+              vocab_size=PALIGEMMA_VOCAB, image_size=224, wrapping=PALIGEMMA, **_G2),
+    11: _Arch("PaliGemma2_3B_448", model_dim=2304, ff_hidden_dim=9216, heads=8, kv_heads=4, num_layers=26,
+              vocab_size=PALIGEMMA_VOCAB, image_size=448, wrapping=PALIGEMMA, **_G2),
+    12: _Arch("PaliGemma2_10B_224", model_dim=3584, ff_hidden_dim=14336, heads=16, kv_heads=8, num_layers=42,
+              vocab_size=PALIGEMMA_VOCAB, image_size=224, wrapping=PALIGEMMA, **_G2),
+    13: _Arch("PaliGemma2_10B_448", model_dim=3584, ff_hidden_dim=14336, heads=16, kv_heads=8, num_layers=42,
+              vocab_size=PALIGEMMA_VOCAB, image_size=448, wrapping=PALIGEMMA, **_G2),
+    18: _Arch("Gemma3_270M", model_dim=640, ff_hidden_dim=2048, heads=4, kv_heads=1, qkv_dim=256,
+              num_layers=18, windows=_LOCAL5_512, **_G3),
+    15: _Arch("Gemma3_1B", model_dim=1152, ff_hidden_dim=6912, heads=4, kv_heads=1, qkv_dim=256,
+              num_layers=26, windows=_LOCAL5_512, wrapping=GEMMA_VLM, **_G3),
+    14: _Arch("Gemma3_4B", model_dim=2560, ff_hidden_dim=10240, heads=8, kv_heads=4, qkv_dim=256,
+              num_layers=34, windows=_LOCAL5_1024, image_size=896, wrapping=GEMMA_VLM, **_G3),
+    16: _Arch("Gemma3_12B", model_dim=3840, ff_hidden_dim=15360, heads=16, kv_heads=8, qkv_dim=256,
+              num_layers=48, windows=_LOCAL5_1024, image_size=896, wrapping=GEMMA_VLM, **_G3),
+    17: _Arch("Gemma3_27B", model_dim=5376, ff_hidden_dim=21504, heads=32, kv_heads=16, qkv_dim=128,
+              num_layers=62, windows=_LOCAL5_1024, image_size=896, wrapping=GEMMA_VLM, **_G3),
+}
+
+#: Model enum values gemma.cpp 3ed403e can build a config for, in enum order (``ForEachModel``).
+CANONICAL_MODELS: tuple[int, ...] = tuple(sorted(ARCHS))
+
+# SigLIP So400m ViT as gemma.cpp configures it (``LayerConfigVit`` / ``AddVitConfig``).
+VIT_MODEL_DIM, VIT_FF, VIT_HEADS, VIT_QKV_DIM, VIT_LAYERS, VIT_PATCH = 1152, 4304, 16, 72, 27, 14
+
+
+def model_enum(model: str | int) -> int:
+    """Model enum value from ``"GEMMA3_270M"``, ``"gemma3-270m"``, ``"Gemma3_270M"`` or ``18``."""
+    if isinstance(model, bool):
+        raise ConfigError(f"not a model: {model!r}", code="unknown-model")
+    if isinstance(model, int):
+        if model in MODEL_NAMES:
+            return model
+        raise ConfigError(f"unknown model number {model}", code="unknown-model")
+    key = str(model).strip()
+    for value, name in MODEL_NAMES.items():
+        if key.upper() == name:
+            return value
+    for value, prefix in MODEL_PREFIX.items():
+        if key.lower() == prefix:
+            return value
+    for value, arch in ARCHS.items():
+        if key.lower() == arch.display_name.lower():
+            return value
+    known = ", ".join(MODEL_NAMES[m] for m in CANONICAL_MODELS)
+    raise ConfigError(f"unknown model {model!r} (known: {known})", code="unknown-model")
+
+
+def wrapping_enum(wrapping: str | int) -> int:
+    """PromptWrapping value from ``"GEMMA_PT"``, ``"pt"``, ``"-pt"``, ``"it"``, ``"vlm"``, ``"paligemma"`` or 0..3."""
+    if isinstance(wrapping, int) and not isinstance(wrapping, bool):
+        if wrapping in WRAPPING_NAMES:
+            return wrapping
+        raise ConfigError(f"unknown wrapping number {wrapping}", code="unknown-wrapping")
+    key = str(wrapping).strip().upper().lstrip("-")
+    aliases = {"IT": GEMMA_IT, "PT": GEMMA_PT, "VLM": GEMMA_VLM, "PG": PALIGEMMA, "PALIGEMMA": PALIGEMMA}
+    if key in aliases:
+        return aliases[key]
+    for value, name in WRAPPING_NAMES.items():
+        if key == name:
+            return value
+    raise ConfigError(f"unknown wrapping {wrapping!r} (it, pt, vlm, paligemma)", code="unknown-wrapping")
+
+
+def weight_enum(weight: str | int | Type) -> Type:
+    """Weight type from ``"sfp"``, ``"SFP"``, :class:`Type` or 3 (never UNKNOWN)."""
+    try:
+        t = type_from_name(weight)
+    except Exception:
+        raise ConfigError(f"unknown weight type {weight!r}", code="unknown-type") from None
+    if t == Type.UNKNOWN:
+        raise ConfigError("weight type must not be unknown", code="unknown-type")
+    return t
+
+
+def default_wrapping(model: str | int) -> int:
+    """gemma.cpp's ``ChooseWrapping(model)`` without a flag: PALIGEMMA, GEMMA_VLM, else GEMMA_IT."""
+    m = model_enum(model)
+    if m in PALIGEMMA_MODELS:
+        return PALIGEMMA
+    if m in GLOBAL_ROPE_1E6_MODELS:  # IsVLM: Gemma 3 1B/4B/12B/27B
+        return GEMMA_VLM
+    return GEMMA_IT
+
+
+def _vit_config(image_size: int, gemma3: bool) -> VitConfig:
+    layer = LayerConfig(model_dim=VIT_MODEL_DIM, ff_hidden_dim=VIT_FF, heads=VIT_HEADS, kv_heads=VIT_HEADS,
+                        qkv_dim=VIT_QKV_DIM, ff_biases=True, type=KVIT)
+    side = image_size // VIT_PATCH
+    return VitConfig(model_dim=VIT_MODEL_DIM, seq_len=side * side, num_scales=4 * VIT_LAYERS,
+                     patch_width=VIT_PATCH, image_size=image_size,
+                     layer_configs=[replace(layer) for _ in range(VIT_LAYERS)], pool_dim=4 if gemma3 else 1)
+
+
+def canonical_config(model: str | int, weight_type: str | int | Type,
+                     wrapping: str | int | None = None) -> ModelConfig:
+    """``ModelConfig(model, weight, wrapping)`` exactly as gemma.cpp 3ed403e builds it.
+
+    ``wrapping=None`` picks :func:`default_wrapping`. The result serializes
+    (``to_bytes``) to the same words gemma.cpp writes into a ``config`` blob.
+    Raises :class:`ConfigError` (``unknown-model``) for models gemma.cpp no
+    longer builds (Gemma 1, PaliGemma 1, Griffin, the tiny test model).
+    """
+    m = model_enum(model)
+    arch = ARCHS.get(m)
+    if arch is None:
+        raise ConfigError(f"gemma.cpp (3ed403e) has no canonical config for {MODEL_NAMES[m]} "
+                          "(obsolete model)", code="unknown-model")
+    weight = weight_enum(weight_type)
+    wrap = default_wrapping(m) if wrapping is None else wrapping_enum(wrapping)
+    g3 = arch.family == 3
+    layer = LayerConfig(model_dim=arch.model_dim, ff_hidden_dim=arch.ff_hidden_dim, heads=arch.heads,
+                        kv_heads=arch.kv_heads, qkv_dim=arch.qkv_dim, optimized_gating=g3,
+                        post_norm=POST_NORM_SCALE, use_qk_norm=g3)
+    n = arch.num_layers
+    windows = [w or arch.max_seq_len for w in arch.windows]
+    cfg = ModelConfig(
+        display_name=arch.display_name, model=m, wrapping=wrap, weight=int(weight), num_layers=n,
+        model_dim=arch.model_dim, vocab_size=arch.vocab_size, max_seq_len=arch.max_seq_len,
+        att_cap=0.0 if g3 else 50.0, final_cap=0.0 if g3 else 30.0, query_scale=arch.query_scale,
+        layer_configs=[replace(layer) for _ in range(n)],
+        attention_window_sizes=[windows[i % len(windows)] for i in range(n)],
+        eos_id=1, secondary_eos_id=106 if g3 else 107, scale_base_names=list(SCALE_BASE_NAMES))
+    if arch.image_size:
+        cfg.vit_config = _vit_config(arch.image_size, g3)
+    return cfg
+
+
+def parse_specifier(specifier: str) -> tuple[int, Type, int]:
+    """(model, weight type, wrapping) from a specifier, by gemma.cpp's rules.
+
+    The model is the one whose ``ModelPrefix + "-"`` starts the string; the
+    type is the one type name occurring in it; the wrapping is the one
+    suffix (``-it``/``-pt``/``-vlm``/``-pg``) occurring in it, else the
+    model's default. Ambiguity or absence raises ``bad-specifier``.
+    """
+    s = specifier.strip()
+    models = [m for m in CANONICAL_MODELS if s.startswith(MODEL_PREFIX[m] + "-")]
+    if len(models) != 1:
+        raise ConfigError(f"specifier {specifier!r}: expected one model prefix "
+                          f"({', '.join(MODEL_PREFIX[m] for m in CANONICAL_MODELS)}), found {len(models)}",
+                          code="bad-specifier")
+    rest = s[len(MODEL_PREFIX[models[0]]):]
+    # Type names are searched in the whole specifier by gemma.cpp; none of today's prefixes contains one,
+    # but searching the remainder keeps e.g. a future "...-f32x" prefix from matching.
+    types = [t for t in (Type.F32, Type.BF16, Type.SFP, Type.NUQ, Type.F64, Type.U32, Type.U64, Type.I8)
+             if GEMMA_TYPE_NAMES[t] in rest]
+    if len(types) != 1:
+        raise ConfigError(f"specifier {specifier!r}: expected exactly one weight type name "
+                          "(f32, bf16, sfp, nuq, i8)", code="bad-specifier")
+    wraps = [w for w, suffix in WRAPPING_SUFFIX.items() if suffix in rest]
+    if len(wraps) > 1:
+        raise ConfigError(f"specifier {specifier!r}: more than one wrapping suffix", code="bad-specifier")
+    wrap = wraps[0] if wraps else default_wrapping(models[0])
+    return models[0], types[0], wrap
+
+
+def from_specifier(specifier: str) -> ModelConfig:
+    """``ModelConfig(specifier)``: e.g. ``"gemma3-270m-bf16-it"``, ``"gemma3-1b-sfp"``, ``"9b-sfp-pt"``."""
+    m, t, w = parse_specifier(specifier)
+    return canonical_config(m, t, w)
+
+
+def rope_bases(config: ModelConfig, mode: str = "gemmacpp") -> list[float]:
+    """RoPE base per LLM layer.
+
+    ``mode="gemmacpp"``: what gemma.cpp 3ed403e computes (1e6 on global
+    layers only for Gemma 3 1B/4B/12B/27B, else 10,000 everywhere).
+    ``mode="reference"``: the original model definitions (1e6 on global
+    layers of every Gemma 3 model, including 270M).
+    """
+    if mode not in ("gemmacpp", "reference"):
+        raise ValueError(f"rope mode must be 'gemmacpp' or 'reference', not {mode!r}")
+    models = GLOBAL_ROPE_1E6_MODELS if mode == "gemmacpp" else REFERENCE_GLOBAL_ROPE_1E6_MODELS
+    return [1e6 if (config.model in models and config.is_global_layer(i)) else 1e4
+            for i in range(len(config.layer_configs))]
+
+
+def rope_discrepancy(config: ModelConfig) -> str | None:
+    """A sentence about the 270M RoPE quirk if it affects ``config``, else None (for verify/inspect)."""
+    gemmacpp, ref = rope_bases(config, "gemmacpp"), rope_bases(config, "reference")
+    diff = [i for i, (a, b) in enumerate(zip(gemmacpp, ref)) if a != b]
+    if not diff:
+        return None
+    return (f"gemma.cpp (3ed403e) runs the global-attention layers {', '.join(map(str, diff))} of "
+            f"{config.model_name} with RoPE base 10,000; the original model definition uses 1,000,000 there. "
+            "Outputs follow gemma.cpp; `sbs run --rope reference` uses the original definition.")
+
+
+# -- comparing configs ------------------------------------------------------------------------------
+
+#: Fields that describe the network's shape and numerics (what must agree for weights to fit and behave).
+ARCH_FIELDS = ("num_layers", "model_dim", "vocab_size", "att_cap", "final_cap", "absolute_pe", "query_scale")
+LAYER_ARCH_FIELDS = ("model_dim", "ff_hidden_dim", "heads", "kv_heads", "qkv_dim", "ff_biases", "post_norm",
+                     "type", "activation", "post_qk", "use_qk_norm")
+
+
+def config_differences(a: ModelConfig, b: ModelConfig, *, ignore: Iterable[str] = ()) -> list[str]:
+    """Human-readable field differences between two configs (``"model_dim: 640 != 1152"``).
+
+    Compares every serialized field, recursing into layer and ViT configs;
+    names in ``ignore`` (top-level or ``layer.<field>``/``vit.<field>``) are skipped.
+    """
+    skip = set(ignore)
+    out: list[str] = []
+
+    def cmp(prefix: str, x, y, names: Iterable[str]) -> None:
+        for name in names:
+            if prefix + name in skip:
+                continue
+            va, vb = getattr(x, name), getattr(y, name)
+            if va != vb:
+                out.append(f"{prefix}{name}: {_short(va)} != {_short(vb)}")
+
+    top = [f.name for f in dc_fields(ModelConfig) if f.compare and f.name not in ("layer_configs", "vit_config")]
+    cmp("", a, b, top)
+    lnames = [f.name for f in dc_fields(LayerConfig)]
+    if len(a.layer_configs) == len(b.layer_configs):
+        for i, (la, lb) in enumerate(zip(a.layer_configs, b.layer_configs)):
+            cmp(f"layer_configs[{i}].", la, lb, [n for n in lnames if f"layer.{n}" not in skip])
+    elif "layer_configs" not in skip:
+        out.append(f"layer_configs: {len(a.layer_configs)} layers != {len(b.layer_configs)}")
+    va, vb = a.vit_config, b.vit_config
+    if "vit_config" not in skip:
+        cmp("vit_config.", va, vb, [f.name for f in dc_fields(VitConfig) if f.name != "layer_configs"
+                                    and f"vit.{f.name}" not in skip])
+        if len(va.layer_configs) != len(vb.layer_configs):
+            out.append(f"vit_config.layer_configs: {len(va.layer_configs)} layers != {len(vb.layer_configs)}")
+        else:
+            for i, (la, lb) in enumerate(zip(va.layer_configs, vb.layer_configs)):
+                cmp(f"vit_config.layer_configs[{i}].", la, lb, lnames)
+    return out
+
+
+def _short(v) -> str:
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def architecture_differences(config: ModelConfig, canonical: ModelConfig, *, with_vit: bool = True) -> list[str]:
+    """Differences that matter for the weights and the math: dims, layer structure, caps, query
+    scale, local window sizes. Ignores names, wrapping, weight type, eos ids, ``max_seq_len`` and
+    the window of global layers (which equals ``max_seq_len``), and ``optimized_gating`` (gemma.cpp's
+    ``TestEqual`` ignores it too)."""
+    out = []
+    for name in ARCH_FIELDS:
+        va, vb = getattr(config, name), getattr(canonical, name)
+        if va != vb:
+            out.append(f"{name}: {_short(va)} != {_short(vb)}")
+    if len(config.layer_configs) != len(canonical.layer_configs):
+        return out + [f"layers: {len(config.layer_configs)} != {len(canonical.layer_configs)}"]
+    for i, (la, lb) in enumerate(zip(config.layer_configs, canonical.layer_configs)):
+        for name in LAYER_ARCH_FIELDS:
+            if getattr(la, name) != getattr(lb, name):
+                out.append(f"layer {i} {name}: {getattr(la, name)} != {getattr(lb, name)}")
+    wa, wb = config.attention_window_sizes, canonical.attention_window_sizes
+    if len(wa) != len(wb):
+        out.append(f"attention_window_sizes: {len(wa)} entries != {len(wb)}")
+    else:
+        for i, (x, y) in enumerate(zip(wa, wb)):
+            ga, gb = x >= config.max_seq_len, y >= canonical.max_seq_len
+            if ga != gb or (not ga and x != y):
+                out.append(f"layer {i} window: {x} != {y}")
+    if with_vit:
+        out += [d for d in config_differences(config, canonical, ignore=("display_name",))
+                if d.startswith("vit_config")]
+    return out
+
+
+def match_canonical(config: ModelConfig, *, with_vit: bool = True) -> int | None:
+    """The canonical model whose architecture equals ``config``'s (see :func:`architecture_differences`),
+    or None. Like gemma.cpp's ``OverwriteWithCanonical`` but tolerant of context length and names.
+    ``with_vit=False`` ignores the ViT part (for text-only checkpoints of Gemma 3 4B/12B/27B)."""
+    found = [m for m in CANONICAL_MODELS
+             if not architecture_differences(config, canonical_config(m, Type.BF16), with_vit=with_vit)]
+    if not with_vit and len(found) > 1:
+        # PaliGemma 2 shares its LLM with Gemma 2; a text-only checkpoint is the plain Gemma 2.
+        found = [m for m in found if m not in PALIGEMMA_MODELS] or found
+    return found[0] if len(found) == 1 else None
+
+
+def is_canonical(config: ModelConfig) -> bool:
+    """True if ``config`` serializes exactly like gemma.cpp's canonical config for its model,
+    weight type and wrapping (display name included)."""
+    try:
+        ref = canonical_config(config.model, config.weight, config.wrapping)
+    except ConfigError:
+        return False
+    return ref.to_words() == replace(config, schema_revision=ref.schema_revision).to_words()
+
+
+def deduce_model(num_layers: int, has_vit: bool = False, image_448: bool = False) -> int:
+    """gemma.cpp 3ed403e ``DeduceModel`` from the layer count (spec §7); 0 (UNKNOWN) if none fits."""
+    table = {18: 18, 34: 14, 46: 4, 48: 16, 62: 17}
+    if num_layers == 26:
+        return 15 if has_vit else 7
+    if num_layers == 27:
+        return 11 if image_448 else 10
+    if num_layers == 42:
+        return (13 if image_448 else 12) if has_vit else 3
+    return table.get(num_layers, 0)
