@@ -9,8 +9,9 @@ from .errors import (CodecError, ConfigError, ContainerError, FieldsError, SbsEr
                      TocError, WriteError)
 from .sbsfile import SbsFile, TensorInfo, open
 from .types import Type
+from . import verify  # callable: sbs_tools.verify(path, deep=False) -> Report
 
 __version__ = "0.1.0"
 
 __all__ = ["open", "SbsFile", "TensorInfo", "Type", "SbsError", "ContainerError", "FieldsError",
-           "ConfigError", "TocError", "TensorError", "CodecError", "WriteError", "__version__"]
+           "ConfigError", "TocError", "TensorError", "CodecError", "WriteError", "verify", "__version__"]

@@ -1,0 +1,80 @@
+"""``sbs verify``: find what would make gemma.cpp abort, before gemma.cpp does.
+
+>>> import sbs_tools
+>>> report = sbs_tools.verify("fixtures/corpus/v2/gemma2-2b-tiny-sfp.sbs")
+>>> report.ok, report.codes("error")
+(True, [])
+
+:func:`verify` never raises for a bad file: an unreadable file is a report
+with a ``not-sbs`` / ``bad-magic`` / ... finding. Checks run in families
+(see :data:`~sbs_tools.verify.findings.FAMILIES`): format, container,
+metadata, tokenizer, layers, compat and (``deep=True``) the decoded values.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import types
+from typing import Callable
+
+from .compat import GENERATIONS, compat_findings, evaluate
+from .container import open_checked
+from .deep import check_deep
+from .findings import CODES, FAMILIES, Finding, Generation, Report, finding
+from .layers import check_layers
+from .metadata import check_metadata
+
+__all__ = ["verify", "Report", "Finding", "Generation", "CODES", "FAMILIES", "GENERATIONS"]
+
+#: Problems ``SbsFile`` records itself that verify passes through (pre-2025 ``Fscales``).
+_PASSTHROUGH = ("scales-invalid", "scales-extra")
+
+
+def verify(path: str | os.PathLike, deep: bool = False,
+           progress: Callable[[int], None] | None = None) -> Report:
+    """Check one file; returns a :class:`Report` (``report.ok`` is False when any error was found).
+
+    ``deep=True`` also decodes every tensor (streaming); ``progress`` is then
+    called with the number of tensor bytes processed after each chunk.
+    """
+    path = os.fspath(path)
+    report = Report(path, deep=deep)
+    f, found = open_checked(path)
+    report.findings += found
+    if f is None:
+        report.compat = evaluate(None, None, report.findings)
+        return report
+    try:
+        report.facts = {"layout": f.layout, "format": f.format, "era": f.era, "file_bytes": f.file_bytes,
+                        "num_blobs": len(f.directory.entries), "num_tensors": len(f.tensors)}
+        for p in f.problems:
+            if p.code in _PASSTHROUGH:
+                report.findings.append(Finding(p.code, p.severity, p.message, offset=p.offset, blob=p.blob))
+        md_found, md = check_metadata(f)
+        report.findings += md_found
+        cfg = md.config
+        if cfg is not None:
+            report.facts.update({"model": cfg.model_name, "specifier": cfg.specifier, "weight": cfg.weight_name,
+                                 "schema_revision": cfg.schema_revision, "num_layers": len(cfg.layer_configs),
+                                 "vit_layers": len(cfg.vit_config.layer_configs)})
+            if md.config_ok:
+                report.findings += check_layers(f, cfg)
+        report.compat = evaluate(f, md, report.findings)
+        report.findings += compat_findings(report.compat, report.findings)
+        if deep:
+            report.findings += check_deep(f, progress)
+    finally:
+        f.close()
+    return report
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``sbs_tools.verify(path)`` call :func:`verify` while ``sbs_tools.verify.Report`` etc.
+    still name this package's contents."""
+
+    def __call__(self, path: str | os.PathLike, deep: bool = False,
+                 progress: Callable[[int], None] | None = None) -> Report:
+        return verify(path, deep=deep, progress=progress)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,279 @@
+"""Which gemma.cpp generations can load (and run) a file, and why not.
+
+A file that was valid for the gemma.cpp that wrote it is not an error; this
+module says which builds accept it. Generations are delimited by the
+format-relevant commits of spec §0 (the verified behaviour of e9ecb77 and
+3ed403e is in ``fixtures/corpus/README.md``). ``loads``/``runs`` describe the
+*last* build of each generation; earlier builds inside a generation that
+behave differently are named in the reasons ("builds before ...").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..blobstore import BLOB_ALIGN, END_ALIGN, MAX_BLOBS_E2, MAX_BLOBS_HEAD, round_up
+from ..config import VIT_TYPE
+from ..sbsfile import SbsFile
+from ..tensors import choices, split_name
+from ..types import Type
+from .findings import Finding, Generation, finding
+from .metadata import Metadata
+
+
+@dataclass(frozen=True)
+class GenerationInfo:
+    key: str
+    label: str
+
+
+GENERATIONS = (
+    GenerationInfo("pre-2025", "pre-2025 (<= 2025-05-05; multi-file, and Dec 2024 type-prefixed single-file)"),
+    GenerationInfo("2025-05-06", "2025-05-06 single-file (8d0882b..c8d9294; ViT crash)"),
+    GenerationInfo("2025-05-07", "2025-05-07..2025-07-30 (e9ecb77..; V1 only, ViT type 2)"),
+    GenerationInfo("2025-07-31", "2025-07-31..2025-09-04 (50ee1a3..; V2 reader, ViT type 2)"),
+    GenerationInfo("2025-09-05", "2025-09-05..2025-10-14 (2b4c16e..; ViT type 1)"),
+    GenerationInfo("2025-10-15", "2025-10-15 and later (503aadd..3ed403e; I8)"),
+)
+CURRENT = GENERATIONS[-1].key
+
+#: HEAD ``DeduceModel`` by layer count (spec §7), for files without a config.
+_DEDUCE = {18: "GEMMA3_270M", 27: "PALIGEMMA2_3B", 34: "GEMMA3_4B", 46: "GEMMA2_27B", 48: "GEMMA3_12B",
+           62: "GEMMA3_27B"}
+#: Tensors that the May-2025 statically typed loader (spec §5.4) expects in the weight type.
+_BIG = frozenset({"att_ein", "att_w", "qkv_ein", "qkv1_w", "qkv2_w", "gating_ein", "gating1_w", "gating2_w",
+                  "linear_w"})
+_F32_ALWAYS = frozenset({"img_pos_emb", "img_emb_bias", "img_head_bias", "ffw_gat_b", "ffw_out_b", "attn_out_b",
+                         "qkv_ein_b", "linear_0_b", "linear_1_b"})
+#: Model enum values each generation rejects ("Invalid enum").
+_MODEL_INVALID = {
+    "2025-05-06": lambda v: v >= 18,
+    "2025-05-07": lambda v: v >= 18 or v in (1, 2, 8, 9),
+    "2025-07-31": lambda v: v >= 19 or v in (1, 2, 8, 9),
+    "2025-09-05": lambda v: v >= 19 or v in (1, 2, 5, 6, 8, 9),
+    "2025-10-15": lambda v: v >= 19 or v in (1, 2, 5, 6, 8, 9),
+}
+_TYPE_LIMIT = {"2025-05-06": 8, "2025-05-07": 6, "2025-07-31": 8, "2025-09-05": 8, "2025-10-15": 9}
+
+
+def deduce_model(keys: list[str]) -> tuple[int, bool, str]:
+    """HEAD's guess for config-less files: (layer count, has ViT, model name or 'UNKNOWN')."""
+    idx = [i for i in (split_name(k)[1] for k in keys) if i is not None]
+    layers = max(idx) + 1 if idx else 0
+    vit = any("qkv_ein_w" in k for k in keys)
+    if layers == 26:
+        return layers, vit, "GEMMA3_1B" if vit else "GEMMA2_2B"
+    if layers == 42:
+        return layers, vit, "PALIGEMMA2_10B" if vit else "GEMMA2_9B"
+    return layers, vit, _DEDUCE.get(layers, "UNKNOWN")
+
+
+class _Facts:
+    """Everything the generation rules look at, computed once."""
+
+    def __init__(self, f: SbsFile, md: Metadata, findings: list[Finding]) -> None:
+        d = f.directory
+        self.layout = d.layout
+        self.era = f.era
+        self.size = f.file_bytes
+        self.num_blobs = len(d.entries)
+        ends = [round_up(e.offset + e.size, BLOB_ALIGN) for e in d.entries]
+        self.payload_end = max(ends) if ends else 0
+        self.cfg = md.config
+        self.keys = [e.key for e in d.entries]
+        self.tensors = f.tensors
+        self.types = {n: t.type for n, t in f.tensors.items()}
+        self.errors = [x for x in findings if x.severity == "error" and x.code != "both-forms"]
+        self.has_vit = bool(self.cfg and self.cfg.vit_config.layer_configs)
+
+
+def _container(g: str, x: _Facts, why: list[str]) -> None:
+    if x.layout == "v2" and g in ("pre-2025", "2025-05-06", "2025-05-07"):
+        why.append("V2 layout (directory at the end): readers before 2025-07-31 see the placeholder header with "
+                   "0 blobs ('Invalid BlobStore (empty)'); needs gemma.cpp from 2025-07-31 or later, or "
+                   "`sbs repair --layout v1`")
+        return
+    if x.layout == "v1":
+        if g == "pre-2025" and x.size != x.payload_end:
+            why.append("the file is padded to 64 KiB after the last blob; pre-2025 readers require it to end "
+                       "right after the last blob")
+        elif g in ("2025-05-06", "2025-05-07") and x.size not in (x.payload_end, round_up(x.payload_end, END_ALIGN)):
+            why.append("trailing bytes after the last blob: May-2025 readers reject them (current gemma.cpp "
+                       "accepts them)")
+    if g in ("2025-05-06", "2025-05-07") and x.num_blobs >= MAX_BLOBS_E2:
+        why.append(f"{x.num_blobs} blobs: readers of this generation accept fewer than {MAX_BLOBS_E2}")
+    if g in ("2025-07-31", "2025-09-05", "2025-10-15") and x.num_blobs >= MAX_BLOBS_HEAD:
+        why.append(f"{x.num_blobs} blobs: gemma.cpp since 2025-07-31 accepts fewer than {MAX_BLOBS_HEAD}")
+
+
+def _config(g: str, x: _Facts, why: list[str]) -> None:
+    cfg = x.cfg
+    if cfg is None:
+        return
+    vit_num = VIT_TYPE["2025-10"] if g in ("2025-09-05", "2025-10-15") else VIT_TYPE["2025-05"]
+    vit_types = {lc.type for lc in cfg.vit_config.layer_configs}
+    if vit_types and vit_types != {vit_num}:
+        stored = ", ".join(str(v) for v in sorted(vit_types))
+        if vit_num == 1:
+            why.append(f"ViT layers stored with the pre-September-2025 type number {stored}: gemma.cpp since "
+                       "2025-09-05 rejects the config ('Invalid enum 2', 'Error deserializing config'); "
+                       "`sbs repair` can renumber them")
+        else:
+            why.append(f"ViT layers stored with type number {stored} (kVit since 2025-09-05): this generation "
+                       "reads 1 as a Griffin layer and 2 as kVit; `sbs repair --target 2025-05` can renumber them")
+    if any(lc.type != 0 for lc in cfg.layer_configs):
+        why.append("LLM layers with a non-Gemma type")
+    if _MODEL_INVALID[g](cfg.model):
+        why.append(f"model {cfg.model_name} ({cfg.model}) is not a valid Model value for this generation "
+                   "('Invalid enum')")
+    if cfg.weight >= _TYPE_LIMIT[g]:
+        why.append(f"config.weight {cfg.weight_name} ({cfg.weight}) is not a valid Type for this generation")
+
+
+def _types(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
+    present = {Type(t) for t in x.types.values() if t in Type._value2member_map_}
+    if Type.I8 in present and g != "2025-10-15":
+        why.append("I8 tensors: gemma.cpp supports I8 only since 2025-10-15 (503aadd); older readers reject the "
+                   "toc ('Invalid enum 8')")
+    if g == "2025-05-06" and x.cfg is not None:
+        bad = _static_type_mismatches(x)
+        if bad:
+            why.append("tensor types differ from what May-2025 builds hard-code (" + "; ".join(bad[:3])
+                       + (" ..." if len(bad) > 3 else "") + "): they would misinterpret the bytes")
+    if g == "2025-05-07" and x.cfg is not None and _static_type_mismatches(x):
+        caveats.append("builds of early May 2025 (e9ecb77) hard-code tensor types and would misinterpret some "
+                       "tensors of this file")
+
+
+def _static_type_mismatches(x: _Facts) -> list[str]:
+    w = x.cfg.weight
+    out = []
+    for name, t in x.types.items():
+        base, _ = split_name(name)
+        if base in _F32_ALWAYS:
+            want = Type.F32
+        elif base in _BIG:
+            want = w
+        else:
+            want = Type.F32 if w == Type.F32 else Type.BF16
+        if t != want:
+            out.append(f"{name} is {Type(t).name if t in Type._value2member_map_ else t}, expected "
+                       f"{Type(want).name if want in Type._value2member_map_ else want}")
+    return out
+
+
+def _forms(g: str, x: _Facts, why: list[str], run_why: list[str], caveats: list[str]) -> None:
+    cfg = x.cfg
+    if cfg is None:
+        return
+    t = x.tensors
+    for c in choices(cfg):
+        have = [all(n in t for n in form) for form in c.forms]
+        fused = c.forms[0][0]
+        if not have[0] and have[1]:
+            if g == "2025-05-06":
+                run_why.append(f"{fused} absent ({' + '.join(c.forms[1])} instead): builds before 2025-05-13 "
+                               f"(8a312e9) require {fused}")
+            elif g == "2025-05-07":
+                caveats.append(f"builds 2025-05-07..05-12 require {c.forms[0][0].rsplit('_', 1)[0]}_N "
+                               "(the split/transposed form is accepted since 8a312e9)")
+        if have[0] and have[1] and g in ("2025-05-07", "2025-07-31", "2025-09-05", "2025-10-15"):
+            run_why.append(f"both {fused} and {' + '.join(c.forms[1])}: gemma.cpp since 2025-06-02 aborts "
+                           "('exactly one of' check)")
+    # Deduplicate the per-layer messages.
+    for lst in (run_why, caveats):
+        seen: list[str] = []
+        for s in lst:
+            if s not in seen:
+                seen.append(s)
+        lst[:] = seen
+
+
+def _nuq(g: str, x: _Facts, run_why: list[str], caveats: list[str]) -> None:
+    nuq = [n for n, t in x.types.items() if t == Type.NUQ]
+    if not nuq:
+        return
+    att = [n for n in nuq if split_name(n)[0] == "att_ein"]
+    if g in ("2025-07-31", "2025-09-05", "2025-10-15"):
+        if att:
+            run_why.append("NUQ attention weights: gemma.cpp reads the file but cannot run it (it aborts preparing "
+                           "them: 'Assert attn_vec_einsum_w.GetType() != Type::kNUQ'); NUQ is also compiled out by "
+                           "default (GEMMA_ENABLE_NUQ=0)")
+        else:
+            run_why.append("NUQ tensors: default builds since June 2025 are compiled without NUQ "
+                           "(GEMMA_ENABLE_NUQ=0)")
+    elif g == "2025-05-07":
+        caveats.append("builds since June 2025 are compiled without NUQ by default (GEMMA_ENABLE_NUQ=0)")
+
+
+def evaluate(f: SbsFile | None, md: Metadata | None, findings: list[Finding]) -> list[Generation]:
+    """One :class:`Generation` per entry of :data:`GENERATIONS`."""
+    out: list[Generation] = []
+    if f is None or md is None:
+        for gi in GENERATIONS:
+            out.append(Generation(gi.key, gi.label, False, None, ["the file cannot be read as a BlobStore"]))
+        return out
+    x = _Facts(f, md, findings)
+    for gi in GENERATIONS:
+        g = gi.key
+        why: list[str] = []
+        run_why: list[str] = []
+        caveats: list[str] = []
+        if x.errors:
+            codes = sorted({e.code for e in x.errors})
+            why.append("the errors reported above (" + ", ".join(codes) + ")")
+        _container(g, x, why)
+        if x.era == "pre-2025":
+            if g != "pre-2025":
+                layers, vit, model = deduce_model(x.keys)
+                if model == "UNKNOWN":
+                    why.append(f"no config: gemma.cpp guesses the model from the layer count ({layers} layers "
+                               "match no published model)")
+                else:
+                    caveats.append(f"no config: gemma.cpp assumes {model} from the {layers} layers")
+            else:
+                caveats.append("needs the model, weight type and tokenizer given on the command line")
+        elif x.era == "single-file-prefixed":
+            if g != "pre-2025":
+                why.append("type-prefixed tensor names (Dec 2024 - May 2025 single-file): gemma.cpp since 2025-05-06 "
+                           "aborts ('Tensor c_embedding is required but not found'); `sbs repair` strips the "
+                           "prefixes")
+            else:
+                caveats.append("only builds from 2024-12-19 (9d40f01) read the embedded config and toc")
+        else:
+            if g == "pre-2025":
+                why.append("single-file format with plain tensor names: needs gemma.cpp from 2025-05-06 or later")
+            else:
+                _config(g, x, why)
+        _types(g, x, why, caveats)
+        _forms(g, x, why, run_why, caveats)
+        _nuq(g, x, run_why, caveats)
+        if g == "2025-05-06" and x.has_vit:
+            run_why.append("any model with ViT layers aborts in the weight reshape ('Assert att_weights.HasPtr()', "
+                           "fixed 2025-05-07 in e9ecb77)")
+        if g in ("2025-07-31", "2025-09-05", "2025-10-15") and x.size % END_ALIGN and not why:
+            caveats.append("file size not a multiple of 64 KiB: gemma.cpp reads it instead of memory-mapping it")
+        loads = not why
+        runs = (not run_why) if loads else None
+        out.append(Generation(g, gi.label, loads, runs, why + run_why + [f"caveat: {c}" for c in caveats]))
+    return out
+
+
+def compat_findings(gens: list[Generation], findings: list[Finding]) -> list[Finding]:
+    """``legacy-only`` / ``runtime-unsupported`` warnings for files without errors."""
+    if any(x.severity == "error" for x in findings):
+        return []
+    cur = gens[-1]
+    if cur.loads and cur.runs:
+        return []
+    older = [g for g in gens[:-1] if g.loads and g.runs]
+    reasons = [r for r in cur.reasons if not r.startswith("caveat:")]
+    if cur.loads:
+        return [finding("runtime-unsupported", "current gemma.cpp reads this file but cannot run it: "
+                        + "; ".join(reasons),
+                        hint=("gemma.cpp builds of " + ", ".join(g.key for g in older) + " run it") if older else
+                        "re-export the model in a supported type (SFP, BF16, F32 or I8)")]
+    if older:
+        return [finding("legacy-only", "valid for older gemma.cpp (" + ", ".join(g.key for g in older)
+                        + ") but current gemma.cpp cannot load it: " + "; ".join(reasons),
+                        hint="use a matching gemma.cpp build, or convert the file with `sbs repair`")]
+    return []

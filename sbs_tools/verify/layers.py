@@ -1,0 +1,159 @@
+"""Per-layer checks: does every LLM and ViT layer have the tensors its layer type needs?
+
+The rules come from :mod:`sbs_tools.tensors` (derived from the config only).
+Each finding names the tensor, the layer index and the layer type (kGemma
+for ``config.layer_configs[i]``, kVit for ``config.vit_config.layer_configs[i]``).
+"""
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ..sbsfile import SbsFile, TensorInfo
+from ..tensors import (F32_ONLY, GEMMA, REGISTERED_UNUSED, VIT, VIT_LAYER_BASES, WEIGHT_TYPES, Choice, TensorSpec,
+                       choices, expected_tensors, split_name)
+from ..types import Type, type_name
+from .findings import Finding, finding
+
+#: What gemma.cpp prints when an exactly-one-of group has neither form (HEAD ``LayerWeightsPtrs::Fixup``).
+_XOR_ASSERT = {
+    "att": "Assert attn_vec_einsum_w.HasPtr() ^ att_weights.HasPtr()",
+    "qkv": "Assert qkv_einsum_w.HasPtr() ^ qkv_einsum_w1.HasPtr()",
+    "gating": "Assert gating_einsum_w.HasPtr() ^ gating_einsum_w1.HasPtr()",
+}
+
+
+def _shape(t: TensorSpec) -> str:
+    return f"{t.rows} x {t.cols}"
+
+
+def _loc(t: TensorSpec, info: TensorInfo | None = None) -> dict:
+    return {"tensor": t.name, "layer": t.layer, "layer_type": t.layer_type,
+            "offset": info.offset if info else None, "blob": info.key if info else None}
+
+
+def _missing_choice(c: Choice, specs: dict[str, TensorSpec]) -> Finding:
+    kind = c.key.rsplit("_", 1)[0]
+    alts = " or ".join(" + ".join(f"{n} ({_shape(specs[n])})" for n in form) for form in c.forms)
+    msg = (f"layer {c.layer} ({c.layer_type}): missing {c.what}: need {alts}. gemma.cpp loads the file but aborts "
+           f"when it prepares the weights ('{_XOR_ASSERT[kind]}')")
+    if kind == "att":
+        msg += (" — the reshape of the attention einsum into att_weights; May-2025 builds fail the same way with "
+                "'Assert att_weights.HasPtr()'")
+    first = specs[c.forms[0][0]]
+    return finding("missing-tensor", msg, **_loc(first),
+                   hint=f"re-export layer {c.layer} from the source checkpoint; the tensor cannot be recreated "
+                        "from the others")
+
+
+def check_layers(f: SbsFile, cfg: ModelConfig) -> list[Finding]:
+    """Missing / unexpected / wrongly shaped or typed tensors, per layer type."""
+    out: list[Finding] = []
+    tensors = f.tensors
+    specs = expected_tensors(cfg)
+    by_name = {t.name: t for t in specs}
+    V, D = cfg.vocab_size, cfg.model_dim
+
+    for t in specs:
+        info = tensors.get(t.name)
+        if info is None:
+            if t.required:
+                if t.base == "linear_w":
+                    msg = (f"layer {t.layer} ({t.layer_type}): missing FFW down projection {t.name} ({_shape(t)}). "
+                           "gemma.cpp (since 2025-05-29) loads the file without it and crashes when it runs the "
+                           "feed-forward block; older builds abort 'Tensor ... is required but not found'")
+                else:
+                    msg = (f"{t.where}: missing {t.name} ({_shape(t)}, {t.meaning}): gemma.cpp aborts "
+                           f"'Tensor {t.name} is required but not found'")
+                out.append(finding("missing-tensor", msg, **_loc(t),
+                                   hint="re-export the model from its source checkpoint"))
+            continue
+        if (info.rows, info.cols) != (t.rows, t.cols):
+            if t.name == "c_embedding" and info.cols == D and info.rows != V:
+                out.append(finding("vocab-mismatch",
+                                   f"c_embedding has {info.rows} rows but config.vocab_size is {V}: gemma.cpp "
+                                   "aborts ('Tensor c_embedding shape ... mismatches file')", **_loc(t, info),
+                                   hint="the config and the weights come from different models (PaliGemma drops "
+                                        "the 64 extra HF rows, 257216 -> 257152)"))
+            else:
+                out.append(finding("shape-mismatch",
+                                   f"{t.where}: {t.name} is {info.rows} x {info.cols} but the config implies "
+                                   f"{_shape(t)} ({t.meaning}); gemma.cpp aborts ('Tensor {t.name} shape ... "
+                                   "mismatches file')", **_loc(t, info),
+                                   hint="the config does not describe these weights; fix the config or "
+                                        "re-export the tensor"))
+        _check_type(t, info, out)
+        if t.kind in ("norm", "bias", "layernorm") and info.scale != 1.0 and info.scale != 0.0:
+            out.append(finding("scale-ignored",
+                               f"{t.where}: {t.name} has scale {info.scale}, but gemma.cpp ignores the scale of "
+                               f"{t.kind} tensors: its values are used as stored", **_loc(t, info),
+                               hint="re-export the tensor with the scale multiplied into the values (BF16/F32)"))
+
+    for c in choices(cfg):
+        present = [[n in tensors for n in form] for form in c.forms]
+        complete = [i for i, p in enumerate(present) if all(p)]
+        partial = [i for i, p in enumerate(present) if any(p) and not all(p)]
+        if len(complete) + len(partial) >= 2 and complete:
+            first, second = c.forms[0], c.forms[1]
+            t = by_name[second[0]]
+            out.append(finding(
+                "both-forms",
+                f"layer {c.layer} ({c.layer_type}): both {' + '.join(first)} and {' + '.join(second)} are present; "
+                f"gemma.cpp since 2025-06-02 aborts ('{_XOR_ASSERT[c.key.rsplit('_', 1)[0]]}'). gemma.cpp's own "
+                "migrate_weights writes files like this (and its att_w_N is corrupted by row padding)",
+                **_loc(t, tensors.get(t.name)),
+                hint=f"drop {' + '.join(second)} and keep {' + '.join(first)} (`sbs repair`)"))
+        elif not complete and partial:
+            for i in partial:
+                for n, here in zip(c.forms[i], present[i]):
+                    if not here:
+                        other = [m for m in c.forms[i] if m != n]
+                        out.append(finding(
+                            "missing-tensor",
+                            f"layer {c.layer} ({c.layer_type}): {' + '.join(other)} present but {n} "
+                            f"({_shape(by_name[n])}) missing: gemma.cpp needs both halves or the fused "
+                            f"{c.forms[0][0]} ('{_XOR_ASSERT[c.key.rsplit('_', 1)[0]]}')", **_loc(by_name[n]),
+                            hint="re-export the layer"))
+        elif not complete:
+            out.append(_missing_choice(c, by_name))
+
+    n_llm, n_vit = len(cfg.layer_configs), len(cfg.vit_config.layer_configs)
+    for name, info in tensors.items():
+        if name in by_name:
+            continue
+        base, idx = split_name(name)
+        is_vit = base in VIT_LAYER_BASES
+        layer_type = (VIT if is_vit else GEMMA) if idx is not None else None
+        if idx is None:
+            why = "gemma.cpp does not know this per-model tensor" if not base.startswith(("enc_", "img_", "mm_")) \
+                else "a ViT tensor, but the config has no ViT layers"
+        elif base in REGISTERED_UNUSED:
+            why = "gemma.cpp registers this name but never loads it"
+        elif is_vit and idx >= n_vit:
+            why = (f"a ViT tensor for ViT layer {idx}, but the config has {n_vit} ViT layer(s)" if n_vit else
+                   "a ViT tensor, but the config has no ViT layers")
+        elif not is_vit and idx >= n_llm:
+            why = f"the config has {n_llm} LLM layer(s), there is no layer {idx}"
+        else:
+            why = f"layer {idx} ({layer_type}) does not use it with this config"
+        out.append(finding("unexpected-tensor", f"tensor {name} ({info.type_name} {info.rows} x {info.cols}): {why}; "
+                                                "gemma.cpp ignores it",
+                           tensor=name, layer=idx, layer_type=layer_type, offset=info.offset, blob=info.key,
+                           hint="harmless unless the config is wrong; `sbs repair` can drop it"))
+    return out
+
+
+def _check_type(t: TensorSpec, info: TensorInfo, out: list[Finding]) -> None:
+    try:
+        typ = Type(info.type)
+    except ValueError:
+        typ = None
+    if typ is None or typ not in WEIGHT_TYPES:
+        out.append(finding("type-unsupported",
+                           f"{t.where}: {t.name} has element type {type_name(info.type)}, which gemma.cpp cannot use "
+                           "for weights (F32, BF16, SFP, NUQ or I8)", **_loc(t, info),
+                           hint="re-export the tensor in a weight type"))
+    elif typ not in t.types:
+        allowed = "/".join(sorted(x.name for x in t.types))
+        why = (f"gemma.cpp declares it as MatPtrT<float> and asserts the file type is F32" if t.types == F32_ONLY
+               else f"gemma.cpp accepts {allowed} here")
+        out.append(finding("type-unsupported", f"{t.where}: {t.name} is {typ.name} but {why}", **_loc(t, info),
+                           hint=f"re-export {t.name} as {allowed}"))

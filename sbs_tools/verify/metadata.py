@@ -1,0 +1,377 @@
+"""Metadata checks: config, toc, blob sizes, weight type, tokenizer and vocabulary.
+
+Works on an :class:`~sbs_tools.sbsfile.SbsFile` opened with ``strict=False``
+and decodes ``config`` and ``toc`` itself so that every finding carries the
+absolute file offset of the word that is wrong.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import blobstore
+from ..config import CURRENT, SCHEMAS, ModelConfig, decode_config
+from ..errors import SbsError
+from ..fields import Field, Schema, as_words
+from ..sbsfile import METADATA_KEYS, MOCK_TOKENIZER, SbsFile
+from ..toc import TocRecord, decode_toc
+from ..types import TYPE_BITS, Type, element_bytes, num_elements, packed_bytes, type_name
+from .findings import Finding, finding
+
+#: Blobs that are not tensors and need no toc record.
+NON_TENSOR_KEYS = frozenset(METADATA_KEYS) | {"Fscales", "scales"}
+#: Largest metadata blob this checker decodes (a real config is ~4 KiB, a toc ~100 KiB).
+MAX_METADATA_BYTES = 64 << 20
+MAX_QKV_DIM = 1024
+
+
+@dataclass
+class Metadata:
+    """What the metadata checks learned, for the layer, compat and deep checks."""
+
+    config: ModelConfig | None = None
+    config_ok: bool = False  # decoded and consistent enough for layer checks
+    toc: list[TocRecord] | None = None
+    field_offsets: dict[str, int] = field(default_factory=dict)  # config field path -> absolute offset
+    tokenizer_pieces: int | None = None
+
+
+# -- config field positions --------------------------------------------------------------------------------
+def _field_words(f: Field, value: Any) -> int:
+    k = f.kind
+    if k == "u64":
+        return 2
+    if k == "string":
+        return 1 + -(-len(str(value).encode("ascii", "replace")) // 4)
+    if k == "vector":
+        assert f.elem is not None
+        return 1 + sum(_field_words(f.elem, v) for v in value)
+    if k == "struct":
+        assert f.schema is not None
+        return 1 + sum(_field_words(g, value[g.name]) for g in f.schema.fields)
+    return 1
+
+
+def config_field_offsets(cfg: ModelConfig, base: int, nwords: int) -> dict[str, int]:
+    """Absolute byte offset of every serialized field of ``cfg`` (paths like
+    ``vit_config.layer_configs[1].type``), assuming the blob at ``base`` holds
+    exactly the fields this tool knows (no extra words)."""
+    out: dict[str, int] = {}
+    schema = SCHEMAS[cfg.schema_revision]
+    values = cfg.to_values()
+
+    def walk_struct(s: Schema, vals: dict, path: str, pos: int) -> int:
+        pos += 1  # length prefix
+        for f in s.fields:
+            pos = walk_field(f, vals[f.name], f"{path}.{f.name}" if path else f.name, pos)
+        return pos
+
+    def walk_field(f: Field, v: Any, path: str, pos: int) -> int:
+        if pos < nwords:
+            out[path] = base + 4 * pos
+        if f.kind == "struct":
+            assert f.schema is not None
+            return walk_struct(f.schema, v, path, pos)
+        if f.kind == "vector":
+            assert f.elem is not None
+            pos += 1
+            for i, e in enumerate(v):
+                pos = walk_field(f.elem, e, f"{path}[{i}]", pos)
+            return pos
+        return pos + _field_words(f, v)
+
+    walk_struct(schema, values, "", 0)
+    return out
+
+
+# -- checks ----------------------------------------------------------------------------------------------------
+def _blob_words(f: SbsFile, key: str, out: list[Finding], code: str) -> np.ndarray | None:
+    e = f.blobs[key]
+    if e.size > MAX_METADATA_BYTES:
+        out.append(finding(code, f"the {key} blob is {e.size} bytes, implausibly large for {key}",
+                           offset=e.offset, blob=key))
+        return None
+    try:
+        raw = blobstore.blob_view(f.buf, e)
+    except SbsError:
+        return None  # blob-out-of-bounds already reported by the container checks
+    try:
+        return as_words(raw, key)
+    except SbsError:
+        out.append(finding(code, f"the {key} blob has {e.size} bytes, not a multiple of 4: it cannot be a "
+                                 "serialized gemma.cpp structure", offset=e.offset, blob=key))
+        return None
+
+
+_DIM_FIELDS = ("model_dim", "vocab_size", "heads", "kv_heads", "qkv_dim", "ff_hidden_dim", "seq_len", "patch_width")
+
+
+def _check_config_values(cfg: ModelConfig, pos: dict[str, int], cfg_offset: int) -> tuple[list[Finding], bool]:
+    """Value checks; returns (findings, dims_ok) where dims_ok says shapes can be derived."""
+    out: list[Finding] = []
+    dims_ok = [True]
+
+    def bad(msg: str, path: str | None = None, **where: Any) -> None:
+        if path and path.rsplit(".", 1)[-1] in _DIM_FIELDS:
+            dims_ok[0] = False
+        off = pos.get(path, cfg_offset) if path else cfg_offset
+        out.append(finding("config-invalid", msg, offset=off, blob="config",
+                           hint=where.pop("hint", "the config is damaged or was written by a foreign tool; "
+                                                  "`sbs repair` can rebuild a canonical config"), **where))
+
+    if cfg.model == 0:
+        bad("model is UNKNOWN (0): gemma.cpp asserts a known model ('model != Model::UNKNOWN')", "model")
+    if cfg.weight == 0:
+        bad("weight type is kUnknown (0): gemma.cpp asserts a weight type", "weight")
+    n = cfg.num_layers
+    if len(cfg.layer_configs) != n:
+        bad(f"num_layers is {n} but layer_configs has {len(cfg.layer_configs)} entries", "layer_configs")
+    if len(cfg.attention_window_sizes) != n:
+        bad(f"attention_window_sizes has {len(cfg.attention_window_sizes)} entries for {n} layers "
+            "(one window per LLM layer)", "attention_window_sizes")
+    for i, w in enumerate(cfg.attention_window_sizes):
+        if w == 0:
+            bad(f"attention window of layer {i} is 0", f"attention_window_sizes[{i}]", layer=i, layer_type="kGemma")
+    for name in ("model_dim", "vocab_size", "max_seq_len"):
+        if getattr(cfg, name) == 0:
+            bad(f"{name} is 0", name)
+    for name in ("att_cap", "final_cap"):
+        v = getattr(cfg, name)
+        if not math.isfinite(v) or v < 0:
+            bad(f"{name} is {v}: a soft-cap must be a finite value >= 0", name)
+    vit_num = cfg.vit_type
+    for i, lc in enumerate(cfg.layer_configs):
+        p = f"layer_configs[{i}]"
+        where = {"layer": i, "layer_type": "kGemma"}
+        if lc.type != 0:
+            bad(f"LLM layer {i} has type {cfg.layer_type_name(lc.type)} ({lc.type}); every entry of "
+                "layer_configs must be kGemma (0)", f"{p}.type", **where)
+        _layer_dims(lc, i, p, cfg.model_dim, "LLM layer", bad, where)
+    vit = cfg.vit_config
+    for i, lc in enumerate(vit.layer_configs):
+        p = f"vit_config.layer_configs[{i}]"
+        where = {"layer": i, "layer_type": "kVit"}
+        if lc.type != vit_num:
+            bad(f"ViT layer {i} has type {cfg.layer_type_name(lc.type)} ({lc.type}); entries of "
+                f"vit_config.layer_configs must be kVit ({vit_num} in this config's numbering)", f"{p}.type",
+                **where)
+        _layer_dims(lc, i, p, vit.model_dim, "ViT layer", bad, where)
+        if lc.heads != lc.kv_heads:
+            bad(f"ViT layer {i}: heads {lc.heads} != kv_heads {lc.kv_heads} (the ViT is multi-head attention; "
+                "gemma.cpp asserts)", f"{p}.kv_heads", **where)
+    if vit.layer_configs:
+        for name in ("model_dim", "seq_len", "patch_width"):
+            if getattr(vit, name) == 0:
+                bad(f"vit_config.{name} is 0 although the model has ViT layers", f"vit_config.{name}")
+    return out, dims_ok[0]
+
+
+def _layer_dims(lc, i: int, p: str, model_dim: int, tag: str, bad, where: dict) -> None:
+    for name in ("model_dim", "heads", "qkv_dim", "ff_hidden_dim"):
+        if getattr(lc, name) == 0:
+            bad(f"{tag} {i}: {name} is 0", f"{p}.{name}", **where)
+    if lc.model_dim and model_dim and lc.model_dim != model_dim:
+        bad(f"{tag} {i}: model_dim {lc.model_dim} differs from the model's {model_dim}", f"{p}.model_dim", **where)
+    if lc.qkv_dim > MAX_QKV_DIM:
+        bad(f"{tag} {i}: qkv_dim {lc.qkv_dim} > {MAX_QKV_DIM} (gemma.cpp kMaxQKVDim aborts)", f"{p}.qkv_dim",
+            **where)
+    if lc.kv_heads and lc.heads % lc.kv_heads:
+        bad(f"{tag} {i}: heads {lc.heads} is not a multiple of kv_heads {lc.kv_heads}", f"{p}.kv_heads", **where)
+    if lc.kv_heads == 0 and lc.heads:
+        bad(f"{tag} {i}: kv_heads is 0", f"{p}.kv_heads", **where)
+
+
+def check_config(f: SbsFile, md: Metadata) -> list[Finding]:
+    out: list[Finding] = []
+    e = f.blobs["config"]
+    words = _blob_words(f, "config", out, "config-undecodable")
+    if words is None:
+        return out
+    try:
+        cfg = decode_config(words)
+    except SbsError as err:
+        off = e.offset + (err.offset or 0)
+        what = ("its structure is broken (length prefixes do not fit)" if err.code == "config-undecodable"
+                else "it holds a value no gemma.cpp revision accepts")
+        out.append(finding(err.code if err.code in ("config-undecodable", "config-invalid") else
+                           "config-undecodable",
+                           f"the config cannot be decoded: {what}: {err.message.removeprefix('config blob: ')}",
+                           offset=off, blob="config",
+                           hint="gemma.cpp aborts ('Error deserializing config'); `sbs repair` can rebuild a "
+                                "canonical config for known models"))
+        return out
+    md.config = cfg
+    if cfg.extra_u32 == 0:
+        md.field_offsets = config_field_offsets(cfg, e.offset, int(words.shape[0]))
+    if cfg.extra_u32:
+        out.append(finding("config-extra-fields",
+                           f"the config has {cfg.extra_u32} word(s) this tool does not know: written by a newer "
+                           "gemma.cpp (they are ignored, as gemma.cpp ignores unknown trailing fields)",
+                           offset=e.offset, blob="config", hint="update sbs_tools"))
+    if cfg.missing_fields:
+        out.append(finding("config-missing-fields",
+                           f"the config lacks {cfg.missing_fields} trailing field(s) (older writer); defaults apply",
+                           offset=e.offset, blob="config"))
+    problems, md.config_ok = _check_config_values(cfg, md.field_offsets, e.offset)
+    out += problems
+    return out
+
+
+def check_toc(f: SbsFile, md: Metadata) -> list[Finding]:
+    out: list[Finding] = []
+    e = f.blobs["toc"]
+    words = _blob_words(f, "toc", out, "toc-undecodable")
+    if words is None:
+        return out
+    try:
+        recs = decode_toc(words)
+    except SbsError as err:
+        out.append(finding("toc-undecodable", f"the toc cannot be decoded: {err.message}",
+                           offset=e.offset + (err.offset or 0), blob="toc",
+                           hint="gemma.cpp aborts reading the tensor table; the file is damaged"))
+        return out
+    md.toc = recs
+    seen: dict[str, TocRecord] = {}
+    for r in recs:
+        at = e.offset + 4 * r.word_pos
+        if r.name in seen:
+            out.append(finding("toc-duplicate", f"the toc describes {r.name!r} twice (gemma.cpp asserts unique "
+                                                "names)", offset=at, blob="toc", tensor=r.name))
+            continue
+        seen[r.name] = r
+        blob = f.blobs.get(r.name)
+        if blob is None:
+            out.append(finding("toc-blob-missing",
+                               f"the toc describes tensor {r.name!r} ({type_name(r.type)} {r.rows}x{r.cols}) but "
+                               "the file has no blob with that name: gemma.cpp aborts while reading the toc",
+                               offset=at, blob="toc", tensor=r.name,
+                               hint="the file is incomplete; re-export it or remove the record (`sbs repair`)"))
+            continue
+        try:
+            t = Type(r.type)
+        except ValueError:
+            t = None
+        if t is None or t == Type.UNKNOWN:
+            continue  # type-unsupported is reported by the layer checks
+        want = packed_bytes(t, r.rows * r.cols)
+        if blob.size != want:
+            out.append(finding("tensor-size-mismatch",
+                               f"tensor {r.name!r}: {t.name} {r.rows}x{r.cols} needs {want} bytes but its blob has "
+                               f"{blob.size} ({'truncated' if blob.size < want else 'too long'}); gemma.cpp "
+                               "asserts the sizes agree", offset=blob.offset, blob=r.name, tensor=r.name,
+                               hint="the tensor was written with a different shape or type than the toc says; "
+                                    "re-export it"))
+        bad = []
+        if r.element_bytes != element_bytes(t):
+            bad.append(f"element_bytes {r.element_bytes} (expected {element_bytes(t)})")
+        if r.num_elements != num_elements(t, r.rows * r.cols):
+            bad.append(f"num_elements {r.num_elements} (expected {num_elements(t, r.rows * r.cols)})")
+        if r.stride != r.cols:
+            bad.append(f"stride {r.stride} (expected cols = {r.cols})")
+        if bad:
+            out.append(finding("toc-field-mismatch",
+                               f"toc record of {r.name!r}: " + ", ".join(bad) + "; current gemma.cpp recomputes "
+                               "these, older tools may trust them", offset=at, blob="toc", tensor=r.name,
+                               hint="`sbs repair` rewrites the toc"))
+        if r.scale == 0.0:
+            out.append(finding("scale-invalid", f"tensor {r.name!r} has scale 0: every value decodes to 0",
+                               offset=at, blob="toc", tensor=r.name,
+                               hint="re-export the tensor; the scale should be max|x|/1.875 (SFP/NUQ) or 1"))
+    for b in f.directory.entries:
+        if b.key not in NON_TENSOR_KEYS and b.key not in seen:
+            out.append(finding("blob-not-in-toc", f"blob {b.key!r} ({b.size} bytes) has no toc record: gemma.cpp "
+                                                  "ignores it", offset=b.offset, blob=b.key,
+                               hint="harmless; `sbs repair` can drop it"))
+    return out
+
+
+def check_weight_type(md: Metadata, f: SbsFile) -> list[Finding]:
+    """HEAD ``ReadMatPtrs``: the smallest-TypeBits toc type (first wins ties) must equal config.weight."""
+    cfg, recs = md.config, md.toc
+    if cfg is None or not recs:
+        return []
+    smallest: TocRecord | None = None
+    for r in recs:
+        bits = TYPE_BITS.get(Type(r.type), 0) if r.type in Type._value2member_map_ else 0
+        if smallest is None or bits < TYPE_BITS.get(Type(smallest.type), 0):
+            smallest = r
+    assert smallest is not None
+    if smallest.type != cfg.weight:
+        off = md.field_offsets.get("weight", f.blobs["config"].offset)
+        return [finding("weight-type-mismatch",
+                        f"config.weight is {cfg.weight_name} but the smallest tensor type is "
+                        f"{type_name(smallest.type).lower()} (first: {smallest.name}); gemma.cpp asserts they agree",
+                        offset=off, blob="config", tensor=smallest.name,
+                        hint="set config.weight to the type of the big matrices (`sbs repair`), or re-export")]
+    return []
+
+
+def check_tokenizer(f: SbsFile, md: Metadata) -> list[Finding]:
+    e = f.blobs.get("tokenizer")
+    if e is None:
+        return [finding("tokenizer-missing", "the file has no tokenizer blob: gemma.cpp needs --tokenizer "
+                                             "PATH.spm, otherwise it loads but cannot encode text",
+                        hint="pass --tokenizer to gemma.cpp, or embed the model with `sbs repair --tokenizer`")]
+    try:
+        data = blobstore.blob_view(f.buf, e).tobytes()
+    except SbsError:
+        return []
+    if data == MOCK_TOKENIZER:
+        return [finding("tokenizer-missing", "the tokenizer blob is the placeholder 'unavailable' (written without "
+                                             "a tokenizer): gemma.cpp needs --tokenizer PATH.spm, otherwise it "
+                                             "loads but cannot encode text", offset=e.offset, blob="tokenizer",
+                        hint="pass --tokenizer to gemma.cpp, or embed the model with `sbs repair --tokenizer`")]
+    try:
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_proto=data)
+        pieces = int(sp.get_piece_size())
+    except Exception as err:  # noqa: BLE001 - sentencepiece raises RuntimeError/OSError/TypeError
+        msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        return [finding("tokenizer-invalid", f"the tokenizer blob ({e.size} bytes) is not a SentencePiece model "
+                                             f"({msg}); gemma.cpp aborts loading it", offset=e.offset,
+                        blob="tokenizer", hint="embed the right tokenizer.spm (`sbs repair --tokenizer`)")]
+    md.tokenizer_pieces = pieces
+    cfg = md.config
+    if cfg is not None and cfg.vocab_size and pieces > cfg.vocab_size:
+        return [finding("vocab-mismatch", f"the tokenizer has {pieces} pieces but config.vocab_size is "
+                                          f"{cfg.vocab_size}: token ids beyond {cfg.vocab_size - 1} index past the "
+                                          "embedding", offset=e.offset, blob="tokenizer",
+                        hint="the tokenizer belongs to another model; embed the matching one")]
+    return []
+
+
+def check_metadata(f: SbsFile) -> tuple[list[Finding], Metadata]:
+    """All metadata findings plus what was learned."""
+    md = Metadata()
+    out: list[Finding] = []
+    keys = set(f.blobs)
+    has_config, has_toc = "config" in keys, "toc" in keys
+    if not has_config and not has_toc:
+        out.append(finding("pre-2025-format",
+                           "pre-2025 multi-file format: type-prefixed keys, no config or toc; the tokenizer is a "
+                           "separate .spm file, so only the container can be checked",
+                           hint="`sbs repair` can convert it to the current single-file format"))
+        return out, md
+    if f.era == "single-file-prefixed":
+        out.append(finding("prefixed-names", "single-file format of Dec 2024 - May 2025: tensor names carry a "
+                                             "type prefix (e.g. '$att_ein_0')",
+                           hint="current gemma.cpp cannot load it; `sbs repair` strips the prefixes"))
+    if has_config:
+        out += check_config(f, md)
+    else:
+        out.append(finding("config-missing", "the file has a toc but no config blob: gemma.cpp then guesses the "
+                                             "model from the layer count, which only works for the published "
+                                             "sizes", hint="`sbs repair --model NAME` adds the canonical config"))
+    if has_toc:
+        out += check_toc(f, md)
+    else:
+        out.append(finding("toc-missing", "the file has a config but no toc blob: gemma.cpp cannot find any "
+                                          "tensor ('Tensor c_embedding is required but not found')",
+                           hint="re-export the model; `sbs repair` can rebuild a toc from the config"))
+    out += check_weight_type(md, f)
+    out += check_tokenizer(f, md)
+    return out, md
