@@ -8,7 +8,8 @@ Encoder (not gemma.cpp-identical; about 5% lower MSE than gemma.cpp on every
 corpus tensor, better in 319 of its 320 groups): per group,
 values sorted (a partial last group padded with copies of its maximum, as
 gemma.cpp does), optimal 1-D k-means with 16 clusters by dynamic programming
-in float64 (gemma.cpp uses float32 sums over values whose low 8 mantissa bits
+(cluster costs from float64 prefix sums of mean-centred values, compared in
+float32; gemma.cpp uses float32 sums over values whose low 8 mantissa bits
 carry its sort payload); centres = cluster means, rounded to the *nearest* SFP
 value (gemma.cpp truncates); each value then takes the index of its nearest
 *decoded* centre (gemma.cpp keeps the cluster index), which can only reduce the
