@@ -62,8 +62,9 @@ class Model:
         q = ops.rope(q * self.q_scale, pos, L.rope_base)
         k = ops.rope(k, pos, L.rope_base)
         k_all, v_all = cache.append(L.index, k, v)
-        mask = ops.attention_mask(pos, np.arange(k_all.shape[1]), L.window)
-        a = ops.attention(q, k_all, v_all, mask, self.config.att_cap) @ L.w_o.T
+        lo = max(0, int(pos[0]) - L.window + 1)  # no query of this chunk sees keys before lo
+        mask = ops.attention_mask(pos, np.arange(lo, k_all.shape[1]), L.window)
+        a = ops.attention(q, k_all[:, lo:], v_all[:, lo:], mask, self.config.att_cap) @ L.w_o.T
         if L.post_att_norm is not None:
             a = ops.rmsnorm(a, L.post_att_norm)
         x = x + a
@@ -73,10 +74,10 @@ class Model:
             f = ops.rmsnorm(f, L.post_ff_norm)
         return x + f
 
-    def forward(self, tokens, cache: KVCache, trace: list | None = None) -> np.ndarray:
+    def forward(self, tokens, cache: KVCache, trace: list | None = None, last_only: bool = False) -> np.ndarray:
         """Run ``tokens`` at the next positions of ``cache`` (which they are appended to); return
-        their logits (T, vocab). With ``trace`` (a list), append the residual stream after each layer
-        and the final-norm output, each (T, D)."""
+        their logits (T, vocab), or only the last token's (1, vocab) with ``last_only``. With
+        ``trace`` (a list), append the residual stream after each layer and the final-norm output."""
         t = self._check_tokens(tokens)
         pos = np.arange(cache.length, cache.length + t.size)
         w = self.weights
@@ -86,7 +87,7 @@ class Model:
             if trace is not None:
                 trace.append(x)
         cache.advance(t.size)
-        x = ops.rmsnorm(x, w.final_norm)
+        x = ops.rmsnorm(x[-1:] if last_only else x, w.final_norm)
         if trace is not None:
             trace.append(x)
         return ops.softcap(x @ w.unembedding.T, self.config.final_cap).astype(np.float32)
@@ -110,7 +111,7 @@ class Model:
         self.stats = {"prompt_tokens": prompt.size, "prompt_seconds": 0.0, "decode_tokens": 0,
                       "decode_seconds": 0.0}
         t0 = time.perf_counter()
-        row = self.forward(prompt, cache)[-1]
+        row = self.forward(prompt, cache, last_only=True)[-1]
         self.stats["prompt_seconds"] = time.perf_counter() - t0
         for i in range(max_new_tokens):
             if cache.length >= cache.max_len:  # the new token would not fit in the context

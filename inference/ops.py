@@ -4,6 +4,8 @@ Pure functions on float32 numpy arrays; nothing here knows about files.
 """
 from __future__ import annotations
 
+import functools
+
 import ml_dtypes
 import numpy as np
 
@@ -66,10 +68,13 @@ def rope_base(model: int, window: int, max_seq_len: int, rope: str = "gemmacpp")
     return 1e6 if (window == max_seq_len and model in models) else 1e4
 
 
+@functools.lru_cache(maxsize=64)
 def rope_inv_freq(dim: int, base: float) -> np.ndarray:
     """Inverse timescales 1/base**(2i/dim), i < dim/2, computed in float64 then cast to float32."""
     i = np.arange(dim // 2, dtype=np.float64)
-    return (1.0 / base ** (2.0 * i / dim)).astype(F32)
+    f = (1.0 / base ** (2.0 * i / dim)).astype(F32)
+    f.flags.writeable = False  # shared by the cache
+    return f
 
 
 def rope(x: np.ndarray, positions: np.ndarray, base: float) -> np.ndarray:

@@ -420,3 +420,11 @@ def test_rope_base_helper_matches_loaded_layers():
     cfg = m.config
     assert [L.rope_base for L in m.weights.layers] == [
         ops.rope_base(cfg.model, w, cfg.max_seq_len) for w in cfg.attention_window_sizes] == [1e4, 1e4]
+
+
+def test_last_only_logits():
+    m = model(V2 / "gemma3-1b-tiny-bf16.sbs")
+    seq = [2, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+    last = m.forward(seq, m.new_cache(), last_only=True)
+    assert last.shape == (1, m.vocab_size)
+    np.testing.assert_allclose(last[0], m.logits(seq)[-1], atol=1e-6)
