@@ -47,7 +47,7 @@ _F32_ALWAYS = frozenset({"img_pos_emb", "img_emb_bias", "img_head_bias", "ffw_ga
 #: Model enum values each generation rejects ("Invalid enum").
 _MODEL_INVALID = {
     "2025-05-06": lambda v: v >= 18,
-    "2025-05-07": lambda v: v >= 18 or v in (1, 2, 8, 9),
+    "2025-05-07": lambda v: v >= 18,
     "2025-07-31": lambda v: v >= 19 or v in (1, 2, 8, 9),
     "2025-09-05": lambda v: v >= 19 or v in (1, 2, 5, 6, 8, 9),
     "2025-10-15": lambda v: v >= 19 or v in (1, 2, 5, 6, 8, 9),
@@ -105,7 +105,7 @@ def _container(g: str, x: _Facts, why: list[str]) -> None:
         why.append(f"{x.num_blobs} blobs: gemma.cpp since 2025-07-31 accepts fewer than {MAX_BLOBS_HEAD}")
 
 
-def _config(g: str, x: _Facts, why: list[str]) -> None:
+def _config(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
     cfg = x.cfg
     if cfg is None:
         return
@@ -125,6 +125,10 @@ def _config(g: str, x: _Facts, why: list[str]) -> None:
     if _MODEL_INVALID[g](cfg.model):
         why.append(f"model {cfg.model_name} ({cfg.model}) is not a valid Model value for this generation "
                    "('Invalid enum')")
+    elif g == "2025-07-31" and cfg.model == 18:
+        caveats.append("GEMMA3_270M is known only to builds from 2025-08-13 (d044801)")
+    elif g == "2025-05-07" and cfg.model in (1, 2, 8, 9):
+        caveats.append(f"{cfg.model_name} is obsolete since 2025-05-09 (252a4e9): later builds reject it")
     if cfg.weight >= _TYPE_LIMIT[g]:
         why.append(f"config.weight {cfg.weight_name} ({cfg.weight}) is not a valid Type for this generation")
 
@@ -243,7 +247,7 @@ def evaluate(f: SbsFile | None, md: Metadata | None, findings: list[Finding]) ->
             if g == "pre-2025":
                 why.append("single-file format with plain tensor names: needs gemma.cpp from 2025-05-06 or later")
             else:
-                _config(g, x, why)
+                _config(g, x, why, caveats)
         _types(g, x, why, caveats)
         _forms(g, x, why, run_why, caveats)
         _nuq(g, x, run_why, caveats)

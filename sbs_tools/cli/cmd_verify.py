@@ -1,0 +1,121 @@
+"""``sbs verify FILE...``: find what would make gemma.cpp abort, with location and advice.
+
+Exit codes: 0 no errors (warnings allowed unless ``--strict``); 1 at least one
+file has errors (or warnings with ``--strict``); 2 usage error (e.g. a path
+that does not exist). A file that is not a valid BlobStore is a *result*
+(``not-sbs``, ``bad-magic``, ...), never a crash.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from .common import app, console, err_console, print_json
+
+_SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "blue"}
+
+
+@app.command()
+def verify(
+    files: list[Path] = typer.Argument(..., help="One or more .sbs files.", exists=True, dir_okay=False,
+                                       readable=True, show_default=False),
+    deep: bool = typer.Option(False, "--deep", help="Also decode every tensor (streaming): NaN/Inf, all-zero, "
+                                                    "invalid scales, SFP/NUQ encoding, suspicious norms."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document instead of the report."),
+    junit: Path | None = typer.Option(None, "--junit", metavar="OUT.xml", dir_okay=False,
+                                      help="Also write a JUnit XML report (one test case per check family)."),
+    strict: bool = typer.Option(False, "--strict", help="Treat warnings as failures (exit 1)."),
+) -> None:
+    """Check .sbs files before gemma.cpp loads them: container, config, toc, tokenizer, the tensors every
+    layer type needs, which gemma.cpp versions can load them, and with --deep the values."""
+    from sbs_tools.verify import verify as run_verify
+    from sbs_tools.verify.junit import to_junit
+
+    reports = []
+    show_progress = deep and not json_out and sys.stderr.isatty()
+    for path in files:
+        if show_progress:
+            report = _with_progress(run_verify, path)
+        else:
+            report = run_verify(path, deep=deep)
+        reports.append(report)
+        if not json_out:
+            _render(report, strict)
+    failed = [r for r in reports if not (r.ok_strict() if strict else r.ok)]
+    if json_out:
+        print_json({"files": [r.to_dict() for r in reports], "ok": not failed, "strict": strict})
+    elif len(reports) > 1:
+        console.print(f"[bold]{len(reports) - len(failed)} of {len(reports)} file(s) passed[/]")
+    if junit is not None:
+        junit.write_text(to_junit(reports, strict))
+    if failed:
+        raise typer.Exit(1)
+
+
+def _with_progress(run_verify, path: Path):
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, \
+        TransferSpeedColumn
+
+    total = path.stat().st_size
+    with Progress(TextColumn("[bold]decoding[/] {task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task(escape(path.name), total=total)
+        report = run_verify(path, deep=True, progress=lambda n: bar.advance(task, n))
+        bar.update(task, completed=total)
+    return report
+
+
+def _status(r, strict: bool) -> str:
+    ne, nw = len(r.errors), len(r.warnings)
+    counts = f"{ne} error{'s' * (ne != 1)}, {nw} warning{'s' * (nw != 1)}"
+    if ne or (strict and nw):
+        return f"[bold red]FAIL[/] ({counts})"
+    return f"[bold green]OK[/] ({counts})" if nw else "[bold green]OK[/]"
+
+
+def _render(r, strict: bool) -> None:
+    facts = r.facts
+    what = ", ".join(x for x in (facts.get("specifier"), facts.get("layout", "").upper() and
+                                 f"{facts['layout'].upper()} layout",
+                                 f"{facts['num_blobs']} blobs" if "num_blobs" in facts else None) if x)
+    console.print(f"[bold]{escape(r.path)}[/]  {_status(r, strict)}" + (f"  [dim]{escape(what)}[/]" if what else ""),
+                  soft_wrap=True)
+    order = {"error": 0, "warning": 1, "info": 2}
+    for f in sorted(r.findings, key=lambda f: order[f.severity]):
+        style = _SEV_STYLE[f.severity]
+        where = f.where()
+        console.print(f"  [{style}]{f.severity:<7}[/] [bold]{f.code}[/]" + (f"  [dim]{escape(where)}[/]" if where
+                                                                          else ""), soft_wrap=True)
+        console.print(f"          {escape(f.message)}", soft_wrap=True)
+        if f.hint:
+            console.print(f"          [green]fix:[/] {escape(f.hint)}", soft_wrap=True)
+    if r.compat and r.facts:
+        _render_compat(r)
+
+
+def _render_compat(r) -> None:
+    short = {g.key: g.key + ("+" if g is r.compat[-1] else "") for g in r.compat}
+    if r.errors:
+        console.print("  [bold]gemma.cpp compatibility:[/] no generation can use the file until the errors are "
+                      "fixed", soft_wrap=True)
+        return
+    groups: dict[str, list[str]] = {"[green]yes[/]": [], "[yellow]reads, cannot run[/]": [], "[red]no[/]": []}
+    reasons: dict[str, list[str]] = {}
+    for g in r.compat:
+        if not g.loads:
+            groups["[red]no[/]"].append(short[g.key])
+        elif g.runs is False:
+            groups["[yellow]reads, cannot run[/]"].append(short[g.key])
+        else:
+            groups["[green]yes[/]"].append(short[g.key])
+        for reason in g.reasons:
+            reasons.setdefault(reason, []).append(short[g.key])
+    console.print("  [bold]gemma.cpp compatibility[/] (generations by build date)")
+    for status, gens in groups.items():
+        if gens:
+            console.print(f"    {status}: {', '.join(gens)}", soft_wrap=True)
+    for reason, gens in reasons.items():
+        console.print(f"      [dim]- {escape(reason)} {escape('[' + ', '.join(gens) + ']')}[/]", soft_wrap=True)
