@@ -1,6 +1,8 @@
 """The SentencePiece tokenizer stored in the file's own ``tokenizer`` blob (spec §7)."""
 from __future__ import annotations
 
+import os
+
 BOS_ID = 2  # gemma/tokenizer.h
 
 
@@ -56,6 +58,7 @@ class StreamDecoder:
         text = self.tok.decode(self.ids)
         if text.endswith("\ufffd"):  # a multi-byte character split over byte-fallback pieces
             return ""
-        common = len(self.emitted) if text.startswith(self.emitted) else 0
+        # Text already printed cannot be taken back; continue after the longest common prefix.
+        common = len(os.path.commonprefix([self.emitted, text]))
         new, self.emitted = text[common:], text
         return new

@@ -428,3 +428,45 @@ def test_last_only_logits():
     last = m.forward(seq, m.new_cache(), last_only=True)
     assert last.shape == (1, m.vocab_size)
     np.testing.assert_allclose(last[0], m.logits(seq)[-1], atol=1e-6)
+
+
+def _wrong_att(L):
+    att_ein = L.w_o.reshape(L.w_o.shape[0], L.heads, L.qkv_dim).transpose(1, 0, 2)  # back to [H, D, Dh]
+    return np.ascontiguousarray(att_ein).reshape(L.w_o.shape)  # used without the transpose
+
+
+def _kv_swapped(L):
+    return np.ascontiguousarray(L.w_kv.reshape(L.kv_heads, 2, L.qkv_dim, -1)[:, ::-1]).reshape(L.w_kv.shape)
+
+
+MUTATIONS = {
+    "gate/up halves swapped": lambda W: [dataclasses.replace(L, w_gate=L.w_up, w_up=L.w_gate) for L in W.layers],
+    "att_ein not transposed": lambda W: [dataclasses.replace(L, w_o=_wrong_att(L)) for L in W.layers],
+    "norm offset applied twice": lambda W: [dataclasses.replace(L, pre_att_norm=L.pre_att_norm + 1,
+                                                                pre_ff_norm=L.pre_ff_norm + 1) for L in W.layers],
+    "K and V rows swapped": lambda W: [dataclasses.replace(L, w_kv=_kv_swapped(L)) for L in W.layers],
+}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+@pytest.mark.parametrize("path", [V2 / "gemma2-2b-tiny-bf16.sbs", V2 / "gemma3-1b-tiny-sfp.sbs"], ids=lambda p: p.stem)
+def test_wiring_errors_are_caught_by_the_references(path, mutation):
+    """The structural checks cannot see these; the comparison with gemma.cpp's logits can."""
+    m, g = model(path), refs(path)["generate"]
+    want = [c["argmax"] for c in g["sample_calls"]]
+    bad = inference.Model(m.config, dataclasses.replace(m.weights, layers=MUTATIONS[mutation](m.weights)), m.tokenizer)
+    assert np.abs(decode_path(bad, g["prompt"], want[:-1]) - g["logits"]).max() > 10 * LOGIT_TOL
+
+
+def test_stream_decoder_holds_back_split_utf8():
+    from inference.tokenizer import StreamDecoder
+
+    class ByteTokenizer:  # byte-fallback pieces: one token per UTF-8 byte
+        def decode(self, ids):
+            return bytes(ids).decode("utf-8", errors="replace")
+
+    text = "añ日b"
+    d = StreamDecoder(ByteTokenizer())
+    parts = [d.push(b) for b in text.encode()]
+    assert "".join(parts) == text and "\ufffd" not in "".join(parts)
+    assert parts[1] == "" and parts[2] == "ñ"  # the first byte of ñ waits for the second

@@ -72,6 +72,7 @@ def test_run_rope_option(capsys):
     (("--prompt", "a", "--tokens", "2"), "exactly one of --prompt and --tokens"),
     (("--tokens", "2,x"), "comma-separated token ids"),
     (("--tokens", "2,100000"), "outside the vocabulary"),
+    (("--tokens", ",".join(["2"] * 200)), "max_seq_len is 128"),
 ])
 def test_run_usage_errors(capsys, args, text):
     rc, _, err = run(capsys, "run", G2, *args)

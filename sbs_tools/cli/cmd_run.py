@@ -64,6 +64,9 @@ def run(
     bad = [t for t in ids if not 0 <= t < model.vocab_size]
     if bad:
         raise SbsError(f"token id {bad[0]} is outside the vocabulary (0..{model.vocab_size - 1})", code="bad-token")
+    if len(ids) >= model.config.max_seq_len:
+        raise SbsError(f"the prompt has {len(ids)} tokens; the model's max_seq_len is {model.config.max_seq_len}",
+                       code="prompt-too-long")
 
     out = sys.stdout
     count = 0
