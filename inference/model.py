@@ -79,6 +79,8 @@ class Model:
         their logits (T, vocab), or only the last token's (1, vocab) with ``last_only``. With
         ``trace`` (a list), append the residual stream after each layer and the final-norm output."""
         t = self._check_tokens(tokens)
+        if t.size == 0:
+            return np.zeros((0, self.vocab_size), np.float32)
         pos = np.arange(cache.length, cache.length + t.size)
         w = self.weights
         x = w.embedding[t] * self.emb_mult
