@@ -222,3 +222,31 @@ def test_grouped_query_attention_head_mapping():
         j = h // 2
         one = ops.attention(q[h:h + 1], k[j:j + 1], v[j:j + 1], mask, 0.0)
         np.testing.assert_allclose(out[:, h], one, rtol=1e-5)
+
+
+# -- cross-check with the canonical configs (sbs_tools.canonical) -------------------------------
+CANONICAL_MODELS = [3, 4, 7, 10, 11, 12, 13, 14, 15, 16, 17, 18]
+
+
+@pytest.mark.parametrize("model", CANONICAL_MODELS)
+@pytest.mark.parametrize("rope", ops.ROPE_MODES)
+def test_rope_bases_agree_with_canonical_configs(model, rope):
+    canonical = pytest.importorskip("sbs_tools.canonical")
+    cfg = canonical.canonical_config(model, "sfp")
+    ours = [ops.rope_base(cfg.model, w, cfg.max_seq_len, rope) for w in cfg.attention_window_sizes]
+    assert ours == canonical.rope_bases(cfg, rope)
+    if model == 18 and rope == "gemmacpp":
+        assert set(ours) == {1e4}  # gemma.cpp's 270M: one base for all 18 layers
+
+
+@pytest.mark.parametrize("model", CANONICAL_MODELS)
+def test_canonical_configs_are_supported(model):
+    canonical = pytest.importorskip("sbs_tools.canonical")
+    from inference.weights import check_supported
+
+    cfg = canonical.canonical_config(model, "sfp")
+    notes = check_supported(cfg)
+    assert bool(cfg.vit_config.layer_configs) == any("ViT" in n for n in notes)
+    lc = cfg.layer_configs[0]
+    scale = ops.query_scale(cfg.query_scale, cfg.model_dim, lc.heads, lc.qkv_dim)
+    assert scale == (F32(1 / 12) if model == 4 else F32(1) / np.sqrt(F32(lc.qkv_dim)))  # 27B: D/H = 144
