@@ -238,12 +238,18 @@ def check_layout(d: Directory, buf: np.ndarray | None = None) -> list[Problem]:
             out.append(Problem("blob-out-of-bounds", "error",
                                f"blob {e.key!r} [{e.offset}, {e.offset + e.size}) extends past the end of the "
                                f"{size}-byte file", offset=range_at, blob=e.key))
+            if expected + e.size <= size:  # assume it belongs at `expected`: don't blame the next blob too
+                expected = round_up(expected + e.size, BLOB_ALIGN)
             continue
         if e.offset % BLOB_ALIGN:
             out.append(Problem("blob-misaligned", "error",
                                f"blob {e.key!r} starts at {e.offset}, not a multiple of {BLOB_ALIGN}",
                                offset=range_at, blob=e.key))
-        elif e.offset != expected:
+            # A misaligned offset is a corrupted directory entry, never a layout choice: assume the blob
+            # belongs at `expected` so the next blob is not reported as well.
+            expected = round_up(expected + e.size, BLOB_ALIGN)
+            continue
+        if e.offset != expected:
             code = "blob-overlap" if e.offset < expected else "blob-gap"
             out.append(Problem(code, "error",
                                f"blob {e.key!r} starts at {e.offset}, but gemma.cpp requires blobs back to back: "

@@ -145,6 +145,9 @@ def open_checked(path: str | os.PathLike) -> tuple[SbsFile | None, list[Finding]
     if any(x.code in _PLACEMENT for x in out):
         # Padding is only defined relative to correct blob ranges: don't report the displaced data again.
         out = [x for x in out if x.code != "nonzero-padding"]
+    tail = [x.offset for x in out if x.code == "end-not-aligned" and x.offset is not None]
+    if tail:  # trailing bytes are reported once, as end-not-aligned
+        out = [x for x in out if not (x.code == "nonzero-padding" and x.offset is not None and x.offset >= tail[0])]
     d = f.directory
     for e in d.entries:
         _, idx = split_name(e.key)
