@@ -74,6 +74,10 @@ CODES: dict[str, CodeInfo] = {
                                                     "(written by a newer gemma.cpp)."),
     "config-missing-fields": CodeInfo(_I, "metadata", "The config lacks trailing fields (older writer); "
                                                       "defaults apply."),
+    "scales-invalid": CodeInfo(_W, "metadata", "Pre-2025 file: the Fscales blob is not an f32 array or holds "
+                                               "too few scales."),
+    "scales-extra": CodeInfo(_I, "metadata", "Pre-2025 file: Fscales holds more scales than tensors use "
+                                             "(gemma.cpp asserts all are consumed)."),
     "pre-2025-format": CodeInfo(_I, "metadata", "Pre-2025 multi-file format: no config/toc; type-prefixed keys."),
     "prefixed-names": CodeInfo(_I, "metadata", "Dec 2024 - May 2025 single-file format with type-prefixed "
                                                "tensor names."),
