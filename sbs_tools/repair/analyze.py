@@ -1,0 +1,323 @@
+"""Read a (possibly broken) file as far as it goes: every fact the planner needs.
+
+Unlike :func:`sbs_tools.open`, nothing here trusts the directory blindly:
+blob positions are resolved with :mod:`.relayout`, the config and toc are
+decoded from the resolved bytes, a damaged toc is scanned for surviving
+records, and duplicate keys are compared by content. The input is opened
+read-only (an mmap) and never written.
+"""
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import blobstore
+from ..blobstore import Directory, Problem, round_up
+from ..config import ModelConfig, decode_config
+from ..errors import SbsError
+from ..fields import as_words, read_struct
+from ..sbsfile import METADATA_KEYS, MOCK_TOKENIZER, TYPE_PREFIX
+from ..tensors import expected_tensors
+from ..toc import MATPTR, TocRecord, decode_toc
+from ..types import Type, packed_bytes
+from .relayout import Resolved, payload_end, resolve
+
+SCALES_KEYS = ("Fscales", "scales")  # "scales": the 2025-04 writers' misspelt key (spec §7)
+MAX_METADATA_BYTES = 64 << 20
+
+
+def strip_prefix(key: str) -> tuple[Type, str] | None:
+    """``"$att_ein_0"`` -> ``(Type.SFP, "att_ein_0")``; None if ``key`` has no type prefix."""
+    if len(key) >= 2 and key[0] in TYPE_PREFIX and key not in SCALES_KEYS:
+        return TYPE_PREFIX[key[0]], key[1:]
+    return None
+
+
+def sha256(data) -> str:
+    return hashlib.sha256(memoryview(np.ascontiguousarray(data)).cast("B")).hexdigest()
+
+
+@dataclass
+class Analysis:
+    """Everything known about the input file."""
+
+    path: str
+    size: int
+    buf: np.ndarray
+    directory: Directory | None = None
+    fatal: SbsError | None = None  # container unreadable: nothing can be located
+    salvage: list[str] = field(default_factory=list)  # what survives when fatal
+    problems: list[Problem] = field(default_factory=list)  # container problems (check_layout + padding)
+    resolved: list[Resolved] = field(default_factory=list)
+    chosen: dict[str, Resolved] = field(default_factory=dict)  # key -> entry whose bytes are used
+    conflicts: dict[str, list[Resolved]] = field(default_factory=dict)  # duplicate keys, differing bytes
+    dup_identical: dict[str, list[Resolved]] = field(default_factory=dict)  # duplicate keys, same bytes
+    config: ModelConfig | None = None
+    config_error: SbsError | None = None
+    toc: list[TocRecord] | None = None
+    toc_error: SbsError | None = None
+    toc_partial: bool = False  # toc undecodable; ``toc`` holds the records a scan recovered
+    tokenizer: bytes | None = None
+    tokenizer_status: str = "absent"  # ok | mock | absent | invalid | lost
+    tokenizer_error: str = ""
+    era: str = "single-file-v2"
+    scales: np.ndarray | None = None
+    scales_key: str | None = None
+    hints: dict[str, int] = field(default_factory=dict)
+
+    # -- helpers ---------------------------------------------------------------
+    def data(self, r: Resolved) -> np.ndarray:
+        assert r.ok
+        return self.buf[r.offset:r.offset + r.size]
+
+    def blob(self, key: str) -> np.ndarray | None:
+        r = self.chosen.get(key)
+        return self.data(r) if r is not None and r.ok else None
+
+    @property
+    def layout(self) -> str:
+        return self.directory.layout if self.directory else "v2"
+
+    @property
+    def single_file(self) -> bool:
+        return self.era != "pre-2025"
+
+    @property
+    def prefixed(self) -> bool:
+        return self.era in ("pre-2025", "single-file-prefixed")
+
+    def tensor_keys(self) -> list[str]:
+        """Keys of blobs that hold tensors (not config/toc/tokenizer/scales), in directory order."""
+        out = []
+        for r in self.resolved:
+            if r.how == "duplicate-entry" or r.key in out:
+                continue
+            if r.key in METADATA_KEYS or r.key in SCALES_KEYS:
+                continue
+            if self.prefixed and strip_prefix(r.key) is None:
+                continue
+            out.append(r.key)
+        return out
+
+    def tensor_name(self, key: str) -> str:
+        if self.prefixed:
+            s = strip_prefix(key)
+            return s[1] if s else key
+        return key
+
+
+def analyze(path: str | os.PathLike, *, drop_duplicates: str | None = None) -> Analysis:
+    """Map ``path`` read-only and collect every fact :mod:`.plan` needs."""
+    path = os.fspath(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            buf = np.frombuffer(mm, dtype=np.uint8)
+        else:
+            buf = np.zeros(0, dtype=np.uint8)
+    finally:
+        os.close(fd)
+    a = Analysis(path, size, buf)
+    try:
+        a.directory = blobstore.read_directory(buf)
+    except SbsError as e:
+        a.fatal = e
+        a.salvage = _salvage_notes(buf, e)
+        return a
+    d = a.directory
+    a.problems = blobstore.check_layout(d, buf)
+    a.resolved = resolve(d, buf)
+    _choose(a, drop_duplicates)
+    _metadata(a)
+    hints = _hints(a)
+    if any(r.ok and r.key in hints and hints[r.key] != r.size for r in a.resolved) or \
+            any(not r.ok and r.key in hints for r in a.resolved):
+        a.hints = hints
+        a.resolved = resolve(d, buf, hints)
+        _choose(a, drop_duplicates)
+        _metadata(a)
+    return a
+
+
+def _choose(a: Analysis, policy: str | None) -> None:
+    groups: dict[str, list[Resolved]] = {}
+    for r in a.resolved:
+        if r.how == "duplicate-entry":
+            groups.setdefault(r.key, []).append(r)
+            continue
+        groups.setdefault(r.key, []).append(r)
+    a.chosen, a.conflicts, a.dup_identical = {}, {}, {}
+    for key, rs in groups.items():
+        live = [r for r in rs if r.ok]
+        if len(rs) == 1:
+            a.chosen[key] = rs[0]
+            continue
+        if not live:
+            a.chosen[key] = rs[-1]
+            continue
+        digests = {sha256(a.data(r)) for r in live}
+        if len(digests) == 1 and len(live) == len(rs):
+            a.dup_identical[key] = rs
+            a.chosen[key] = live[0]
+        else:
+            a.conflicts[key] = rs
+            if policy == "first":
+                a.chosen[key] = live[0]
+            else:  # "last", or unresolved: analyse what gemma.cpp HEAD would use
+                a.chosen[key] = live[-1]
+
+
+def _metadata(a: Analysis) -> None:
+    keys = set(a.chosen)
+    a.config = a.toc = None
+    a.config_error = a.toc_error = None
+    a.toc_partial = False
+    r = a.chosen.get("config")
+    if r is not None:
+        if not r.ok:
+            a.config_error = SbsError(f"config blob not recoverable: {r.note}", code="config-undecodable")
+        elif r.size > MAX_METADATA_BYTES:
+            a.config_error = SbsError(f"config blob of {r.size} bytes", code="config-undecodable")
+        else:
+            try:
+                a.config = decode_config(as_words(a.data(r), "config"))
+            except SbsError as e:
+                a.config_error = e
+    r = a.chosen.get("toc")
+    if r is not None:
+        if not r.ok:
+            a.toc_error = SbsError(f"toc blob not recoverable: {r.note}", code="toc-undecodable")
+        elif r.size > MAX_METADATA_BYTES:
+            a.toc_error = SbsError(f"toc blob of {r.size} bytes", code="toc-undecodable")
+        else:
+            try:
+                a.toc = decode_toc(as_words(a.data(r), "toc"))
+            except SbsError as e:
+                a.toc_error = e
+                a.toc = _scan_toc(a.data(r), keys)
+                a.toc_partial = True
+    r = a.chosen.get("tokenizer")
+    a.tokenizer, a.tokenizer_status, a.tokenizer_error = None, "absent", ""
+    if r is not None:
+        if not r.ok:
+            a.tokenizer_status, a.tokenizer_error = "lost", r.note
+        else:
+            data = a.data(r).tobytes()
+            a.tokenizer = data
+            if data == MOCK_TOKENIZER:
+                a.tokenizer_status = "mock"
+            else:
+                err = tokenizer_problem(data)
+                a.tokenizer_status, a.tokenizer_error = ("invalid", err) if err else ("ok", "")
+    a.scales = a.scales_key = None
+    for k in SCALES_KEYS:
+        r = a.chosen.get(k)
+        if r is not None and r.ok and r.size % 4 == 0:
+            a.scales, a.scales_key = a.data(r).view("<f4"), k
+            break
+    has_meta = "config" in keys or "toc" in keys
+    tensor_keys = [k for k in keys if k not in METADATA_KEYS and k not in SCALES_KEYS]
+    prefixed = [k for k in tensor_keys if strip_prefix(k)]
+    if not has_meta:
+        a.era = "pre-2025" if prefixed else ("single-file-v2" if a.layout == "v2" else "single-file-v1")
+    elif prefixed and len(prefixed) == len(tensor_keys) and not {"c_embedding", "c_final_norm"} & keys:
+        a.era = "single-file-prefixed"
+    else:
+        a.era = "single-file-v2" if a.layout == "v2" else "single-file-v1"
+
+
+def tokenizer_problem(data: bytes) -> str:
+    """Empty string if ``data`` is a loadable SentencePiece model, else why not."""
+    try:
+        import sentencepiece as spm
+    except ImportError:  # pragma: no cover - sentencepiece is a dependency
+        return ""
+    try:
+        sp = spm.SentencePieceProcessor()
+        sp.LoadFromSerializedProto(data)
+        if sp.GetPieceSize() <= 0:
+            return "SentencePiece model with no pieces"
+    except Exception as e:  # noqa: BLE001 - sentencepiece raises RuntimeError/OSError
+        return f"not a SentencePiece model ({str(e).splitlines()[0][:120]})"
+    return ""
+
+
+def _scan_toc(blob: np.ndarray, keys: set[str]) -> list[TocRecord]:
+    """Recover the records of a damaged toc: every word position where a MatPtr that names an
+    existing blob decodes. Records are never invented, only found."""
+    n = blob.size // 4
+    words = blob[:4 * n].view("<u4")
+    out: list[TocRecord] = []
+    names: set[str] = set()
+    pos = 0
+    while pos < n:
+        m = int(words[pos])
+        if 7 <= m <= 64 and pos + 1 + m <= n:
+            try:
+                r = read_struct(MATPTR, words, pos, blob="toc")
+            except SbsError:
+                r = None
+            if r is not None and r.values["name"] in keys and r.values["name"] not in names:
+                out.append(TocRecord(**r.values, word_pos=pos, extra_u32=r.extra_u32))
+                names.add(r.values["name"])
+                pos = r.pos + r.extra_u32
+                continue
+        pos += 1
+    return out
+
+
+def trusted_toc(a: Analysis) -> dict[str, TocRecord]:
+    """Toc records whose rows x cols agree with the config (so their size can be believed)."""
+    if a.toc is None or a.config is None:
+        return {}
+    try:
+        specs = {t.name: t for t in expected_tensors(a.config)}
+    except Exception:  # noqa: BLE001 - a config with absurd dims
+        return {}
+    out = {}
+    for rec in a.toc:
+        name = a.tensor_name(rec.name)
+        spec = specs.get(name)
+        if spec is None or (rec.rows, rec.cols) != spec.shape:
+            continue
+        try:
+            packed_bytes(rec.type, rec.rows * rec.cols)
+        except SbsError:
+            continue
+        out[rec.name] = rec
+    return out
+
+
+def _hints(a: Analysis) -> dict[str, int]:
+    return {name: packed_bytes(rec.type, rec.rows * rec.cols) for name, rec in trusted_toc(a).items()}
+
+
+def _salvage_notes(buf: np.ndarray, e: SbsError) -> list[str]:
+    """What survives in a file whose directory cannot be read (spec §1.4)."""
+    size = int(buf.size)
+    notes = []
+    if size >= 16:
+        magic, n = (int(x) for x in buf[:8].view("<u4"))
+        if magic == blobstore.MAGIC and n == 0:
+            nz = np.flatnonzero(buf[blobstore.BLOB_ALIGN:])
+            last = blobstore.BLOB_ALIGN + int(nz[-1]) + 1 if nz.size else blobstore.BLOB_ALIGN
+            notes.append(
+                "the front header is a V2 placeholder, so this was a V2 file whose directory and header were "
+                "the last bytes of the file; they are gone (the file ends at "
+                f"{size}, {size % 65536} bytes past a 64 KiB boundary: truncated).")
+            notes.append(
+                f"blob payload survives from offset 256 to at least {last} ({last - 256} bytes), but without the "
+                "directory the blob names, boundaries and sizes are unknown, and the toc and config (written "
+                "last) are lost with it; tensor bytes cannot be told apart or attributed by scanning.")
+            notes.append(
+                "salvage needs the toc of a file with the same architecture and tensor types (pass it with "
+                "--config-from): gemma.cpp writes tensors back to back in toc order from offset 256, so the "
+                "tensors lying entirely before the cut can be located; the rest are lost (--force writes them "
+                "out as a partial file).")
+    return notes
