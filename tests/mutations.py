@@ -790,6 +790,8 @@ CATALOGUE: list[Mutation] = [
     Mutation("config-undecodable", _bytes_mutation(G2_V2, _e_config_undecodable)),
     Mutation("config-invalid-enum", _config_word("model", 99)),
     Mutation("config-invalid-bool", _config_word("absolute_pe", 7)),
+    Mutation("config-invalid-string-too-long", _config_word("display_name", 65)),
+    Mutation("config-invalid-vector-too-long", _config_word("attention_window_sizes", 70000)),
     Mutation("config-invalid-nan", _rebuilt(G2_V2, _m_config_nan)),
     Mutation("config-invalid-layers", _rebuilt(G2_V2, _m_config_layers)),
     Mutation("config-invalid-windows", _rebuilt(G2_V2, _m_config_windows)),

@@ -165,7 +165,7 @@ def _static_type_mismatches(x: _Facts) -> list[str]:
     return out
 
 
-def _forms(g: str, x: _Facts, why: list[str], run_why: list[str], caveats: list[str]) -> None:
+def _forms(g: str, x: _Facts, run_why: list[str], caveats: list[str]) -> None:
     cfg = x.cfg
     if cfg is None:
         return
@@ -249,7 +249,7 @@ def evaluate(f: SbsFile | None, md: Metadata | None, findings: list[Finding]) ->
             else:
                 _config(g, x, why, caveats)
         _types(g, x, why, caveats)
-        _forms(g, x, why, run_why, caveats)
+        _forms(g, x, run_why, caveats)
         _nuq(g, x, run_why, caveats)
         if g == "2025-05-06" and x.has_vit:
             run_why.append("any model with ViT layers aborts in the weight reshape ('Assert att_weights.HasPtr()', "

@@ -32,7 +32,7 @@ _HINTS = {
     "blob-gap": "gemma.cpp requires blobs back to back; `sbs repair` rewrites the layout",
     "blob-overlap": "the directory is corrupt; download the file again",
     "zero-size-blob": "remove the empty entry (`sbs repair`)",
-    "duplicate-key": "`sbs repair` keeps the entry current gemma.cpp uses (the last)",
+    "duplicate-key": "`sbs repair --drop-duplicates last` keeps the entry current gemma.cpp uses",
     "bad-key": "the directory is corrupt or written by a foreign tool; `sbs repair` can rewrite keys",
     "nonzero-padding": "harmless for gemma.cpp, but a sign of corruption or a foreign writer; "
                        "`sbs repair` zeroes the padding",
