@@ -13,21 +13,42 @@ Default file: the largest corpus file gemma.cpp can run (``fixtures/corpus/v*/*.
   The ratio says how far from the floor the decoder runs (on tiny models, Python overhead per
   numpy call dominates).
 
-Usage: ``python bench/inference.py [FILE] [--prompt-tokens T] [--new-tokens N] [--repeat R] [--json]``
+BLAS threads: ``--threads N`` sets ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS``
+before numpy loads. On a loaded 2-core machine, multi-threaded OpenBLAS spin-waits and small
+matrix-vector products get 10-20x slower; ``--threads 1`` gives steadier figures.
+
+Usage: ``python bench/inference.py [FILE] [--prompt-tokens T] [--new-tokens N] [--repeat R]
+[--threads N] [--json]``
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def _threads_from_argv() -> str | None:
+    """Apply --threads before numpy is imported (BLAS reads the variables once, at load)."""
+    for i, arg in enumerate(sys.argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--threads=") else (
+            sys.argv[i + 1] if arg == "--threads" and i + 1 < len(sys.argv) else None)
+        if value:
+            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ[var] = value
+            return value
+    return None
+
+
+_threads_from_argv()
+
+import numpy as np  # noqa: E402
 
 import inference  # noqa: E402
 
@@ -71,6 +92,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, help="BLAS threads (default: the library's choice)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     path = a.file or default_file()
@@ -114,12 +136,15 @@ def main() -> None:
         "floor_matvec_seconds": matvec_s, "floor_matvec_tokens_per_s": 1.0 / matvec_s,
         "floor_prompt_matmul_tokens_per_s": T / matmul_s,
         "decode_vs_floor": per_token_s / matvec_s, "prompt_vs_floor": prompt_s / matmul_s,
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"), "cpus": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if a.json:
         print(json.dumps(r, indent=2))
         return
     print(f"{path}  ({r['specifier']}, {r['layers']} layers, D={D}, vocab={r['vocab']}; "
           f"weights {m.weights.nbytes / 2**20:.1f} MiB float32, loaded in {load_s:.2f} s)")
+    print(f"BLAS threads {r['blas_threads']}, {r['cpus']} CPUs, load average {r['load_average_1min']:.2f}")
     print(f"prompt  {T:4d} tokens: {r['prompt_tokens_per_s']:10.1f} tokens/s   floor (({T}x{D}) @ ({D}x{W.shape[0]})) "
           f"{r['floor_prompt_matmul_tokens_per_s']:10.1f} tokens/s   ratio {r['prompt_vs_floor']:.1f}x")
     print(f"decode  {N:4d} tokens: {r['decode_tokens_per_s']:10.1f} tokens/s   floor ((1x{D}) @ ({D}x{W.shape[0]})) "

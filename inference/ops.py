@@ -23,7 +23,7 @@ def bf16_round(x: np.ndarray) -> np.ndarray:
 
 def rmsnorm(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """gemma.cpp's RMSNorm over the last axis: the stored weight is w, the applied gain is (1 + w)."""
-    ms = np.mean(np.square(x, dtype=F32), axis=-1, keepdims=True, dtype=F32)
+    ms = np.add.reduce(x * x, axis=-1, keepdims=True) * F32(1.0 / x.shape[-1])  # mean of squares
     return (x * (F32(1.0) / np.sqrt(ms + F32(EPS)))) * (F32(1.0) + w)
 
 

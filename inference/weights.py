@@ -18,6 +18,7 @@ from sbs_tools.errors import SbsError
 from .ops import bf16_round, rope_base
 
 NUMERICS = ("gemmacpp", "f32")
+BF16_EXACT = ("BF16", "SFP")  # decoded values are already bf16 numbers: rounding is a no-op
 GELU = 0
 ROPE = 0
 SCALE_POST_NORM = 1
@@ -177,7 +178,7 @@ class _Reader:
             b = np.ascontiguousarray(b)
             if requant:
                 b = self.requantize_i8(b)
-            if self.emulate:
+            if self.emulate and (requant or info.type_name not in BF16_EXACT):
                 b = bf16_round(b)
             if info.scale != 1.0:
                 b = b * np.float32(info.scale)
@@ -202,7 +203,8 @@ def load_weights(f, *, rope: str = "gemmacpp", numerics: str = "gemmacpp", progr
     if emb.shape != (V, D):
         raise UnsupportedModel(f"c_embedding is {emb.shape[0]}x{emb.shape[1]}, expected {V}x{D}", tensor="c_embedding")
     scale = np.float32(r.info("c_embedding").scale)
-    unemb = bf16_round(emb) if r.emulate else emb
+    exact = r.info("c_embedding").type_name in BF16_EXACT
+    unemb = bf16_round(emb) if r.emulate and not exact else emb  # shared when rounding changes nothing
     embedding = emb * scale if scale != 1 else emb
     unembedding = embedding if unemb is emb else (unemb * scale if scale != 1 else unemb)
     final_norm = r.vector("c_final_norm", D)

@@ -470,3 +470,12 @@ def test_stream_decoder_holds_back_split_utf8():
     parts = [d.push(b) for b in text.encode()]
     assert "".join(parts) == text and "\ufffd" not in "".join(parts)
     assert parts[1] == "" and parts[2] == "ñ"  # the first byte of ñ waits for the second
+
+
+def test_bf16_embedding_is_decoded_once():
+    """Lookup and tied logits share one float32 copy when rounding to bf16 changes nothing."""
+    w = model(V2 / "gemma2-2b-tiny-bf16.sbs").weights
+    assert w.unembedding is w.embedding
+    f32 = model(V2 / "gemma2-2b-tiny-f32.sbs").weights  # F32 embedding: the logits use its bf16 rounding
+    assert f32.unembedding is not f32.embedding
+    np.testing.assert_array_equal(f32.unembedding, ops.bf16_round(f32.embedding))
