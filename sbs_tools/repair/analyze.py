@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import blobstore
-from ..blobstore import Directory, Problem, round_up
+from ..blobstore import END_ALIGN, ENTRY_BYTES, HEADER_BYTES, KEY_BYTES, Directory, Problem, round_up
 from ..config import ModelConfig, decode_config
 from ..errors import SbsError
 from ..fields import as_words, read_struct
@@ -68,6 +68,7 @@ class Analysis:
     scales: np.ndarray | None = None
     scales_key: str | None = None
     hints: dict[str, int] = field(default_factory=dict)
+    header_fix: str | None = None  # how an unreadable header/directory was recovered
 
     # -- helpers ---------------------------------------------------------------
     def data(self, r: Resolved) -> np.ndarray:
@@ -127,9 +128,14 @@ def analyze(path: str | os.PathLike, *, drop_duplicates: str | None = None) -> A
     try:
         a.directory = blobstore.read_directory(buf)
     except SbsError as e:
-        a.fatal = e
-        a.salvage = _salvage_notes(buf, e)
-        return a
+        rec = recover_directory(buf, e)
+        if rec is None:
+            a.fatal = e
+            a.salvage = _salvage_notes(buf, e)
+            return a
+        a.directory, a.header_fix, buf = rec
+        a.buf = buf
+        a.size = int(buf.size)
     d = a.directory
     a.problems = blobstore.check_layout(d, buf)
     a.resolved = resolve(d, buf)
@@ -143,6 +149,89 @@ def analyze(path: str | os.PathLike, *, drop_duplicates: str | None = None) -> A
         _choose(a, drop_duplicates)
         _metadata(a)
     return a
+
+
+def _plausible_entries(buf: np.ndarray, dir_off: int, n: int, first: int, end: int) -> list | None:
+    """Directory entries at ``dir_off`` if they describe blobs back to back from ``first`` with
+    printable keys, all inside ``[first, end)``; else None."""
+    if n <= 0 or dir_off < 0 or dir_off + ENTRY_BYTES * n > buf.size:
+        return None
+    ranges = buf[dir_off + KEY_BYTES * n:dir_off + ENTRY_BYTES * n].view("<u8").reshape(n, 2)
+    if int(ranges[0, 0]) != first:
+        return None
+    expected = first
+    for off, sz in ranges.tolist():
+        if off != expected or sz == 0 or off + sz > end:
+            return None
+        expected = round_up(off + sz, blobstore.BLOB_ALIGN)
+    keys = buf[dir_off:dir_off + KEY_BYTES * n].reshape(n, KEY_BYTES)
+    for k in keys:
+        name = k.tobytes().split(b"\0", 1)[0]
+        if not name or any(c < 0x21 or c > 0x7E for c in name):
+            return None
+    return blobstore._entries(buf, dir_off, n)
+
+
+def recover_directory(buf: np.ndarray, err: SbsError) -> tuple[Directory, str, np.ndarray] | None:
+    """Locate the directory of a file whose header :func:`read_directory` rejects, when exactly one
+    reading is consistent: a damaged magic, a corrupt ``num_blobs``, or bytes appended after a V2
+    trailer. Returns (directory, what was wrong, buffer to use) or None."""
+    size = int(buf.size)
+    if size < 2 * HEADER_BYTES:
+        return None
+    front = blobstore._header(buf, 0)
+    tail = blobstore._header(buf, size - HEADER_BYTES)
+    v2_front = front.magic == blobstore.MAGIC and front.num_blobs == 0
+    found: list[tuple[Directory, str, np.ndarray]] = []
+    # V2 with bytes appended: an intact trailer at an earlier 64 KiB boundary.
+    if v2_front:
+        end = (size // END_ALIGN) * END_ALIGN
+        end = end - END_ALIGN if end == size else end
+        while end >= END_ALIGN:
+            h = blobstore._header(buf, end - HEADER_BYTES)
+            if h.magic == blobstore.MAGIC and h.file_bytes == end and 0 < h.num_blobs < blobstore.MAX_BLOBS_HEAD:
+                sub = buf[:end]
+                ents = _plausible_entries(sub, end - HEADER_BYTES - ENTRY_BYTES * h.num_blobs, h.num_blobs,
+                                          blobstore.BLOB_ALIGN, end - HEADER_BYTES - ENTRY_BYTES * h.num_blobs)
+                if ents is not None:
+                    d = Directory("v2", h, front, ents, end - HEADER_BYTES - ENTRY_BYTES * h.num_blobs, end)
+                    return d, (f"{size - end} bytes appended after the V2 trailer (which ends at {end}): dropped"), sub
+            end -= END_ALIGN
+    # Damaged magic and/or num_blobs: find every blob count whose directory is consistent.
+    if v2_front or (front.magic != blobstore.MAGIC and tail.file_bytes == size):
+        for n in range(1, min(blobstore.MAX_BLOBS_HEAD, (size - 2 * blobstore.BLOB_ALIGN) // ENTRY_BYTES)):
+            dir_off = size - HEADER_BYTES - ENTRY_BYTES * n
+            r0 = dir_off + KEY_BYTES * n
+            if int(buf[r0:r0 + 8].view("<u8")[0]) != blobstore.BLOB_ALIGN:
+                continue
+            ents = _plausible_entries(buf, dir_off, n, blobstore.BLOB_ALIGN, dir_off)
+            if ents is not None:
+                hdr = blobstore.Header(blobstore.MAGIC, n, size, size - HEADER_BYTES)
+                found.append((Directory("v2", hdr, front, ents, dir_off, size), "", buf))
+    if not v2_front:
+        for n in range(1, min(blobstore.MAX_BLOBS_E2, (size - HEADER_BYTES) // ENTRY_BYTES)):
+            r0 = HEADER_BYTES + KEY_BYTES * n
+            first = blobstore.v1_first_blob_offset(n)
+            if int(buf[r0:r0 + 8].view("<u8")[0]) != first:
+                continue
+            ents = _plausible_entries(buf, HEADER_BYTES, n, first, size)
+            if ents is not None:
+                hdr = blobstore.Header(blobstore.MAGIC, n, size, 0)
+                found.append((Directory("v1", hdr, None, ents, HEADER_BYTES, size), "", buf))
+    if len(found) != 1:
+        return None
+    d, _, b = found[0]
+    h = front if d.layout == "v1" else tail
+    what = []
+    if h.magic != blobstore.MAGIC:
+        what.append(f"magic {h.magic:#010x} (should be 0x0a534253)")
+    if h.num_blobs != d.header.num_blobs:
+        what.append(f"num_blobs {h.num_blobs} (the directory holds {d.header.num_blobs} entries)")
+    if h.file_bytes != size:
+        what.append(f"file_bytes {h.file_bytes} (the file has {size})")
+    where = "front header" if d.layout == "v1" else "V2 trailer header"
+    return d, f"damaged {where}: " + ", ".join(what or ["unreadable"]) + "; exactly one directory reading is " \
+        "consistent (keys printable, blobs back to back)", b
 
 
 def _choose(a: Analysis, policy: str | None) -> None:

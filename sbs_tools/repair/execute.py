@@ -99,16 +99,23 @@ class RepairResult:
     def proof_summary(self) -> str:
         same, total = self.proof_counts()
         parts = [f"{same}/{total} tensors identical"]
+        others = [p for p in self.proof if p.kind == "other" and p.output_key is not None]
+        if others:
+            parts[0] += f", {sum(p.status == 'identical' for p in others)}/{len(others)} other blobs identical"
         derived = [p for p in self.proof if p.status == "derived"]
-        dropped = [p for p in self.proof if p.status == "dropped"]
+        dropped = [p for p in self.proof if p.status == "dropped" and p.kind != "scales"]
+        folded = [p for p in self.proof if p.status == "dropped" and p.kind == "scales"]
         lost = [p for p in self.proof if p.status == "lost"]
         if derived:
             parts.append(f"{len(derived)} derived")
         if dropped:
             parts.append(f"{len(dropped)} dropped (" + ", ".join(f"{p.input_key}: {p.note}" for p in dropped[:4])
                          + (", ..." if len(dropped) > 4 else "") + ")")
+        if folded:
+            parts.append(", ".join(p.input_key for p in folded) + " folded into the toc")
         if lost:
-            parts.append(f"{len(lost)} not recoverable")
+            parts.append(f"{len(lost)} not recoverable (" + ", ".join(p.input_key for p in lost[:4])
+                         + (", ..." if len(lost) > 4 else "") + ")")
         return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:

@@ -182,6 +182,7 @@ class _Planner:
         self.bad_keys: set[int] = set()
         self.renamed: dict[str, str] = {}  # output name -> input key
         self.dropped: dict[str, str] = {}  # output name -> why it is not written
+        self.bad_blobs: list = []  # (Resolved, why) of entries whose key cannot be written
         self._migrated = False
 
     # -- helpers ---------------------------------------------------------------------------------------------------
@@ -223,6 +224,7 @@ class _Planner:
             self.weight()
             self.target_config()
         self.pre2025_checks()
+        self.orphans()
         self.unused()
         self.layout()
         self.finish()
@@ -241,13 +243,15 @@ class _Planner:
                 fixes = [(c, r.key) for c in PLACEMENT] + [("tensor-size-mismatch", r.key)]
                 self.act(kind, f"{r.key}: {r.note}", *fixes, key=r.key, recorded=[r.entry.offset, r.entry.size],
                          resolved=[r.offset, r.size])
+        if a.header_fix:
+            self.act("restore-header", a.header_fix, ("bad-magic", None), ("too-many-blobs", None),
+                     ("empty-store", None), ("directory-out-of-bounds", None), ("file-size-mismatch", None))
         for r in a.resolved:
             raw = r.entry.raw_key
             name = raw.split(b"\0", 1)[0]
             if not name or not name.isascii() or any(c < 0x20 or c == 0x7F for c in name):
                 self.bad_keys.add(r.index)
-                self.refuse("bad-key", r.key, f"directory entry {r.index} has an unusable key {raw!r}: the blob "
-                            "cannot be named (--force drops it)")
+                self.bad_blobs.append((r, f"directory entry {r.index} has an unusable key {raw!r}"))
             elif any(raw[len(name):]):
                 self.act("rewrite-key", f"key {r.key!r}: clear the bytes after its NUL (readers ignore them)",
                          ("bad-key", r.key))
@@ -255,10 +259,16 @@ class _Planner:
                 _, idx = split_name(r.key)
                 if idx is not None and idx >= 999:
                     self.bad_keys.add(r.index)
-                    self.refuse("bad-key", r.key, f"key {r.key!r} has layer number {idx} >= 999 (gemma.cpp "
-                                "asserts); the intended name is unknown (--force drops it)")
+                    self.bad_blobs.append((r, f"key {r.key!r} has layer number {idx} >= 999 (gemma.cpp asserts)"))
+        toc_names = {rec.name for rec in a.toc or []}
         for key in sorted(self.lost - set(METADATA_KEYS)):
             r = next(x for x in a.resolved if x.key == key and x.how == "lost")
+            if r.entry.size == 0 and key not in toc_names:
+                slot = "" if not r.entry.offset else f" (bytes at its recorded offset {r.entry.offset} belong to no blob)"
+                self.act("drop-empty-entry", f"drop directory entry {r.index} ({key!r}): its size is 0, so it holds "
+                         f"no data{slot}", ("zero-size-blob", key))
+                self.dropped[key] = "empty directory entry (size 0)"
+                continue
             self.refuse("blob-lost", key, f"blob {key!r}: its bytes cannot be located ({r.note}) (--force "
                         "drops it)")
         if any(self.has(c) for c in PLACEMENT + REWRITE_FIXES) or any(r.how == "foreign-layout" for r in a.resolved):
@@ -289,7 +299,7 @@ class _Planner:
         blobs = []
         seen = set()
         for r in a.resolved:
-            if r.key in seen or r.index in self.bad_keys or r.how == "duplicate-entry":
+            if r.index in self.bad_keys or r.key in seen or r.how == "duplicate-entry":
                 continue
             seen.add(r.key)
             if r.key in METADATA_KEYS:
@@ -474,14 +484,79 @@ class _Planner:
         emb = self.s.record("c_embedding")
         if emb is not None and emb.cols == cfg.model_dim and emb.rows != cfg.vocab_size:
             b = self.s.find("c_embedding")
-            if b is not None and _size_ok(emb, b.size):
+            pieces = _pieces(self.opts.tokenizer or (self.a.tokenizer if self.a.tokenizer_status == "ok" else None))
+            if b is not None and _size_ok(emb, b.size) and (pieces is None or pieces <= emb.rows):
                 changed.append(f"vocab_size {cfg.vocab_size} -> {emb.rows} (the rows of c_embedding, whose "
-                               "blob size confirms them)")
+                               "blob size confirms them" + (f", and the tokenizer's {pieces} pieces fit"
+                                                            if pieces else "") + ")")
                 cfg.vocab_size = emb.rows
+            elif b is not None and pieces is not None and pieces > emb.rows:
+                self.refuse("vocab-mismatch", "c_embedding", f"c_embedding has {emb.rows} rows but the tokenizer "
+                            f"has {pieces} pieces (config.vocab_size {cfg.vocab_size}): the embedding is "
+                            "incomplete or belongs to another model", forceable=True)
+        changed += self.fix_layer_dims()
         if changed:
             self.s.config_dirty = True
             self.specs = by_name(expected_tensors(cfg))
             self.act("fix-config", "; ".join(changed), ("config-invalid", None), ("vocab-mismatch", "c_embedding"))
+
+    def fix_layer_dims(self) -> list[str]:
+        """LLM layer dims the layer's own tensors determine unanimously (toc shapes whose blob sizes agree)
+        but the config contradicts."""
+        cfg, s = self.s.config, self.s
+        out = []
+        D = cfg.model_dim
+        recs = {}
+        for r in s.toc or []:
+            b = s.find(r.name)
+            if b is not None and r.type in Type._value2member_map_ and _size_ok(r, b.size):
+                recs[r.name] = r
+        for i, lc in enumerate(cfg.layer_configs):
+            got: dict[str, set[int]] = {"qkv_dim": set(), "heads": set(), "kv_heads": set(), "ff_hidden_dim": set()}
+
+            def rec(base: str):
+                return recs.get(f"{base}_{i}")
+
+            for base in ("key_norm", "query_norm"):
+                if rec(base) is not None and rec(base).rows == 1:
+                    got["qkv_dim"].add(rec(base).cols)
+            r = rec("att_ein")
+            if r is not None and D and r.rows % D == 0:
+                got["qkv_dim"].add(r.cols)
+                got["heads"].add(r.rows // D)
+            if len(got["qkv_dim"]) == 1:
+                Dh = next(iter(got["qkv_dim"]))
+                r = rec("att_w")
+                if r is not None and r.rows == D and r.cols % Dh == 0:
+                    got["heads"].add(r.cols // Dh)
+                r = rec("qkv1_w")
+                if r is not None and r.cols == D and r.rows % Dh == 0:
+                    got["heads"].add(r.rows // Dh)
+                r = rec("qkv2_w")
+                if r is not None and r.cols == D and r.rows % (2 * Dh) == 0:
+                    got["kv_heads"].add(r.rows // (2 * Dh))
+                r = rec("qkv_ein")
+                if r is not None and r.cols == D and r.rows % Dh == 0 and len(got["heads"]) == 1:
+                    k2 = r.rows // Dh - next(iter(got["heads"]))
+                    if k2 >= 0 and k2 % 2 == 0:
+                        got["kv_heads"].add(k2 // 2)
+            for base, rows_per_f, col in (("gating_ein", 2, False), ("gating1_w", 1, False),
+                                          ("gating2_w", 1, False), ("linear_w", None, True)):
+                r = rec(base)
+                if r is None:
+                    continue
+                if col and r.rows == D:
+                    got["ff_hidden_dim"].add(r.cols)
+                elif not col and r.cols == D and r.rows % rows_per_f == 0:
+                    got["ff_hidden_dim"].add(r.rows // rows_per_f)
+            for fld, vals in got.items():
+                if len(vals) == 1:
+                    v = next(iter(vals))
+                    if v and getattr(lc, fld) != v:
+                        out.append(f"layer_configs[{i}].{fld} {getattr(lc, fld)} -> {v} (what all of layer {i}'s "
+                                   "tensors say)")
+                        setattr(lc, fld, v)
+        return out
 
     # -- toc -------------------------------------------------------------------------------------------------------
     def toc(self) -> None:
@@ -503,6 +578,8 @@ class _Planner:
                 s.toc.remove(rec)
                 s.toc_dirty = True
                 continue  # blob-lost refusal already says it
+            if self.adopt_orphan(rec):
+                continue
             if spec is not None and spec.required:
                 self.refuse("toc-blob-missing", rec.name, f"the toc describes {rec.name} but its blob is not in "
                             "the file: the tensor's bytes are gone (--force drops the record)")
@@ -547,6 +624,55 @@ class _Planner:
         if s.toc_dirty:
             s.toc.sort(key=lambda r: order.get(r.name, len(order)))
         self.check_records()
+
+    def adopt_orphan(self, rec) -> bool:
+        """A blob whose key is unusable and whose size is exactly that of a toc record without a blob
+        is that tensor (when only one such pairing exists)."""
+        try:
+            want = packed_bytes(rec.type, rec.rows * rec.cols)
+        except SbsError:
+            return False
+        cands = [(r, why) for r, why in self.bad_blobs if r.ok and r.size == want]
+        if len(cands) != 1:
+            return False
+        others = [x for x in self.s.toc if x is not rec and self.s.find(x.name) is None and _size_ok(x, want)]
+        if others:
+            return False
+        r, why = cands[0]
+        self.bad_blobs.remove(cands[0])
+        self._insert(OutBlob(rec.name, "tensor", r, origin=r.key or f"#{r.index}"))
+        self.act("rename-blob", f"{why}; it is the only blob with the {want} bytes of {rec.name}, which the toc "
+                 "describes but no key names: renamed to {rec.name}".replace("{rec.name}", rec.name),
+                 ("bad-key", r.key or None), ("toc-blob-missing", rec.name), ("missing-tensor", rec.name))
+        return True
+
+    def _insert(self, b: OutBlob) -> None:
+        s = self.s
+        pos = next((i for i, x in enumerate(s.blobs) if x.src is not None and x.src.index > b.src.index),
+                   len(s.blobs))
+        s.blobs.insert(pos, b)
+
+    def orphans(self) -> None:
+        """Blobs whose key cannot be written and that no toc record claims: keep their bytes under a
+        placeholder name (gemma.cpp ignores blobs nothing refers to), or drop them with --drop-unused."""
+        s = self.s
+        for r, why in list(self.bad_blobs):
+            if not r.ok:
+                self.refuse("bad-key", r.key or None, f"{why}, and its bytes cannot be located ({r.note})")
+                continue
+            if self.opts.drop_unused:
+                self.dropped[r.key or f"#{r.index}"] = f"--drop-unused: {why}"
+                self.act("drop-unused", f"drop directory entry {r.index}: {why} (--drop-unused)",
+                         ("bad-key", r.key or None))
+                continue
+            name = f"orphan{r.index}"
+            while s.find(name) is not None:
+                name += "x"
+            self._insert(OutBlob(name, "other", r, origin=f"#{r.index}"))
+            self.act("rename-blob", f"{why}; no toc record claims its {r.size} bytes: kept under the placeholder "
+                     f"key {name!r} (gemma.cpp ignores it; --drop-unused drops it instead)",
+                     ("bad-key", r.key or None))
+        self.bad_blobs.clear()
 
     def dedupe_toc(self) -> None:
         s = self.s
@@ -652,9 +778,21 @@ class _Planner:
                          ("tensor-size-mismatch", name))
                 return
             if size_ok and rec.rows * rec.cols == n_spec:
-                self.refuse("shape-mismatch", name, f"{name}: toc says {rec.rows} x {rec.cols}, the config "
-                            f"{spec.rows} x {spec.cols}; the blob fits both, so whether the bytes are laid out "
-                            "for one or the other cannot be known", forceable=False)
+                swapped = (rec.rows, rec.cols) == (spec.cols, spec.rows) and spec.rows > 1 and spec.cols > 1
+                if swapped:
+                    self.refuse("shape-mismatch", name, f"{name}: toc says {rec.rows} x {rec.cols}, the config "
+                                f"{spec.rows} x {spec.cols}: the blob fits both, and a writer may have stored the "
+                                "matrix transposed, so which layout the bytes have cannot be known",
+                                forceable=False)
+                    return
+                old = (rec.rows, rec.cols)
+                rec.rows, rec.cols = spec.rows, spec.cols
+                fix_record_fields(rec)
+                s.toc_dirty = True
+                what = ("a vector has only one element order" if spec.rows == 1 else
+                        "not a transposition, so the row-major bytes can only mean the config's shape")
+                self.act("fix-toc-shape", f"{name}: toc shape {old[0]} x {old[1]} -> {spec.rows} x {spec.cols}, the "
+                         f"config's shape with the same {n_spec} values ({what})", ("shape-mismatch", name))
                 return
             if size_ok:
                 return  # config and tensor disagree, the bytes agree with the toc: cannot-fix (shape-mismatch)
@@ -902,16 +1040,30 @@ class _Planner:
                     out_by_origin.setdefault(o, b)
         seen = set()
         for r in a.resolved:
-            if r.key in seen or r.key in METADATA_KEYS:
+            bad = r.index in self.bad_keys
+            ident = f"#{r.index}" if bad else r.key
+            if ident in seen or (r.key in METADATA_KEYS and not bad) or r.how == "duplicate-entry":
                 continue
-            seen.add(r.key)
-            b = out_by_origin.get(r.key)
+            seen.add(ident)
+            b = out_by_origin.get(ident)
+            if bad:
+                src = (r.offset, r.size) if r.ok else None
+                label = f"entry {r.index} (key {r.entry.raw_key.split(bytes(1), 1)[0]!r})"
+                if b is not None:
+                    self.plan.proof.append(ProofEntry(label, b.key, src, "renamed: unusable key", None,
+                                                      "tensor" if b.kind == "tensor" else "other"))
+                else:
+                    self.plan.proof.append(ProofEntry(label, None, src, self.dropped.get(ident, "unusable key"),
+                                                      None, "tensor"))
+                continue
             kind = "scales" if r.key in SCALES_KEYS else "tensor"
             src = (a.chosen[r.key].offset, a.chosen[r.key].size) if a.chosen[r.key].ok else None
+            if src is None and r.entry.size == 0 and r.key in self.dropped:
+                src = (r.entry.offset, 0)  # an empty entry: nothing to lose
+                kind = "other"
             if b is not None:
                 note = a.chosen[r.key].note if a.chosen[r.key].moved else ""
-                self.plan.proof.append(ProofEntry(r.key, b.key, src, note, b.transform, b.kind if b.kind != "other"
-                                                  else "tensor"))
+                self.plan.proof.append(ProofEntry(r.key, b.key, src, note, b.transform, b.kind))
             else:
                 why = dropped.get(self.tensor_out_name(r.key)) or dropped.get(r.key)
                 if why is None:
@@ -966,6 +1118,19 @@ def _size_ok(rec, size: int) -> bool:
         return packed_bytes(rec.type, rec.rows * rec.cols) == size
     except SbsError:
         return False
+
+
+def _pieces(tokenizer: bytes | None) -> int | None:
+    if not tokenizer:
+        return None
+    try:
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor()
+        sp.LoadFromSerializedProto(tokenizer)
+        return int(sp.GetPieceSize())
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _uniform(items: list) -> bool:

@@ -138,12 +138,20 @@ def resolve(d: Directory, buf: np.ndarray, hints: dict[str, int] | None = None) 
 
     prev_end = d.first_blob_offset  # data end of the previous resolved blob
     expected = d.first_blob_offset  # back-to-back position
+    after_lost = False
     for i, e in enumerate(d.entries):
         if out[i] is not None:
             continue
         nxt = next((x for x in d.entries[i + 1:] if out[x.index] is None), None)
-        r = _resolve_one(e, nxt, buf, prev_end, expected, end, hints.get(e.key))
+        hint = hints.get(e.key)
+        if after_lost and e.offset >= prev_end and e.offset % BLOB_ALIGN == 0 and e.size and \
+                e.offset + e.size <= end and (hint is None or hint == e.size):
+            # The previous entry's extent is unknown: its slot ends where this one is recorded to start.
+            r = Resolved(e, e.offset, e.size, "recorded", "taken as recorded: the previous entry's extent is unknown")
+        else:
+            r = _resolve_one(e, nxt, buf, prev_end, expected, end, hint)
         out[i] = r
+        after_lost = not r.ok
         if r.ok:
             prev_end = r.offset + r.size
             expected = round_up(prev_end, BLOB_ALIGN)
@@ -162,7 +170,8 @@ def _mark_foreign(d: Directory, out: list[Resolved]) -> None:
         expected = round_up(r.offset + r.size, BLOB_ALIGN)
 
 
-def _consistent(buf: np.ndarray, p: int, s: int, prev_end: int, end: int) -> str | None:
+def _consistent(buf: np.ndarray, p: int, s: int, prev_end: int, end: int, recorded: tuple[int, int] = (0, 0)
+                ) -> str | None:
     """None if hypothesis (p, s) is consistent, else why not."""
     if s <= 0:
         return "size 0"
@@ -174,6 +183,9 @@ def _consistent(buf: np.ndarray, p: int, s: int, prev_end: int, end: int) -> str
         return f"bytes [{prev_end}, {p}) before it are not zero (they would belong to no blob)"
     if not _zero(buf, p + s, min(round_up(p + s, BLOB_ALIGN), end)):
         return f"its padding [{p + s}, {round_up(p + s, BLOB_ALIGN)}) is not zero"
+    R, S = recorded
+    if p == R and s < S and not _zero(buf, p + s, min(R + S, end)):
+        return f"the {S - s} bytes it would cut off [{p + s}, {R + S}) are not zero"
     return None
 
 
@@ -189,7 +201,7 @@ def _resolve_one(e: BlobEntry, nxt: BlobEntry | None, buf: np.ndarray, prev_end:
     verdicts: dict[tuple[int, int], str | None] = {}
     for p in positions:
         for s in sizes:
-            verdicts[(p, s)] = _consistent(buf, p, s, prev_end, end)
+            verdicts[(p, s)] = _consistent(buf, p, s, prev_end, end, (R, e.size))
     good = [h for h, why in verdicts.items() if why is None]
     if hint is not None:
         with_hint = [h for h in good if h[1] == hint]
@@ -199,7 +211,8 @@ def _resolve_one(e: BlobEntry, nxt: BlobEntry | None, buf: np.ndarray, prev_end:
     for p, s in good:
         by_pos.setdefault(p, s)
     for p in list(by_pos):
-        if (p != R or by_pos[p] != e.size) and not _anchored(p, by_pos[p], nxt, end):
+        shrink = p == R and by_pos[p] < e.size  # cut-off bytes checked zero: the next blob is not affected
+        if (p != R or by_pos[p] != e.size) and not shrink and not _anchored(p, by_pos[p], nxt, end):
             del by_pos[p]
         elif p != R and not np.any(buf[p:p + by_pos[p]]):
             del by_pos[p]  # all-zero bytes are no evidence of a blob
