@@ -161,13 +161,14 @@ def resolve_config(arch: Arch, weight: Type, *, specifier: str | None = None,
     with_vit = arch.vit is not None
 
     probe = candidate_config(arch, 0, weight, C.GEMMA_PT)
-    ignore_qs = arch.query_scale is None
     matches = []
     for m in models:
         ref = C.canonical_config(m, weight)
         if not with_vit:
             ref.vit_config = VitConfig()
-        p = replace(probe, vocab_size=ref.vocab_size, query_scale=ref.query_scale if ignore_qs else probe.query_scale)
+        # The query scaling is a constant of the math, not of the weights: gemma.cpp's canonical value wins
+        # (noted below when the checkpoint's own definition differs).
+        p = replace(probe, vocab_size=ref.vocab_size, query_scale=ref.query_scale)
         diffs = C.architecture_differences(p, ref, with_vit=with_vit)
         if arch.vocab_size < ref.vocab_size:
             diffs.append(f"vocab_size: {arch.vocab_size} < {ref.vocab_size}")
@@ -211,6 +212,10 @@ def resolve_config(arch: Arch, weight: Type, *, specifier: str | None = None,
                          f"(dropping {arch.vocab_size - cfg.vocab_size} padding rows)")
         notes.append(f"config: canonical {cfg.model_name} ({cfg.specifier}), wrapping "
                      f"{C.WRAPPING_NAMES[cfg.wrapping]} ({wrap_why})")
+        if arch.query_scale is not None and arch.query_scale != cfg.query_scale:
+            qs = {C.SQRT_KEY_SIZE: "1/sqrt(head_dim)", C.SQRT_MODEL_DIM_DIV_NUM_HEADS: "1/sqrt(model_dim/heads)"}
+            notes.append(f"gemma.cpp scales queries of {cfg.model_name} by {qs[cfg.query_scale]}; the checkpoint's "
+                         f"definition uses {qs[arch.query_scale]}")
         rope = C.rope_discrepancy(cfg)
         if rope:
             notes.append(rope)
