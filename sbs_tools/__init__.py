@@ -10,8 +10,9 @@ from .errors import (CodecError, ConfigError, ContainerError, FieldsError, SbsEr
 from .sbsfile import SbsFile, TensorInfo, open
 from .types import Type
 from . import verify  # callable: sbs_tools.verify(path, deep=False) -> Report
+from . import repair  # callable: sbs_tools.repair(path, out, **options) -> RepairResult
 
 __version__ = "0.1.0"
 
 __all__ = ["open", "SbsFile", "TensorInfo", "Type", "SbsError", "ContainerError", "FieldsError",
-           "ConfigError", "TocError", "TensorError", "CodecError", "WriteError", "verify", "__version__"]
+           "ConfigError", "TocError", "TensorError", "CodecError", "WriteError", "verify", "repair", "__version__"]

@@ -397,9 +397,8 @@ def _salvage_notes(buf: np.ndarray, e: SbsError) -> list[str]:
             nz = np.flatnonzero(buf[blobstore.BLOB_ALIGN:])
             last = blobstore.BLOB_ALIGN + int(nz[-1]) + 1 if nz.size else blobstore.BLOB_ALIGN
             notes.append(
-                "the front header is a V2 placeholder, so this was a V2 file whose directory and header were "
-                "the last bytes of the file; they are gone (the file ends at "
-                f"{size}, {size % 65536} bytes past a 64 KiB boundary: truncated).")
+                "This was a V2 file: its directory and header were the last bytes of the file and are gone (the "
+                f"file ends at {size}, {size % 65536} bytes past a 64 KiB boundary: truncated).")
             notes.append(
                 f"blob payload survives from offset 256 to at least {last} ({last - 256} bytes), but without the "
                 "directory the blob names, boundaries and sizes are unknown, and the toc and config (written "

@@ -1104,7 +1104,7 @@ class _Planner:
                 reason = CANNOT_REASONS.get(f.code, "repair has no rule for this finding")
                 plan.items.append(PlanItem(f, "cannot-fix", None, reason))
                 if not any(r.code == f.code and (r.name is None or r.name in names) for r in plan.refusals):
-                    plan.refusals.append(Refusal(f.code, f.tensor or f.blob, f"{f.message} — {reason}",
+                    plan.refusals.append(Refusal(f.code, f.tensor or f.blob, reason,
                                                  forceable=f.code in ("missing-tensor", "tensor-size-mismatch",
                                                                       "non-finite", "nuq-table-invalid",
                                                                       "scale-invalid", "toc-blob-missing")))

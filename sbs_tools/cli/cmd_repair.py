@@ -1,0 +1,133 @@
+"""``sbs repair IN -o OUT``: fix what ``sbs verify`` finds, and prove every tensor came through unchanged.
+
+Exit codes: 0 repaired, or nothing to repair; 1 the file cannot be repaired
+(nothing is written), the written file failed verification (nothing is
+written), or ``--force`` wrote a partial file that still has errors; 2 the
+input is not a gemma.cpp file / cannot be read, or a usage error.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from .common import app, console, print_json
+
+_STATUS_STYLE = {"fix": ("green", "fix"), "cannot-fix": ("bold red", "cannot fix"), "keep": ("yellow", "keep"),
+                 "info": ("blue", "info")}
+
+
+@app.command()
+def repair(
+    file: Path = typer.Argument(..., help="The .sbs file to repair (never modified, except with --in-place)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write the repaired file."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (each finding, the action that fixes "
+                                                          "it or why none can) and write nothing."),
+    target: str = typer.Option("auto", "--target", help="gemma.cpp generation to make the file loadable by: "
+                               "auto (fix errors, keep the file's generation), current, 2025-09-05, 2025-07-31, "
+                               "2025-05 (= 2025-05-07), 2025-05-06, pre-2025."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="Container layout of the output: v1 (readable "
+                                         "by every gemma.cpp) or v2 (what gemma.cpp writes since 2025-07-31)."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", metavar="FILE.spm",
+                                             help="Embed this SentencePiece model (missing or damaged tokenizer; "
+                                                  "pre-2025 migration)."),
+    config_from: Optional[Path] = typer.Option(None, "--config-from", metavar="OTHER.sbs",
+                                               help="Use the config of another .sbs file (missing or broken "
+                                                    "config; pre-2025 migration)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Use gemma.cpp's canonical config: a specifier "
+                                        "(gemma3-1b-sfp, gemma2-2b-bf16-it) or a model name (GEMMA3_270M)."),
+    drop_duplicates: Optional[str] = typer.Option(None, "--drop-duplicates", metavar="first|last",
+                                                  help="For duplicate keys with different bytes: keep this one "
+                                                       "(gemma.cpp uses the last, pre-2025 readers the first)."),
+    drop_unused: bool = typer.Option(False, "--drop-unused", help="Also drop blobs nothing uses (no toc record, "
+                                                                  "no layer, unusable key)."),
+    in_place: bool = typer.Option(False, "--in-place", help="Replace the input (requires --backup)."),
+    backup: Optional[str] = typer.Option(None, "--backup", metavar="SUFFIX",
+                                         help="With --in-place: keep the original as FILE+SUFFIX."),
+    force: bool = typer.Option(False, "--force", help="Write a partial file even when some errors cannot be "
+                                                      "fixed (verify still flags them; exit 1)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Repair a broken .sbs file: re-lay blobs, rebuild metadata, migrate old formats, convert between
+    gemma.cpp generations, and prove every tensor is byte-identical."""
+    from sbs_tools.repair import repair as run_repair
+
+    if not file.exists():
+        from sbs_tools.errors import SbsError
+
+        raise SbsError(f"cannot open {file}: no such file", code="io-error")
+    result = run_repair(file, out, dry_run=dry_run, in_place=in_place, backup=backup, target=target,
+                        layout=layout, tokenizer=tokenizer, config_from=config_from, model=model,
+                        drop_duplicates=drop_duplicates, drop_unused=drop_unused, force=force)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        _render(result)
+    code = result.exit_code
+    if code:
+        raise typer.Exit(code)
+
+
+def _render(r) -> None:
+    p = r.plan
+    tgt = p.target.key if p.target else "auto"
+    console.print(f"[bold]{escape(r.input)}[/]  target [cyan]{tgt}[/]")
+    if not p.items and not p.actions:
+        console.print("  no findings")
+    for it in p.items:
+        style, label = _STATUS_STYLE[it.status]
+        f = it.finding
+        where = f.where()
+        head = f"  [{style}]{label:10s}[/] [bold]{f.code}[/]" + (f" ({escape(where)})" if where else "")
+        console.print(head, highlight=False)
+        console.print(f"             [dim]{escape(f.message)}[/]", highlight=False, soft_wrap=True)
+        arrow = f"{it.action.kind}: " if it.action is not None else ""
+        console.print(f"             -> {escape(arrow + it.reason)}", highlight=False, soft_wrap=True)
+    extra = [a for a in p.actions if not any(i.action is a for i in p.items)]
+    if extra:
+        console.print("[bold]also[/]")
+        for a in extra:
+            console.print(f"  [green]{a.kind}[/]: {escape(a.summary)}", highlight=False, soft_wrap=True)
+    blocking = p.blocking
+    forced = [x for x in p.refusals if x not in blocking]
+    shown = {i.reason for i in p.items}
+    for x in blocking:
+        if x.reason not in shown:
+            console.print(f"  [bold red]cannot fix[/] {x.code}" + (f" ({escape(x.name)})" if x.name else "")
+                          + f": {escape(x.reason)}", highlight=False, soft_wrap=True)
+    for x in forced:
+        if x.reason in shown:
+            continue
+        console.print(f"  [yellow]forced[/] {x.code}" + (f" ({escape(x.name)})" if x.name else "")
+                      + f": {escape(x.reason)}", highlight=False, soft_wrap=True)
+    for n in p.notes:
+        console.print(f"  [blue]note[/] {escape(n)}", highlight=False, soft_wrap=True)
+    if r.status == "planned":
+        verdict = ("nothing to repair" if p.nothing_to_do else
+                   "repairable" if p.repairable else "[bold red]not repairable[/] (nothing would be written)")
+        console.print(f"[bold]dry run:[/] {verdict}; {len(p.actions)} action(s)")
+        return
+    if r.status == "nothing-to-repair":
+        console.print("[bold green]nothing to repair[/] (no file written)")
+    elif r.status == "unrepairable":
+        console.print("[bold red]not repairable[/]: nothing was written" + (
+            "" if any(x.forceable for x in blocking) is False else
+            " (--force writes a partial file without what cannot be recovered)"))
+    elif r.status == "verification-failed":
+        console.print("[bold red]the repaired file failed verification[/]; nothing was written:")
+        for prob in r.problems:
+            console.print(f"  {escape(prob)}", highlight=False, soft_wrap=True)
+    else:
+        color = "yellow" if r.forced else "green"
+        console.print(f"[bold {color}]{'partially repaired' if r.forced else 'repaired'}[/] -> "
+                      f"{escape(str(r.output))}" + (f" (original kept as {escape(r.backup)})" if r.backup else ""))
+        console.print(f"  proof: {escape(r.proof_summary())}", highlight=False, soft_wrap=True)
+        rep = r.report
+        if rep is not None:
+            ne, nw = len(rep.errors), len(rep.warnings)
+            state = "clean" if not ne and not nw else f"{ne} error(s), {nw} warning(s)"
+            console.print(f"  verify: {state}" + "".join(f"\n    {f.severity} {f.code}: {escape(f.message)}"
+                                                          for f in rep.findings if f.severity != "info"),
+                          highlight=False, soft_wrap=True)
