@@ -134,13 +134,27 @@ class HfSource(Source):
         vit = self._vit(hf, mt) if self.vis else None
         name = str(hf.get("_name_or_path") or self.dir.name)
         hint, why = self._wrapping(name)
+        if hf.get("sbs_wrapping") is not None:  # written by `sbs export --hf`
+            try:
+                hint, why = C.wrapping_enum(hf["sbs_wrapping"]), "config.json sbs_wrapping"
+            except Exception:
+                pass
+        model_hint = None
+        if hf.get("sbs_model"):
+            try:
+                model_hint = C.model_enum(hf["sbs_model"])
+            except Exception:
+                pass
+        eos = text.get("eos_token_id")
+        eos_ids = (int(eos[0]), int(eos[1])) if isinstance(eos, list) and len(eos) == 2 else None
         return Arch(
             family=family, num_layers=L, model_dim=D, vocab_size=emb.shape[0],
             max_seq_len=int(g("max_position_embeddings") or 0), heads=H, kv_heads=K, qkv_dim=Dh,
             ff_hidden_dim=[F] * L, windows=windows,
             att_cap=float(g("attn_logit_softcapping") or 0.0), final_cap=float(g("final_logit_softcapping") or 0.0),
             query_scale=qs, rope_global=g("rope_theta"), rope_local=text.get("rope_local_base_freq"),
-            vit=vit, paligemma=mt == "paligemma", name=Path(name).name, wrapping_hint=hint, wrapping_reason=why)
+            vit=vit, paligemma=mt == "paligemma", name=Path(name).name, wrapping_hint=hint, wrapping_reason=why,
+            model_hint=model_hint, display_name=hf.get("sbs_display_name"), eos_ids=eos_ids)
 
     def _wrapping(self, name: str) -> tuple[int | None, str]:
         low = Path(name).name.lower()

@@ -51,6 +51,9 @@ class Arch:
     name: str = ""
     wrapping_hint: int | None = None  # GEMMA_IT / GEMMA_PT if the checkpoint tells, else None
     wrapping_reason: str = ""
+    model_hint: int | None = None  # model enum recorded by `sbs export --hf` (keeps custom configs' enum)
+    display_name: str | None = None  # likewise, the original display name
+    eos_ids: tuple[int, int] | None = None  # (eos_id, secondary_eos_id) if the checkpoint says
 
 
 @dataclass
@@ -112,13 +115,16 @@ def candidate_config(arch: Arch, model: int, weight: Type, wrapping: int) -> Mod
                            f"{len(arch.ff_hidden_dim)} FFW sizes", code="bad-checkpoint")
     g3 = arch.family == 3
     cfg = ModelConfig(
-        display_name=(arch.name or f"custom_gemma{arch.family}")[:64], model=model, wrapping=wrapping,
+        display_name=(arch.display_name or arch.name or f"custom_gemma{arch.family}")[:64], model=model,
+        wrapping=wrapping,
         weight=int(weight), num_layers=n, model_dim=arch.model_dim, vocab_size=arch.vocab_size,
         max_seq_len=arch.max_seq_len, att_cap=float(arch.att_cap), final_cap=float(arch.final_cap),
         query_scale=C.SQRT_KEY_SIZE if arch.query_scale is None else arch.query_scale,
         layer_configs=[_layer(arch, i) for i in range(n)],
         attention_window_sizes=[w if 0 < w < arch.max_seq_len else arch.max_seq_len for w in arch.windows],
-        eos_id=1, secondary_eos_id=106 if g3 else 107, scale_base_names=list(C.SCALE_BASE_NAMES))
+        eos_id=arch.eos_ids[0] if arch.eos_ids else 1,
+        secondary_eos_id=arch.eos_ids[1] if arch.eos_ids else (106 if g3 else 107),
+        scale_base_names=list(C.SCALE_BASE_NAMES))
     if arch.vit is not None:
         cfg.vit_config = replace(arch.vit, layer_configs=[replace(lc) for lc in arch.vit.layer_configs])
     return cfg
@@ -222,7 +228,8 @@ def resolve_config(arch: Arch, weight: Type, *, specifier: str | None = None,
         return Resolved(cfg, True, notes, cfg.vocab_size)
 
     # No canonical model has this architecture: describe the checkpoint itself.
-    m = _family_default(arch)
+    hint = arch.model_hint
+    m = hint if hint in C.ARCHS and C.ARCHS[hint].family == arch.family else _family_default(arch)
     if wrap_src is None:
         wrap_src = arch.wrapping_hint if arch.wrapping_hint is not None else C.GEMMA_PT
         if arch.vit is not None:

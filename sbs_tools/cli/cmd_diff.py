@@ -1,0 +1,61 @@
+"""``sbs diff A B``: config, toc and blob differences, and per-tensor value differences after decoding."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .common import app, console, print_json
+
+
+@app.command()
+def diff(
+    a: Path = typer.Argument(..., exists=True, dir_okay=False, help="First .sbs file."),
+    b: Path = typer.Argument(..., exists=True, dir_okay=False, help="Second .sbs file."),
+    atol: float = typer.Option(0.0, "--atol", min=0.0, help="Absolute tolerance for values."),
+    rtol: float = typer.Option(0.0, "--rtol", min=0.0, help="Relative tolerance (of |B|) for values."),
+    no_values: bool = typer.Option(False, "--no-values", help="Compare bytes only; do not decode."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Compare two .sbs files by name. Exit 0 if equivalent (values within --atol/--rtol), 1 otherwise."""
+    from sbs_tools.diff import diff as run
+
+    rep = run(a, b, atol=atol, rtol=rtol, values=not no_values)
+    if json_out:
+        print_json(rep.to_dict())
+    else:
+        _render(rep)
+    if not rep.equivalent:
+        raise typer.Exit(1)
+
+
+def _render(rep) -> None:
+    if rep.identical:
+        console.print(f"[green]identical[/]: {escape(rep.a)} and {escape(rep.b)} "
+                      f"({rep.unchanged} tensors, same config and blobs)")
+        return
+    head = "[green]equivalent[/]" if rep.equivalent else "[bold red]different[/]"
+    console.print(f"{head}: {escape(rep.a)} vs {escape(rep.b)}  (atol {rep.atol:g}, rtol {rep.rtol:g})")
+    for line in rep.container:
+        console.print(f"  container: {escape(line)}")
+    for line in rep.config:
+        console.print(f"  config: {escape(line)}")
+    for line in rep.blobs:
+        console.print(f"  blob {escape(line)}")
+    if rep.removed:
+        console.print(f"  only in A ({len(rep.removed)}): " + escape(", ".join(rep.removed)))
+    if rep.added:
+        console.print(f"  only in B ({len(rep.added)}): " + escape(", ".join(rep.added)))
+    console.print(f"  {rep.unchanged} tensors byte-identical, {len(rep.tensors)} changed")
+    if rep.tensors:
+        t = Table(show_edge=False, pad_edge=False)
+        for col in ("tensor", "verdict", "changes", "max |a-b|", "max rel", "outside tol", "values"):
+            t.add_column(col)
+        style = {"equal": "green", "close": "green", "different": "red", "incomparable": "red"}
+        for td in rep.tensors:
+            rel = td.max_rel if isinstance(td.max_rel, str) else f"{td.max_rel:.3g}"
+            t.add_row(td.name, f"[{style[td.verdict]}]{td.verdict}[/]" + ("" if not td.bytes_equal else " (bytes)"),
+                      escape("; ".join(td.changes)), f"{td.max_abs:.3g}", rel, str(td.mismatched), str(td.values))
+        console.print(t)

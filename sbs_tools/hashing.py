@@ -1,0 +1,275 @@
+"""``sbs hash``: digests of a ``.sbs`` file per blob, per tensor or whole, and checking them later.
+
+Digests are computed directly over the memory-mapped file (``xxhash`` or
+``hashlib`` read the mapping through the buffer protocol; nothing is copied),
+blobs in parallel on a small thread pool (both libraries release the GIL).
+
+Granularity (``per``):
+
+* ``tensor`` (default): one entry per tensor (by name), plus the ``config``
+  and ``tokenizer`` blobs. The digest covers the blob bytes; the entry also
+  records type, shape and scale from the toc, and ``--check`` compares those
+  too. Independent of layout (V1/V2) and blob order, so it survives
+  ``sbs repair --layout`` and re-packing.
+* ``blob``: one entry per directory entry (every key, including ``toc``).
+* ``file``: one digest of the whole file, like ``sha256sum``.
+
+Manifests: JSON (``--json``; ``format: "sbs-hash"``) or text, one line per
+entry in the style of ``sha256sum``::
+
+    # sbs-hash v1 algo=xxh64 per=tensor
+    xxh64:1f3a...e2  gemma3-270m.sbs::c_embedding  bf16 262144x640 scale=1
+
+``check`` accepts either form and reports ``OK`` / ``FAILED`` / ``MISSING``
+per entry, plus ``EXTRA`` for tensors the file has and the manifest lacks.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .errors import SbsError
+
+ALGOS = ("xxh64", "sha256")
+PER = ("tensor", "blob", "file")
+FORMAT = "sbs-hash"
+SEP = "::"
+_CHUNK = 64 << 20
+
+
+class HashError(SbsError):
+    code = "hash-error"
+
+
+def _hasher(algo: str):
+    if algo == "xxh64":
+        try:
+            import xxhash
+        except ImportError:
+            raise HashError("xxh64 needs the 'xxhash' package (or use --algo sha256)",
+                            code="missing-dependency") from None
+        return xxhash.xxh64()
+    if algo == "sha256":
+        return hashlib.sha256()
+    raise HashError(f"unknown algorithm {algo!r} (xxh64, sha256)", code="bad-arguments")
+
+
+def digest(buf: np.ndarray | memoryview | bytes, algo: str = "xxh64") -> str:
+    """Hex digest of a buffer (a uint8 view of the mapping is hashed in place, in 64 MiB pieces)."""
+    h = _hasher(algo)
+    mv = memoryview(buf).cast("B") if not isinstance(buf, bytes) else memoryview(buf)
+    for i in range(0, max(mv.nbytes, 1), _CHUNK):
+        h.update(mv[i:i + _CHUNK])
+    return h.hexdigest()
+
+
+@dataclass
+class Entry:
+    name: str
+    kind: str  # tensor | blob | file
+    bytes: int
+    digest: str
+    type: str | None = None
+    rows: int | None = None
+    cols: int | None = None
+    scale: float | None = None
+
+    def describe(self) -> str:
+        if self.kind != "tensor":
+            return f"{self.bytes} bytes"
+        return f"{(self.type or '').lower()} {self.rows}x{self.cols} scale={self.scale:g}"
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass
+class FileHashes:
+    path: str
+    file_bytes: int
+    entries: list[Entry] = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    algo: str
+    per: str
+    files: list[FileHashes] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": 1, "algo": self.algo, "per": self.per,
+                "files": [{"path": f.path, "file_bytes": f.file_bytes, "entries": [e.to_dict() for e in f.entries]}
+                          for f in self.files]}
+
+    def to_text(self) -> str:
+        lines = [f"# {FORMAT} v1 algo={self.algo} per={self.per}"]
+        for f in self.files:
+            for e in f.entries:
+                where = f.path if e.kind == "file" else f"{f.path}{SEP}{e.name}"
+                lines.append(f"{self.algo}:{e.digest}  {_quote(where)}  {e.describe()}")
+        return "\n".join(lines) + "\n"
+
+
+def _quote(s: str) -> str:
+    return shlex.quote(s) if any(c.isspace() for c in s) or s.startswith(("'", '"')) else s
+
+
+def hash_file(path: str | os.PathLike, *, per: str = "tensor", algo: str = "xxh64", threads: int = 2) -> FileHashes:
+    """Digests of one file (see the module docstring)."""
+    import sbs_tools
+
+    if per not in PER:
+        raise HashError(f"--per must be one of {', '.join(PER)}", code="bad-arguments")
+    _hasher(algo)
+    with sbs_tools.open(path) as f:
+        out = FileHashes(os.fspath(path), f.file_bytes)
+        if per == "file":
+            out.entries.append(Entry(os.path.basename(f.path), "file", f.file_bytes, digest(f.buf, algo)))
+            return out
+        jobs: list[tuple[Entry, np.ndarray]] = []
+        if per == "blob":
+            for e in f.directory.entries:
+                jobs.append((Entry(e.key, "blob", e.size, ""), f.raw(e.key)))
+        else:
+            for name, t in f.tensors.items():
+                jobs.append((Entry(name, "tensor", t.bytes, "", t.type_name, t.rows, t.cols, float(t.scale)),
+                             f.raw(t.key)))
+            for key in ("config", "tokenizer"):
+                if key in f.blobs:
+                    jobs.append((Entry(key, "blob", f.blobs[key].size, ""), f.raw(key)))
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            digests = list(pool.map(lambda j: digest(j[1], algo), jobs))
+        for (entry, _), d in zip(jobs, digests):
+            entry.digest = d
+            out.entries.append(entry)
+        return out
+
+
+def hash_files(paths: Iterable[str | os.PathLike], *, per: str = "tensor", algo: str = "xxh64") -> Manifest:
+    return Manifest(algo, per, [hash_file(p, per=per, algo=algo) for p in paths])
+
+
+# -- reading manifests -----------------------------------------------------------------------------
+
+def load_manifest(path: str | os.PathLike) -> Manifest:
+    """Parse a JSON or text manifest written by :func:`Manifest.to_dict` / :func:`Manifest.to_text`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise HashError(f"cannot read manifest {path}: {e}", code="bad-manifest") from None
+    if text.lstrip().startswith("{"):
+        try:
+            d = json.loads(text)
+            if d.get("format") != FORMAT:
+                raise ValueError(f"format is {d.get('format')!r}, not {FORMAT!r}")
+            m = Manifest(d["algo"], d["per"])
+            for fd in d["files"]:
+                fh = FileHashes(fd["path"], int(fd.get("file_bytes", 0)))
+                fh.entries = [Entry(**e) for e in fd["entries"]]
+                m.files.append(fh)
+            return m
+        except (ValueError, KeyError, TypeError) as e:
+            raise HashError(f"{path}: not an sbs-hash JSON manifest ({e})", code="bad-manifest") from None
+    algo, per = None, "tensor"
+    files: dict[str, FileHashes] = {}
+    for ln, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s:
+            continue
+        if s.startswith("#"):
+            for tok in s.split():
+                if tok.startswith("algo="):
+                    algo = tok[5:]
+                elif tok.startswith("per="):
+                    per = tok[4:]
+            continue
+        try:
+            parts = shlex.split(s)
+            algo_digest, where = parts[0], parts[1]
+            a, dg = algo_digest.split(":", 1) if ":" in algo_digest else (algo or "sha256", algo_digest)
+        except (ValueError, IndexError):
+            raise HashError(f"{path}:{ln}: cannot parse {line!r}", code="bad-manifest") from None
+        algo = algo or a
+        if a != algo:
+            raise HashError(f"{path}:{ln}: mixes algorithms {algo} and {a}", code="bad-manifest")
+        if per == "file" or SEP not in where:
+            fh = files.setdefault(where, FileHashes(where, 0))
+            fh.entries.append(Entry(os.path.basename(where), "file", 0, dg))
+            continue
+        fpath, name = where.rsplit(SEP, 1)
+        desc = parts[2:]
+        e = Entry(name, "blob", 0, dg)
+        if len(desc) >= 3 and "x" in desc[1] and desc[2].startswith("scale="):
+            r, c = desc[1].split("x", 1)
+            e = Entry(name, "tensor", 0, dg, desc[0].upper(), int(r), int(c), float(desc[2][6:]))
+        files.setdefault(fpath, FileHashes(fpath, 0)).entries.append(e)
+    if algo is None:
+        raise HashError(f"{path}: empty manifest", code="bad-manifest")
+    return Manifest(algo, per, list(files.values()))
+
+
+# -- checking ---------------------------------------------------------------------------------------
+
+@dataclass
+class CheckLine:
+    path: str
+    name: str
+    status: str  # OK | FAILED | MISSING | EXTRA | UNREADABLE
+    detail: str = ""
+
+    def __str__(self) -> str:
+        where = self.path if not self.name else f"{self.path}{SEP}{self.name}"
+        return f"{where}: {self.status}" + (f" ({self.detail})" if self.detail else "")
+
+
+def _resolve(path: str, manifest_path: str | os.PathLike | None) -> str:
+    if os.path.exists(path) or manifest_path is None or os.path.isabs(path):
+        return path
+    alt = os.path.join(os.path.dirname(os.fspath(manifest_path)), path)
+    return alt if os.path.exists(alt) else path
+
+
+def check(manifest: Manifest | str | os.PathLike) -> list[CheckLine]:
+    """Re-hash every file of a manifest and compare, entry by entry."""
+    mpath = None
+    if not isinstance(manifest, Manifest):
+        mpath = manifest
+        manifest = load_manifest(manifest)
+    out: list[CheckLine] = []
+    for fh in manifest.files:
+        path = _resolve(fh.path, mpath)
+        try:
+            now = hash_file(path, per=manifest.per, algo=manifest.algo)
+        except SbsError as e:
+            out.append(CheckLine(fh.path, "", "UNREADABLE", e.message))
+            continue
+        have = {e.name: e for e in now.entries}
+        for e in fh.entries:
+            if manifest.per == "file":
+                cur = now.entries[0]
+                out.append(CheckLine(fh.path, "", "OK" if cur.digest == e.digest else "FAILED"))
+                continue
+            cur = have.pop(e.name, None)
+            if cur is None:
+                out.append(CheckLine(fh.path, e.name, "MISSING"))
+                continue
+            detail = []
+            if e.type is not None and (cur.type, cur.rows, cur.cols) != (e.type, e.rows, e.cols):
+                detail.append(f"was {(e.type or '').lower()} {e.rows}x{e.cols}, now "
+                              f"{(cur.type or '').lower()} {cur.rows}x{cur.cols}")
+            if e.scale is not None and cur.scale is not None and np.float32(cur.scale) != np.float32(e.scale):
+                detail.append(f"scale was {e.scale:g}, now {cur.scale:g}")
+            if cur.digest != e.digest:
+                detail.insert(0, "digest differs")
+            out.append(CheckLine(fh.path, e.name, "FAILED" if detail else "OK", "; ".join(detail)))
+        if manifest.per != "file":
+            out += [CheckLine(fh.path, name, "EXTRA", "not in the manifest") for name in have]
+    return out
