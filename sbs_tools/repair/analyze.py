@@ -136,6 +136,15 @@ def analyze(path: str | os.PathLike, *, drop_duplicates: str | None = None) -> A
         a.directory, a.header_fix, buf = rec
         a.buf = buf
         a.size = int(buf.size)
+    else:
+        d0 = a.directory
+        if not _readable_keys(d0):
+            # A wrong (but readable) num_blobs makes the directory read key bytes as ranges and vice versa.
+            rec = recover_directory(buf, None)
+            if rec is not None and len(rec[0].entries) != len(d0.entries):
+                a.directory, a.header_fix, buf = rec
+                a.buf = buf
+                a.size = int(buf.size)
     d = a.directory
     a.problems = blobstore.check_layout(d, buf)
     a.resolved = resolve(d, buf)
@@ -172,7 +181,15 @@ def _plausible_entries(buf: np.ndarray, dir_off: int, n: int, first: int, end: i
     return blobstore._entries(buf, dir_off, n)
 
 
-def recover_directory(buf: np.ndarray, err: SbsError) -> tuple[Directory, str, np.ndarray] | None:
+def _readable_keys(d: Directory) -> bool:
+    for e in d.entries:
+        name = e.raw_key.split(b"\0", 1)[0]
+        if not name or any(c < 0x21 or c > 0x7E for c in name) or any(e.raw_key[len(name):]):
+            return False
+    return True
+
+
+def recover_directory(buf: np.ndarray, err: SbsError | None) -> tuple[Directory, str, np.ndarray] | None:
     """Locate the directory of a file whose header :func:`read_directory` rejects, when exactly one
     reading is consistent: a damaged magic, a corrupt ``num_blobs``, or bytes appended after a V2
     trailer. Returns (directory, what was wrong, buffer to use) or None."""
