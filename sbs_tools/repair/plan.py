@@ -927,6 +927,8 @@ class _Planner:
     # -- tokenizer -------------------------------------------------------------------------------------------------
     def tokenizer(self) -> None:
         a, s, o = self.a, self.s, self.opts
+        if self._migrated:
+            return  # the migration embedded --tokenizer already
         if o.tokenizer is not None:
             if a.tokenizer == o.tokenizer:
                 return
