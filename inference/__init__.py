@@ -47,7 +47,7 @@ def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "ge
                 bar.update(task, completed=done, description=name)
 
             weights = load_weights(f, rope=rope, numerics=numerics, progress=tick)
-        tok = Tokenizer(f.tokenizer_bytes) if f.tokenizer_bytes else None
+        tok = Tokenizer.from_sbs(f) if f.tokenizer_bytes else None  # SbsError on a damaged blob
         model = Model(f.config, weights, tok, rope=rope, numerics=numerics, path=os.fspath(path))
     for note in weights.notes:
         log(f"note: {note}")

@@ -1,0 +1,196 @@
+"""What ``verify`` must say about a mutation of a valid file.
+
+:func:`expectation` compares a mutated file with the valid file it came from and returns
+
+* ``"flag"`` -- a region gemma.cpp reads changed meaning (header, directory, config or toc
+  fields that decide shapes/types, an ``unavailable`` tokenizer) or a padding byte became
+  non-zero, or the length changed: ``verify`` must report a new error or warning;
+* ``"notice"`` -- only bytes gemma.cpp never reads but writers fix changed (the V2
+  placeholder header): ``verify`` must report *something* new (any severity);
+* ``"none"`` -- the change is semantically neutral or undetectable without a checksum:
+  other weight values, another display name, another finite scale, two same-shaped tensors
+  swapping names, a still-parsable SentencePiece model. Nothing is asserted.
+
+The decision is made from the spec (§1-§7), reading only the *valid* base with the read path
+and decoding the changed config/toc with the IFields decoders.
+"""
+from __future__ import annotations
+
+import struct
+from collections import Counter
+
+import numpy as np
+
+from sbs_tools.config import decode_config
+from sbs_tools.errors import SbsError
+from sbs_tools.toc import decode_toc
+
+from . import model as M
+from .strategies import FileMap, file_map
+
+RANK = {"none": 0, "notice": 1, "flag": 2}
+_LAYER_SHAPE_FIELDS = ("model_dim", "ff_hidden_dim", "heads", "kv_heads", "qkv_dim", "post_norm", "use_qk_norm",
+                       "ff_biases", "type")
+NORM_OR_BIAS = ("_ns_", "norm", "_b_", "bias", "ln_")
+
+
+def _max(a: str, b: str) -> str:
+    return a if RANK[a] >= RANK[b] else b
+
+
+def _shape_view(cfg) -> tuple:
+    """The config fields that decide which tensors exist and their shapes and types."""
+    def layer(lc):
+        return tuple(getattr(lc, k) for k in _LAYER_SHAPE_FIELDS)
+
+    v = cfg.vit_config
+    return (cfg.schema_revision, cfg.num_layers, cfg.model_dim, cfg.vocab_size, cfg.weight,
+            len(cfg.attention_window_sizes), tuple(layer(lc) for lc in cfg.layer_configs),
+            v.model_dim, v.seq_len, v.patch_width, tuple(layer(lc) for lc in v.layer_configs),
+            cfg.wrapping == 2 if v.layer_configs else None, cfg.extra_u32)
+
+
+def _words(data: bytes, off: int, size: int):
+    if size % 4 or off + size > len(data):
+        return None
+    return np.frombuffer(data, dtype=np.uint8, count=size, offset=off).view("<u4")
+
+
+def _config_change(fm: FileMap, mut: bytes, off: int, size: int) -> str:
+    try:
+        old = decode_config(_words(fm.data, off, size))
+    except SbsError:
+        return "none"
+    try:
+        new = decode_config(_words(mut, off, size))
+    except SbsError:
+        return "flag"
+    return "flag" if _shape_view(new) != _shape_view(old) else "none"
+
+
+def _toc_change(fm: FileMap, mut: bytes, off: int, size: int) -> str:
+    try:
+        old = decode_toc(_words(fm.data, off, size))
+    except SbsError:
+        return "none"
+    try:
+        new = decode_toc(_words(mut, off, size))
+    except SbsError:
+        return "flag"
+    if len(new) != len(old):
+        return "flag"
+    for a, b in zip(old, new):
+        if (a.name, a.type, a.rows, a.cols, a.element_bytes, a.num_elements, a.stride) != \
+                (b.name, b.type, b.rows, b.cols, b.element_bytes, b.num_elements, b.stride):
+            return "flag"
+        if a.scale != b.scale and (b.scale == 0 or any(s in b.name for s in NORM_OR_BIAS)):
+            return "flag"
+    return "none"
+
+
+def _tensor_types(fm: FileMap) -> dict[str, tuple[int, int]]:
+    """blob key -> (type, number of values), from the base toc (single-file eras only)."""
+    out = {}
+    by_key = {k: (o, s) for k, o, s in fm.entries}
+    if "toc" in by_key:
+        o, s = by_key["toc"]
+        try:
+            for r in decode_toc(_words(fm.data, o, s)):
+                out[r.name] = (r.type, r.rows * r.cols)
+        except SbsError:
+            pass
+    return out
+
+
+def _directory_change(fm: FileMap, mut: bytes) -> str:
+    n, at = fm.n, fm.dir_at
+    if at + 32 * n > len(mut):
+        return "flag"
+    keys = [mut[at + 16 * i:at + 16 * i + 16] for i in range(n)]
+    ranges = [struct.unpack_from("<QQ", mut, at + 16 * n + 16 * i) for i in range(n)]
+    if ranges != [(o, s) for _, o, s in fm.entries]:
+        return "flag"
+    names = []
+    for raw in keys:
+        name, _, rest = raw.partition(b"\0")
+        if any(rest):
+            return "flag"  # bytes after the NUL: bad-key
+        names.append(name)
+    base = [k.encode("latin-1") for k, _, _ in fm.entries]
+    if names == base:
+        return "none"
+    if Counter(names) != Counter(base):
+        return "flag"
+    # A permutation of the same keys: neutral only if every moved name lands on a blob of the
+    # same size whose toc record has the same type and shape (values swapped, nothing else).
+    types = _tensor_types(fm)
+    for (k_old, o, s), k_new in zip(fm.entries, names):
+        k_new = k_new.decode("latin-1")
+        if k_new == k_old:
+            continue
+        other = next(e for e in fm.entries if e[0] == k_new)
+        if other[2] != s or fm.kind_of_key.get(k_new) != "tensor" or fm.kind_of_key.get(k_old) != "tensor":
+            return "flag"
+        if types and types.get(k_new) != types.get(k_old):
+            return "flag"
+    return "none"
+
+
+def expectation(base: bytes, mut: bytes) -> tuple[str, list[str]]:
+    """(level, reasons) for a mutation ``mut`` of the valid file ``base``."""
+    if len(mut) != len(base):
+        return "flag", [f"length {len(base)} -> {len(mut)}"]
+    a = np.frombuffer(base, dtype=np.uint8)
+    b = np.frombuffer(mut, dtype=np.uint8)
+    diff = np.flatnonzero(a != b)
+    if diff.size == 0:
+        return "none", ["identical"]
+    fm = file_map(base)
+    starts = np.array([r.start for r in fm.regions])
+    touched = sorted(set(np.searchsorted(starts, diff, side="right") - 1))
+    level, reasons = "none", []
+    types = None
+    directory_done = False
+    for ri in touched:
+        r = fm.regions[ri]
+        k = r.kind
+        if k == "header":
+            lv = "flag"
+        elif k == "placeholder":
+            n_changed = base[4:8] != mut[4:8] and mut[4:8] != b"\0\0\0\0"
+            lv = "flag" if n_changed else "notice"
+        elif k in ("keys", "ranges"):
+            if directory_done:
+                continue
+            directory_done = True
+            lv = _directory_change(fm, mut)
+        elif k == "padding":
+            lv = "flag"
+        elif k == "config":
+            lv = _config_change(fm, mut, r.start, r.end - r.start)
+        elif k == "toc":
+            lv = _toc_change(fm, mut, r.start, r.end - r.start)
+        elif k == "tokenizer":
+            lv = "flag" if base[r.start:r.end] == b"unavailable" else "none"
+        elif k == "tensor":
+            types = types if types is not None else _tensor_types(fm)
+            t_n = types.get(r.name)
+            lv = "none"
+            if t_n is not None:
+                t, n = t_n
+                new = M.payload_defects(t, mut[r.start:r.end], n) - M.payload_defects(t, base[r.start:r.end], n)
+                lv = "flag" if new else "none"
+        else:
+            lv = "none"
+        if lv != "none":
+            reasons.append(f"{k}:{r.name or ''} -> {lv}")
+        level = _max(level, lv)
+    return level, reasons
+
+
+def new_findings(report, baseline, severities=("error", "warning")) -> Counter:
+    """Findings (by code) of ``report`` beyond those of ``baseline``, at the given severities."""
+    def count(rep):
+        return Counter(f.code for f in rep.findings if f.severity in severities)
+
+    return count(report) - count(baseline)
