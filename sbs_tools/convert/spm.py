@@ -58,6 +58,10 @@ class TrainerOptions:
     bos_id: int = 2
     eos_id: int = 1
     pad_id: int = 0
+    unk_piece: str = "<unk>"
+    bos_piece: str = "<bos>"
+    eos_piece: str = "<eos>"
+    pad_piece: str = "<pad>"
     add_dummy_prefix: bool = False
     remove_extra_whitespaces: bool = False
     escape_whitespaces: bool = True
@@ -119,7 +123,9 @@ def encode_model_proto(pieces: Sequence[str], scores: Sequence[float] | np.ndarr
                + _f_varint(25, opts.split_digits) + _f_varint(26, opts.allow_whitespace_only_pieces)
                + _f_varint(35, opts.byte_fallback)
                + _f_varint(40, opts.unk_id) + _f_varint(41, opts.bos_id) + _f_varint(42, opts.eos_id)
-               + _f_varint(43, opts.pad_id))
+               + _f_varint(43, opts.pad_id)
+               + b"".join(_f_bytes(num, p.encode("utf-8")) for num, p in
+                          ((45, opts.unk_piece), (46, opts.bos_piece), (47, opts.eos_piece), (48, opts.pad_piece))))
     out += _f_bytes(2, trainer)
     normalizer = (_f_bytes(1, opts.normalizer_name.encode()) + _f_varint(3, opts.add_dummy_prefix)
                   + _f_varint(4, opts.remove_extra_whitespaces) + _f_varint(5, opts.escape_whitespaces))
@@ -186,7 +192,8 @@ def build_from_gguf(tokens: Sequence[str], scores: Sequence[float] | np.ndarray 
     if not np.isfinite(sc).all():
         raise ConvertError("GGUF tokenizer scores contain NaN/Inf", code="bad-tokenizer")
     opts = TrainerOptions(unk_id=unk_id, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id,
-                          add_dummy_prefix=bool(add_space_prefix))
+                          unk_piece=pieces[unk_id], bos_piece=pieces[bos_id], eos_piece=pieces[eos_id],
+                          pad_piece=pieces[pad_id], add_dummy_prefix=bool(add_space_prefix))
     proto = encode_model_proto(pieces, sc, ty, opts)
     return SpmBuild(proto, fixes, n)
 
