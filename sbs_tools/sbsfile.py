@@ -291,6 +291,24 @@ class SbsFile:
                          for p in self.problems],
         }
 
+    def release(self, offset: int, length: int) -> None:
+        """Drop the mapped pages covering ``[offset, offset + length)`` from this process
+        (``MADV_DONTNEED``); the OS page cache keeps them and a later access maps them back.
+
+        Streaming passes over a whole file (``verify --deep``, hashing) call this behind
+        themselves so resident memory stays bounded whatever the file size. Views stay valid.
+        """
+        mm = self._mm
+        if mm is None or length <= 0 or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = max(offset, 0) // mmap.PAGESIZE * mmap.PAGESIZE
+        if start >= self.file_bytes:
+            return
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, start, offset + length - start)
+        except (OSError, ValueError):
+            pass  # advisory only
+
     # -- lifetime ---------------------------------------------------------------------
     def close(self) -> None:
         """Release the mapping (deferred to garbage collection while tensor views are alive)."""

@@ -1,14 +1,22 @@
 """``--deep``: decode every tensor once, streaming, and look at the values.
 
-Tensors are read with ordinary file reads into one reusable buffer, in
-chunks of whole codec groups, and decoded into one reusable float32 buffer,
-so memory stays bounded by the chunk size (a few tens of MiB) whatever the
-file or tensor size; the memory map of the file is not touched, so its pages
-do not accumulate in the process.
+Tensors are read in chunks of whole codec groups straight from the file's
+memory map (no copy); every ``RELEASE_BYTES`` the pages already scanned are
+dropped from the process (``SbsFile.release``, ``MADV_DONTNEED``; the page
+cache keeps them), so resident memory stays bounded by a few tens of MiB
+whatever the file or tensor size.
+
+Each chunk first goes through :func:`_fast_clean`, an exact pre-check on the
+packed bytes that needs no decoding (BF16/F32: the largest magnitude pattern
+tells non-finite and all-zero at once; SFP: no 0x80 byte; NUQ/I8: only the
+group headers). Only a chunk it cannot clear — one holding something to
+report, or before the tensor's first non-zero value is seen — is decoded
+into the reusable float32 buffer and examined in full, so findings are
+identical to decoding everything while a clean file is checked at close to
+memory speed.
 """
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 import numpy as np
@@ -21,6 +29,10 @@ from .findings import Finding, finding
 
 #: Values decoded per chunk (a multiple of every group size: NUQ 256, I8 128).
 CHUNK_VALUES = 4 << 20
+#: Bytes the fast pre-check handles per numpy call: small enough that its temporaries stay in L2.
+FAST_BLOCK = 256 << 10
+#: Scanned pages are released from the process after this many bytes.
+RELEASE_BYTES = 64 << 20
 #: A norm tensor is "suspicious" when its median exceeds this and (almost) no value is <= 0.
 NORM_MEDIAN_LIMIT = 0.5
 #: The file-level norm-suspicious warning needs at least this share of RMSNorm tensors to look shifted.
@@ -51,7 +63,103 @@ def _table_unsorted(tab: np.ndarray) -> np.ndarray:
     return ((np.diff(tab, axis=1) < 0) & seen[:, :-1]).any(axis=1)
 
 
-def _scan(fd: int, info: TensorInfo, t: Type, st: _Stats, raw_buf: np.ndarray, out_buf: np.ndarray,
+def _sfp_rank() -> np.ndarray:
+    """uint8[256]: a rank per SFP byte that orders bytes exactly as their decoded values
+    (+0 and -0 share rank 128; positive magnitudes grow with ``b & 0x7F``, negative ones too)."""
+    global _SFP_RANK
+    if _SFP_RANK is None:
+        e = np.arange(256) & 0x7F
+        _SFP_RANK = np.where(np.arange(256) & 0x80, 128 - e, 128 + e).astype(np.uint8)
+    return _SFP_RANK
+
+
+_SFP_RANK: np.ndarray | None = None
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _fast_clean(t: Type, raw: np.ndarray, count: int, st: _Stats, scratch: np.ndarray) -> bool:
+    """Exact shortcut for one chunk of ``count`` values (packed bytes ``raw``).
+
+    True: decoding the chunk would report nothing (no NaN/Inf, no SFP 0x80, no bad
+    NUQ table or I8 header) and ``st.any_nonzero`` has been updated where that is
+    cheap; the caller then skips the decode. False: decode and examine the chunk in full.
+    ``scratch`` is a uint8 buffer of ``FAST_BLOCK`` bytes.
+    """
+    if t in (Type.BF16, Type.F32):
+        # |x| bits: the maximum is >= the Inf pattern iff a value is NaN/Inf, and 0 iff all are zero.
+        dt, mask, inf = (np.uint16, 0x7FFF, 0x7F80) if t == Type.BF16 else (np.uint32, 0x7FFFFFFF, 0x7F800000)
+        words = raw.view(dt)
+        tmp = scratch.view(dt)
+        step = tmp.size
+        top = 0
+        for i in range(0, words.size, step):
+            blk = words[i:i + step]
+            part = tmp[:blk.size]
+            np.bitwise_and(blk, dt(mask), out=part)
+            top = max(top, int(part.max()))
+            if top >= inf:
+                return False
+        if top:
+            st.any_nonzero = True
+        return True
+    if t == Type.SFP:
+        # Every byte decodes to a finite value; 0x80 is the only finding; b & 0x7F == 0 iff the value is 0.
+        tmp = scratch
+        step = tmp.size
+        for i in range(0, raw.size, step):
+            blk = raw[i:i + step]
+            part = tmp[:blk.size]
+            if not st.any_nonzero:
+                np.bitwise_and(blk, 0x7F, out=part)
+                if part.any():
+                    st.any_nonzero = True
+            flags = part.view(np.bool_)
+            np.equal(blk, SFP_NEG_ZERO, out=flags)
+            if flags.any():
+                return False
+        return True
+    if t == Type.NUQ:
+        # Values are SFP cluster centres (always finite): only the tables can hold findings.
+        full = count // 256
+        if full * 256 != count:
+            return False  # a partial final group: leave it to the full path
+        hdr = raw[:full * 144].reshape(full, 144)[:, :16]
+        if (hdr == SFP_NEG_ZERO).any():
+            return False
+        rank = _sfp_rank()[hdr]
+        if (rank[:, 1:] < rank[:, :-1]).any():
+            return False  # possibly unsorted (ascending tables always pass the leading-zero rule)
+        if not st.any_nonzero:
+            if not (rank != 128).all(axis=1).any():
+                return False  # no group whose 16 centres are all non-zero: let the decode look
+            st.any_nonzero = True
+        return True
+    if t == Type.I8:
+        full = count // 128
+        if full * 128 != count:
+            return False
+        groups = raw[:full * 132].reshape(full, 132)
+        u = groups[:, :4].astype(np.uint32)
+        inv = ((u[:, 0] | (u[:, 1] << 8)) << 16).view(np.float32)
+        zp = ((u[:, 2] | (u[:, 3] << 8)) << 16).view(np.float32)
+        with np.errstate(all="ignore"):
+            a_inv = np.abs(inv.astype(np.float64))
+            bound = a_inv * 128.0 + a_inv * np.abs(zp.astype(np.float64))
+            # Finite non-zero scale, finite zero point, and no value can reach the float32 limit.
+            ok = np.isfinite(bound) & (a_inv > 0) & (bound < 0.5 * _F32_MAX)
+        if not ok.all():
+            return False
+        if not st.any_nonzero:
+            # inv * q + zs is exactly 0 for at most one q: two different codes give a non-zero value.
+            q = groups[0, 4:]
+            if q.min() == q.max():
+                return False
+            st.any_nonzero = True
+        return True
+    return False
+
+
+def _scan(f: SbsFile, info: TensorInfo, t: Type, st: _Stats, out_buf: np.ndarray, scratch: np.ndarray,
           keep: bool, progress: Progress | None) -> None:
     from .. import codecs
     from ..codecs import sfp
@@ -61,14 +169,23 @@ def _scan(fd: int, info: TensorInfo, t: Type, st: _Stats, raw_buf: np.ndarray, o
     step = CHUNK_VALUES
     kept = [] if keep else None
     start = 0
+    released = info.offset
     while start < n:
         count = min(step, n - start)
         b0 = packed_bytes(t, start)  # exact: start is a multiple of the group size
         nbytes = packed_bytes(t, start + count) - b0
-        raw = raw_buf[:nbytes]
-        got = os.preadv(fd, [memoryview(raw)], info.offset + b0)
-        if got != nbytes:
+        at = info.offset + b0
+        raw = f.buf[at:at + nbytes]
+        if raw.size != nbytes:
             raise OSError(f"short read in {info.name}")
+        if at - released >= RELEASE_BYTES:
+            f.release(released, at - released)  # keep resident memory bounded
+            released = at
+        if not keep and _fast_clean(t, raw, count, st, scratch):
+            if progress is not None:
+                progress(nbytes)
+            start += count
+            continue
         vals = codecs.decode(t, raw, count, out=out_buf[:count])
         fin = np.isfinite(vals)
         bad = count - int(np.count_nonzero(fin))
@@ -126,6 +243,7 @@ def _scan(fd: int, info: TensorInfo, t: Type, st: _Stats, raw_buf: np.ndarray, o
         if progress is not None:
             progress(nbytes)
         start += count
+    f.release(released, info.offset + packed_bytes(t, n) - released)
     if kept is not None:
         st.values = np.concatenate(kept) if kept else np.zeros(0, np.float32)
 
@@ -140,7 +258,7 @@ def check_deep(f: SbsFile, progress: Progress | None = None) -> list[Finding]:
     """Value findings for every tensor whose blob has the size its type and shape imply."""
     out: list[Finding] = []
     infos = sorted(f.tensors.values(), key=lambda i: i.offset)
-    largest = raw_need = 0
+    largest = 0
     todo: list[tuple[TensorInfo, Type]] = []
     for info in infos:
         try:
@@ -158,19 +276,17 @@ def check_deep(f: SbsFile, progress: Progress | None = None) -> list[Finding]:
             continue
         todo.append((info, t))
         largest = max(largest, min(info.num_values, CHUNK_VALUES))
-        raw_need = max(raw_need, packed_bytes(t, min(info.num_values, CHUNK_VALUES)))
-    raw_buf = np.empty(max(raw_need, 8), dtype=np.uint8)
+    scratch = np.empty(FAST_BLOCK, dtype=np.uint8)
     out_buf = np.empty(max(largest, 1), dtype=np.float32)
     norm_stats: list[tuple[TensorInfo, float, float]] = []
     n_norms = 0
-    fd = os.open(f.path, os.O_RDONLY)
     try:
         for info, t in todo:
             base, idx = split_name(info.name)
             is_norm = base in RMS_NORM_BASES and info.num_values <= CHUNK_VALUES
             st = _Stats()
             try:
-                _scan(fd, info, t, st, raw_buf, out_buf, is_norm, progress)
+                _scan(f, info, t, st, out_buf, scratch, is_norm, progress)
             except (SbsError, OSError) as err:
                 out.append(finding("deep-skipped", f"{info.name} could not be decoded: {err}", tensor=info.name,
                                    offset=info.offset, blob=info.key))
@@ -213,7 +329,7 @@ def check_deep(f: SbsFile, progress: Progress | None = None) -> list[Finding]:
                     if med > NORM_MEDIAN_LIMIT and nonpos < 0.01:
                         norm_stats.append((info, med, float(v.min())))
     finally:
-        os.close(fd)
+        f.release(0, f.file_bytes)
     if norm_stats and len(norm_stats) >= NORM_SHARE * n_norms:
         info, med, mn = norm_stats[0]
         base, idx = split_name(info.name)
