@@ -138,11 +138,20 @@ def _from_engine(a: FileModel, b: FileModel, deep: bool, progress) -> Diff | Non
     return Diff(a, b, _fact_rows(a, b), _config_rows(a, b), deltas, deep, other, engine="sbs diff")
 
 
-def _same_bytes(fa: SbsFile, fb: SbsFile, ia: TensorInfo, ib: TensorInfo, chunk: int = 64 << 20) -> bool:
-    ra, rb = fa.raw(ia.key), fb.raw(ib.key)
-    if ra.size != rb.size:
+def _same_bytes(fa: SbsFile, fb: SbsFile, ia: TensorInfo, ib: TensorInfo, chunk: int = 16 << 20) -> bool:
+    """Byte equality of two blobs, read in chunks (the memory maps are not touched)."""
+    if ia.bytes != ib.bytes:
         return False
-    return all(np.array_equal(ra[s:s + chunk], rb[s:s + chunk]) for s in range(0, ra.size, chunk))
+    with open(fa.path, "rb") as ha, open(fb.path, "rb") as hb:
+        ha.seek(ia.offset)
+        hb.seek(ib.offset)
+        left = ia.bytes
+        while left:
+            n = min(chunk, left)
+            if ha.read(n) != hb.read(n):
+                return False
+            left -= n
+    return True
 
 
 def _value_delta(fa: SbsFile, fb: SbsFile, ia: TensorInfo, ib: TensorInfo) -> dict[str, Any]:

@@ -398,29 +398,42 @@ class ValueStats:
                                               "error")}
 
 
-def _chunks(f: SbsFile, info: TensorInfo, chunk: int) -> Iterator[np.ndarray]:
-    """The tensor's values (scale applied) in pieces of at most ``chunk`` values."""
+def _chunks(f: SbsFile, info: TensorInfo, chunk: int, out: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """The tensor's values (scale applied) in pieces of at most ``chunk`` values.
+
+    Reads with ``pread`` into one reusable buffer (the file's memory map is not touched, so
+    its pages do not pile up in the process) and decodes into ``out`` when given; each
+    yielded array is only valid until the next one.
+    """
     from .. import codecs
 
     t = Type(info.type)
-    raw = f.raw(info.key)
     n = info.num_values
-    start = 0
-    while start < n:
-        count = min(chunk, n - start)
-        b0, b1 = packed_bytes(t, start), packed_bytes(t, start + count)
-        vals = codecs.decode(t, raw[b0:b1], count)
-        if info.scale != 1.0:
-            vals *= np.float32(info.scale)
-        yield vals
-        start += count
+    raw = np.empty(packed_bytes(t, min(chunk, n)) if n else 1, dtype=np.uint8)
+    fd = os.open(f.path, os.O_RDONLY)
+    try:
+        start = 0
+        while start < n:
+            count = min(chunk, n - start)
+            b0, b1 = packed_bytes(t, start), packed_bytes(t, start + count)
+            buf = raw[:b1 - b0]
+            if os.preadv(fd, [memoryview(buf)], info.offset + b0) != b1 - b0:
+                raise SbsError(f"short read in {info.name}", code="io-error", tensor=info.name)
+            vals = codecs.decode(t, buf, count, out=None if out is None else out[:count])
+            if info.scale != 1.0:
+                vals *= np.float32(info.scale)
+            yield vals
+            start += count
+    finally:
+        os.close(fd)
 
 
 def value_stats(f: SbsFile, info: TensorInfo, bins: int = HIST_BINS, chunk: int = CHUNK_VALUES) -> ValueStats:
     """Statistics of one tensor's decoded values; ``error`` says why a tensor could not be decoded.
 
-    Streams: one pass for min/max/mean/std (chunks combined with Chan's formula),
-    a second pass for the histogram only when the tensor spans several chunks.
+    Streams in chunks: one pass for min/max/mean/std (chunks combined with Chan's
+    formula, sums in float64), a second pass for the histogram only when the tensor
+    spans several chunks. Memory stays at a few chunk-sized buffers whatever the size.
     """
     st = ValueStats(count=info.num_values)
     try:
@@ -432,45 +445,104 @@ def value_stats(f: SbsFile, info: TensorInfo, bins: int = HIST_BINS, chunk: int 
     if t == Type.UNKNOWN or want is None or want != info.bytes or info.offset + info.bytes > f.file_bytes:
         st.error = f"blob does not hold a {info.type_name} {info.rows} x {info.cols} tensor"
         return st
-    if chunk % 256:
-        chunk = round_up(chunk, 256)
+    chunk = round_up(max(chunk, 256), 256)
+    try:
+        if t in _CODE_TYPES:
+            _stats_from_codes(f, info, t, chunk, bins, st)
+        else:
+            _stats_streaming(f, info, chunk, bins, st)
+    except (SbsError, ValueError, OSError) as e:
+        st.error = f"could not be decoded: {e}"
+    return st
+
+
+#: Types whose every value is one of few codes (one byte or one bf16 word): counted, not decoded.
+_CODE_TYPES = {Type.SFP: np.uint8, Type.BF16: np.dtype("<u2")}
+
+
+def _stats_from_codes(f: SbsFile, info: TensorInfo, t: Type, chunk: int, bins: int, st: ValueStats) -> None:
+    """SFP/BF16: count each code over the raw bytes (one cheap pass), then compute everything exactly from
+    the (value, count) table; the values are those :meth:`SbsFile.tensor` returns (scale applied in float32)."""
+    from .. import codecs
+
+    dt = np.dtype(_CODE_TYPES[t])
+    ncodes = 1 << (8 * dt.itemsize)
+    counts = np.zeros(ncodes, dtype=np.int64)
+    raw = np.empty(chunk * dt.itemsize, dtype=np.uint8)
+    fd = os.open(f.path, os.O_RDONLY)
+    try:
+        for b0 in range(0, info.bytes, raw.size):
+            nb = min(raw.size, info.bytes - b0)
+            if os.preadv(fd, [memoryview(raw[:nb])], info.offset + b0) != nb:
+                raise SbsError(f"short read in {info.name}", code="io-error", tensor=info.name)
+            counts += np.bincount(raw[:nb].view(dt), minlength=ncodes)
+    finally:
+        os.close(fd)
+    table = codecs.decode(t, np.arange(ncodes, dtype=dt).view(np.uint8), ncodes)
+    if info.scale != 1.0:
+        table *= np.float32(info.scale)
+    used = counts > 0
+    fin = np.isfinite(table)
+    st.zeros = int(counts[table == 0].sum())
+    st.non_finite = int(counts[~fin].sum())
+    sel = used & fin
+    if not sel.any():
+        return
+    v = table[sel].astype(np.float64)
+    c = counts[sel].astype(np.float64)
+    n = c.sum()
+    mean = float((v * c).sum() / n)
+    st.min, st.max, st.mean = float(v.min()), float(v.max()), mean
+    st.std = float(((v - mean) ** 2 * c).sum() / n) ** 0.5
+    st.hist = [int(x) for x in np.bincount(_bin_index(v, st.min, st.max, bins), weights=c, minlength=bins)]
+
+
+def _bin_index(v: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
+    """Bin of each finite value: ``bins`` equal bins over ``[lo, hi]``, the last one closed."""
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    idx = ((v - lo) * (bins / (hi - lo))).astype(np.intp)
+    return np.clip(idx, 0, bins - 1, out=idx)
+
+
+def _stats_streaming(f: SbsFile, info: TensorInfo, chunk: int, bins: int, st: ValueStats) -> None:
+    """Other types: decode in chunks; one pass for min/max/mean/std (chunks combined with Chan's formula,
+    float64 sums), a second for the histogram when the tensor spans several chunks."""
+    n = info.num_values
+    out = np.empty(max(min(chunk, n), 1), dtype=np.float32)
+    work = np.empty(max(min(chunk, n), 1), dtype=np.float64)
     n_fin = 0
     mean = m2 = 0.0
     lo, hi = np.inf, -np.inf
-    last: np.ndarray | None = None
     chunks = 0
-    try:
-        for vals in _chunks(f, info, chunk):
-            chunks += 1
-            fin = np.isfinite(vals)
-            bad = vals.size - int(np.count_nonzero(fin))
-            st.non_finite += bad
-            st.zeros += int(vals.size - np.count_nonzero(vals))
-            fv = vals[fin] if bad else vals
-            if fv.size:
-                lo, hi = min(lo, float(fv.min())), max(hi, float(fv.max()))
-                cm = float(fv.mean(dtype=np.float64))
-                cm2 = float(((fv.astype(np.float64) - cm) ** 2).sum())
-                k = fv.size
-                delta = cm - mean
-                tot = n_fin + k
-                mean += delta * k / tot
-                m2 += cm2 + delta * delta * n_fin * k / tot
-                n_fin = tot
-            last = fv
-    except (SbsError, ValueError) as e:
-        st.error = f"could not be decoded: {e}"
-        return st
-    if n_fin:
-        st.min, st.max, st.mean, st.std = lo, hi, mean, (m2 / n_fin) ** 0.5
-        rng = (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
-        hist = np.zeros(bins, dtype=np.int64)
-        parts = [last] if chunks == 1 and last is not None else (
-            v[np.isfinite(v)] for v in _chunks(f, info, chunk))
-        for fv in parts:
-            hist += np.histogram(fv, bins=bins, range=rng)[0]
-        st.hist = [int(x) for x in hist]
-    return st
+    for vals in _chunks(f, info, chunk, out):
+        chunks += 1
+        st.zeros += int(vals.size - np.count_nonzero(vals))
+        fin = np.isfinite(vals)
+        k = int(np.count_nonzero(fin))
+        st.non_finite += vals.size - k
+        fv = vals if k == vals.size else vals[fin]
+        if not k:
+            continue
+        lo, hi = min(lo, float(fv.min())), max(hi, float(fv.max()))
+        cm = float(np.add.reduce(fv, dtype=np.float64)) / k
+        d = work[:k]
+        np.subtract(fv, cm, out=d, dtype=np.float64)
+        cm2 = float(np.dot(d, d))
+        delta = cm - mean
+        tot = n_fin + k
+        mean += delta * k / tot
+        m2 += cm2 + delta * delta * n_fin * k / tot
+        n_fin = tot
+    if not n_fin:
+        return
+    st.min, st.max, st.mean, st.std = lo, hi, mean, (m2 / n_fin) ** 0.5
+    hist = np.zeros(bins, dtype=np.int64)
+    for vals in ([out[:n]] if chunks == 1 else _chunks(f, info, chunk, out)):
+        fin = np.isfinite(vals)
+        fv = vals if fin.all() else vals[fin]
+        hist += np.bincount(_bin_index(fv.astype(np.float64), lo, hi, bins), minlength=bins)
+    st.hist = [int(x) for x in hist]
 
 
 # ---------------------------------------------------------------------------------------------------------------
