@@ -193,7 +193,9 @@ def build_from_gguf(tokens: Sequence[str], scores: Sequence[float] | np.ndarray 
         raise ConvertError("GGUF tokenizer scores contain NaN/Inf", code="bad-tokenizer")
     opts = TrainerOptions(unk_id=unk_id, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id,
                           unk_piece=pieces[unk_id], bos_piece=pieces[bos_id], eos_piece=pieces[eos_id],
-                          pad_piece=pieces[pad_id], add_dummy_prefix=bool(add_space_prefix))
+                          pad_piece=pieces[pad_id], add_dummy_prefix=bool(add_space_prefix),
+                          # SentencePiece refuses byte fallback unless all 256 <0xNN> pieces exist
+                          byte_fallback=int((ty == BYTE).sum()) == 256)
     proto = encode_model_proto(pieces, sc, ty, opts)
     return SpmBuild(proto, fixes, n)
 
