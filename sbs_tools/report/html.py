@@ -328,13 +328,17 @@ def _row_html(r: Row, t: Tower, one) -> str:
     return "".join(cells)
 
 
-def stack_legend(present_cats: Iterable[str]) -> str:
+def stack_legend(present_cats: Iterable[str], states: Iterable[str] = ()) -> str:
+    """Colours that occur, the hole (always: its absence is the news), and the other states that occur."""
     cats = [c for c in TYPE_CATEGORIES + ("other",) if c in set(present_cats)]
     items = [f'<span><i class="cat-{c}"></i>{esc(c)}</span>' for c in cats]
-    items += ['<span><i class="missing"></i>missing (gemma.cpp needs it)</span>',
-              '<span><i class="alt"></i>alternative form</span>',
-              '<span><i class="extra"></i>not used by the config</span>',
-              '<span><i class="na"></i>not part of this layer</span>']
+    items.append('<span><i class="missing"></i>missing (gemma.cpp needs it)</span>')
+    states = set(states)
+    if "alt" in states:
+        items.append('<span><i class="alt"></i>alternative form (e.g. att_w for att_ein)</span>')
+    if "extra" in states:
+        items.append('<span><i class="extra"></i>not used by the config</span>')
+    items.append('<span><i class="na"></i>not part of this layer</span>')
     return f'<div class="stacklegend">{"".join(items)}</div>'
 
 
@@ -353,9 +357,10 @@ def layers_card(m: FileModel) -> str:
         body.append('<div class="tower" id="tower-other"><h3>Other tensors <span class="muted">per-model names this '
                     'config does not use</span></h3><div class="globals"><span class="glabel"></span>'
                     + "".join(chip_html(c, named=True) for c in m.stray) + "</div></div>")
-    cats = {c.category for t in m.towers for r in t.rows for cs in r.slots.values() for c in cs}
-    cats |= {c.category for t in m.towers for c in t.globals}
-    return head + "".join(body) + stack_legend(cats) + "</section>"
+    chips = [c for t in m.towers for r in t.rows for cs in r.slots.values() for c in cs]
+    chips += [c for t in m.towers for c in t.globals] + m.stray
+    return (head + "".join(body) + stack_legend({c.category for c in chips}, {c.state for c in chips})
+            + "</section>")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -194,8 +194,13 @@ def sparkline(hist: Sequence[int], lo: float | None, hi: float | None, *, non_fi
         y = height - (math.log1p(c) / top) * (height - 1.5) if c else height
         pts.append(f"L{_num(i * bw)} {_num(y)}L{_num((i + 1) * bw)} {_num(y)}")
     pts.append(f"L{_num(w)} {_num(height)}Z")
+    tip = f"{sum(hist):,} finite values in {len(hist)} bins"
+    if lo is not None and hi is not None:
+        tip += f" from {lo:.4g} to {hi:.4g}"
+    tip += "\nbar height: log(1 + count)" + (f"\nred: {non_finite:,} NaN/Inf" if non_finite else "")
     parts = [f'<svg class="spark" viewBox="0 0 {_num(width)} {_num(height)}" width="{_num(width)}" '
-             f'height="{_num(height)}" role="img" aria-label="value histogram" xmlns="http://www.w3.org/2000/svg">',
+             f'height="{_num(height)}" role="img" aria-label="value histogram" data-tip="{esc(tip)}" '
+             f'xmlns="http://www.w3.org/2000/svg">',
              f'<path class="spark-area" d="{"".join(pts)}"/>']
     if lo is not None and hi is not None and lo < 0 < hi:
         x = (0 - lo) / (hi - lo) * w
