@@ -19,7 +19,7 @@ from sbs_tools.report.model import build_file_model, value_stats
 from sbs_tools.report.svg import anchor, sparkline
 
 from .conftest import BROKEN_CORPUS, CLEAN_CORPUS, CORPUS, LEGACY
-from .mutations import rebuild
+from .mutations import CATALOGUE, rebuild
 
 VIT = CORPUS / "v2" / "gemma3-4b-vit-tiny-sfp.sbs"
 VIT_BF16 = CORPUS / "v2" / "gemma3-4b-vit-tiny-bf16.sbs"
@@ -44,15 +44,22 @@ def test_byte_regions_cover_every_byte_once(path):
     if m.open_error:
         assert not m.regions
         return
-    pos = 0
-    for r in m.regions:
-        assert r.start == pos, (r.kind, r.label, r.start, pos)
-        assert r.end > r.start
-        pos = r.end
-    assert pos == m.size
+    _assert_tiling(m)
     with sbs_tools.SbsFile(path, strict=False) as f:
         keys = [e.key for e in f.directory.entries]
     assert [r.key for r in m.regions if r.kind == "blob"] == sorted(keys, key=lambda k: f.blobs[k].offset)
+
+
+def _assert_tiling(m):
+    """Non-empty regions tile [0, size) in order; empty ones (size-0 or past-the-end blobs) sit in between."""
+    pos = 0
+    for r in m.regions:
+        if r.end == r.start:
+            assert r.kind == "blob"
+            continue
+        assert r.start == pos or (r.kind == "blob" and r.start < pos), (r.kind, r.label, r.start, pos)
+        pos = max(pos, r.end)
+    assert pos == m.size
 
 
 def test_byte_regions_v2_layout_and_padding():
@@ -268,6 +275,30 @@ def test_names_are_escaped(tmp_path):
     g = [n for n in dom.find_all(lambda n: n.tag == "g" and n.attrs.get("data-key") == evil)]
     assert len(g) == 1 and g[0].attrs["data-tip"].startswith(evil)
     assert external_references(page) == []
+
+
+@pytest.mark.parametrize("mutation", CATALOGUE, ids=lambda m: m.name)
+def test_every_verify_mutation_renders(tmp_path, mutation):
+    """Every damaged file of the verify mutation catalogue: a page with every directory entry in the byte
+    map, every tensor finding linked, no duplicate ids, no dangling links, nothing external."""
+    path, _ = mutation.apply(tmp_path)
+    page = render_report([path], deep=True)
+    assert external_references(page) == []
+    dom = parse(page)
+    ids = [n.attrs["id"] for n in dom.iter() if "id" in n.attrs]
+    assert len(ids) == len(set(ids))
+    for a in dom.find_all(lambda n: n.tag == "a" and n.attrs.get("href", "").startswith("#")):
+        assert a.attrs["href"][1:] in ids
+    for li in dom.find_all(lambda n: n.tag == "li" and "data-tensor" in n.attrs):
+        assert li.find_all(lambda n: n.tag == "a"), f"finding {li.attrs['data-code']} is not linked"
+    m = build_file_model(path)
+    if m.open_error:
+        return
+    _assert_tiling(m)
+    with sbs_tools.SbsFile(path, strict=False) as f:
+        keys = sorted(e.key for e in f.directory.entries)
+    bands = sorted(n.attrs["data-key"] for n in dom.find_all(lambda n: n.tag == "g" and "blob" in n.classes()))
+    assert bands == keys
 
 
 # -- diff view -----------------------------------------------------------------------------------------------------

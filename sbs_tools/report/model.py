@@ -142,16 +142,18 @@ def byte_regions(d: Directory, size: int, tensors_by_key: dict[str, TensorInfo],
         cat = category_of(info, e.key)
         blobs.append(Region("blob", start, end, cat, e.key, key=e.key, index=e.index, size=e.size, tensor=info,
                             severity=worst([f.severity for f in found]), codes=sorted({f.code for f in found})))
-    covered = sorted([r for r in fixed + blobs if r.end > r.start], key=lambda r: (r.start, r.end))
+    # Empty blobs and blobs past the end of the file stay in the list (zero length, drawn as a mark):
+    # every directory entry appears exactly once.
+    covered = sorted([r for r in fixed if r.end > r.start] + blobs, key=lambda r: (r.start, r.end))
     out: list[Region] = []
     pos = 0
     prev: Region | None = None
     for r in covered + [Region("end", size, size, "", "")]:
-        if r.start > pos:
+        if r.start > pos and (r.end > r.start or r.kind == "end"):
             out += _fill(pos, r.start, prev, r, d.first_blob_offset)
         if r.kind != "end":
             out.append(r)
-            if r.end >= pos:
+            if r.end > r.start and r.end >= pos:
                 pos, prev = r.end, r
     return out
 
@@ -421,7 +423,8 @@ def _chunks(f: SbsFile, info: TensorInfo, chunk: int, out: np.ndarray | None = N
                 raise SbsError(f"short read in {info.name}", code="io-error", tensor=info.name)
             vals = codecs.decode(t, buf, count, out=None if out is None else out[:count])
             if info.scale != 1.0:
-                vals *= np.float32(info.scale)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    vals *= np.float32(info.scale)
             yield vals
             start += count
     finally:
@@ -480,7 +483,8 @@ def _stats_from_codes(f: SbsFile, info: TensorInfo, t: Type, chunk: int, bins: i
         os.close(fd)
     table = codecs.decode(t, np.arange(ncodes, dtype=dt).view(np.uint8), ncodes)
     if info.scale != 1.0:
-        table *= np.float32(info.scale)
+        with np.errstate(over="ignore", invalid="ignore"):
+            table *= np.float32(info.scale)
     used = counts > 0
     fin = np.isfinite(table)
     st.zeros = int(counts[table == 0].sum())

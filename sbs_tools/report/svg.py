@@ -55,6 +55,8 @@ def region_tip(r: Region) -> str:
         lines.append(f"offset {r.start:,} (0x{r.start:x})")
         size = r.size if r.size is not None else r.length
         lines.append(f"size {size:,} B ({human_bytes(size)})")
+        if size > r.length:
+            lines.append(f"only {r.length:,} B of it inside the file" if r.length else "entirely past the end of the file")
         if r.index is not None:
             lines.append(f"directory entry {r.index}")
         if r.codes:
@@ -107,8 +109,8 @@ def byte_map(regions: Sequence[Region], size: int, *, rows: int | None = None, w
         rects = []
         widest = (0.0, 0.0, 0)
         for row, a, b in segs:
-            x = gutter + a * scale
             w = max((b - a) * scale, min_w)
+            x = min(gutter + a * scale, gutter + width - w)  # an empty or past-the-end blob: a mark at the edge
             y = row * (row_h + row_gap)
             rects.append(f'<rect x="{_num(x)}" y="{_num(y)}" width="{_num(w)}" height="{_num(row_h)}"/>')
             if w > widest[1]:
