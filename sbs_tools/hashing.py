@@ -42,6 +42,8 @@ ALGOS = ("xxh64", "sha256")
 PER = ("tensor", "blob", "file")
 FORMAT = "sbs-hash"
 SEP = "::"
+_DIGEST_LEN = {"xxh64": 16, "sha256": 64}
+_HEX_LEN = {v: k for k, v in _DIGEST_LEN.items()}
 _CHUNK = 64 << 20
 
 
@@ -194,9 +196,13 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
         try:
             parts = shlex.split(s)
             algo_digest, where = parts[0], parts[1]
-            a, dg = algo_digest.split(":", 1) if ":" in algo_digest else (algo or "sha256", algo_digest)
+            a, dg = algo_digest.split(":", 1) if ":" in algo_digest else (algo or _HEX_LEN.get(len(algo_digest)),
+                                                                           algo_digest)
+            if a not in ALGOS or len(dg) != _DIGEST_LEN[a] or not all(c in "0123456789abcdef" for c in dg):
+                raise ValueError(a)
         except (ValueError, IndexError):
-            raise HashError(f"{path}:{ln}: cannot parse {line!r}", code="bad-manifest") from None
+            raise HashError(f"{path}:{ln}: cannot parse {line!r} (expected 'ALGO:HEXDIGEST  FILE[::NAME]')",
+                            code="bad-manifest") from None
         algo = algo or a
         if a != algo:
             raise HashError(f"{path}:{ln}: mixes algorithms {algo} and {a}", code="bad-manifest")
