@@ -149,6 +149,11 @@ class _Reader:
             count = self.u32()
             if count > MAX_VECTOR:
                 raise _Invalid(f"{path}: vector length {count} > {MAX_VECTOR}", at, False)
+            if count > self.n - self.pos:
+                # Every stored element takes at least one word. gemma.cpp would fill the rest with
+                # defaults (65536 default LayerConfigs from a 4-byte count); no writer produces that.
+                raise _Invalid(f"{path}: vector of {count} elements but only {self.n - self.pos} words are "
+                               "left in the blob", at, True)
             assert f.elem is not None
             out = []
             for i in range(count):

@@ -123,7 +123,11 @@ def _directory_change(fm: FileMap, mut: bytes) -> str:
         return "flag"
     # A permutation of the same keys: neutral only if every moved name lands on a blob of the
     # same size whose toc record has the same type and shape (values swapped, nothing else).
+    # Without a toc (pre-2025 files) shapes are unknown: any permutation of tensors is undetectable.
     types = _tensor_types(fm)
+    if "toc" not in fm.kind_of_key and all(fm.kind_of_key.get(k.decode("latin-1")) in ("tensor", "blob")
+                                            for k, b in zip(names, base) if k != b):
+        return "none"
     for (k_old, o, s), k_new in zip(fm.entries, names):
         k_new = k_new.decode("latin-1")
         if k_new == k_old:
