@@ -245,6 +245,9 @@ def test_hf_errors(tmp_path):
     with pytest.raises(ConvertError) as e:
         convert(CORPUS / "v2/gemma2-2b-tiny-f32.sbs", tmp_path / "e.sbs")
     assert e.value.code == "unknown-format"
+    export(CORPUS / "v2/gemma2-2b-tiny-f32.sbs", tmp_path / "exp.safetensors")
+    with pytest.raises(ConvertError, match="export --hf"):
+        convert(tmp_path / "exp.safetensors", tmp_path / "f.sbs")
 
 
 def test_safetensors_files_interoperate(tmp_path):

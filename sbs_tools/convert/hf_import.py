@@ -70,6 +70,13 @@ class HfSource(Source):
         self.notes: list[str] = []
         files = sorted(self.dir.glob("*.safetensors")) if p.is_dir() else [p]
         cfg_path = self.dir / "config.json"
+        if not p.is_dir() and not cfg_path.is_file():
+            probe = SafetensorsFile(p)
+            fmt = probe.metadata.get("format")
+            probe.close()
+            if fmt == "sbs-export":
+                raise ConvertError(f"{p} was written by `sbs export` (gemma.cpp tensor names); convert needs a "
+                                   "Hugging Face checkpoint — write one with `sbs export --hf`", code="unknown-format")
         if not cfg_path.is_file():
             raise ConvertError(f"{self.dir}: no config.json next to the safetensors files", code="bad-checkpoint")
         try:
