@@ -88,6 +88,8 @@ def test_gap_is_visible_for_a_misaligned_blob():
     assert len(gaps) == 1 and "c_final_norm" in gaps[0].label
     blob = next(r for r in m.regions if r.key == "c_final_norm")
     assert blob.severity == "error" and "blob-misaligned" in blob.codes
+    chip = next(c for t in m.towers for c in t.globals if c.name == "c_final_norm")
+    assert chip.severity == "error" and chip.codes == ["blob-misaligned"]
 
 
 def test_unreadable_file_has_a_report_but_no_map(tmp_path):
@@ -242,11 +244,20 @@ def test_page_is_self_contained(path, deep):
         assert (int(g.attrs["data-offset"]), int(g.attrs["data-size"])) == (off, size)
         tip = g.attrs["data-tip"]
         assert key in tip and f"offset {off:,}" in tip and f"size {size:,} B" in tip
+    _assert_ids_and_links(dom)
+
+
+def _assert_ids_and_links(dom):
+    """Unique ids; every in-page link and every click target (data-target) exists."""
     ids = [n.attrs["id"] for n in dom.iter() if "id" in n.attrs]
     assert len(ids) == len(set(ids)), "duplicate element ids"
-    for a in dom.find_all(lambda n: n.tag == "a" and n.attrs.get("href", "").startswith("#")):
-        target = a.attrs["href"][1:]
-        assert target in ids, f"dangling link #{target}"
+    ids = set(ids)
+    for n in dom.iter():
+        href = n.attrs.get("href", "") if n.tag == "a" else ""
+        if href.startswith("#"):
+            assert href[1:] in ids, f"dangling link {href}"
+        if "data-target" in n.attrs:
+            assert n.attrs["data-target"] in ids, f"dangling data-target {n.attrs['data-target']}"
 
 
 def test_broken_page_marks_the_hole_and_links_the_finding():
@@ -285,10 +296,7 @@ def test_every_verify_mutation_renders(tmp_path, mutation):
     page = render_report([path], deep=True)
     assert external_references(page) == []
     dom = parse(page)
-    ids = [n.attrs["id"] for n in dom.iter() if "id" in n.attrs]
-    assert len(ids) == len(set(ids))
-    for a in dom.find_all(lambda n: n.tag == "a" and n.attrs.get("href", "").startswith("#")):
-        assert a.attrs["href"][1:] in ids
+    _assert_ids_and_links(dom)
     for li in dom.find_all(lambda n: n.tag == "li" and "data-tensor" in n.attrs):
         assert li.find_all(lambda n: n.tag == "a"), f"finding {li.attrs['data-code']} is not linked"
     m = build_file_model(path)
@@ -325,11 +333,24 @@ def test_diff_missing_tensor_is_only_in_a_and_rendered():
     assert "st-only-a" in chip.classes()
     assert external_references(page) == []
     assert len(dom.find_all(lambda n: n.tag == "svg" and "bytemap" in n.classes())) == 2
+    _assert_ids_and_links(dom)
+    links = dom.by_id("summary-b").find_all(lambda n: n.tag == "a" and "where" in n.classes())
+    assert [a.attrs["href"] for a in links] == ["#t-att_ein_1"]
 
 
 def test_diff_with_an_unreadable_file_falls_back():
     page = render_report([G2, CORPUS / "broken" / "broken-truncated.sbs"])
     assert "only in A" in page and 'data-verdict="fail"' in page
+    _assert_ids_and_links(parse(page))
+
+
+def test_diff_blob_links_point_into_the_right_map():
+    """B's findings and B-only tensors link into B's byte map (ids bb-...), A's into A's (b-...)."""
+    page = render_report([G2, CORPUS / "broken" / "broken-misaligned-offset.sbs"], deep=True)
+    dom = parse(page)
+    _assert_ids_and_links(dom)
+    b_links = [a.attrs["href"] for a in dom.by_id("summary-b").find_all(lambda n: n.tag == "a")]
+    assert b_links and all(h.startswith("#bb-") or h.startswith("#t-") for h in b_links)
 
 
 # -- CLI -----------------------------------------------------------------------------------------------------------

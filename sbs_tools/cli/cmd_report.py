@@ -21,8 +21,8 @@ from .common import app, console, err_console
 
 @app.command()
 def report(
-    files: list[Path] = typer.Argument(..., help="The .sbs file, or two files A B to compare.", exists=True,
-                                       dir_okay=False, readable=True, show_default=False),
+    files: list[Path] = typer.Argument(..., metavar="FILE", help="The .sbs file, or two files A B to compare.",
+                                       exists=True, dir_okay=False, readable=True, show_default=False),
     out: Path | None = typer.Option(None, "-o", "--output", metavar="OUT.html", dir_okay=False,
                                     help="Where to write the page (default: <FILE stem>.report.html in the current "
                                          "directory; '-' for stdout)."),

@@ -103,7 +103,7 @@ svg.bytemap g.flash rect, svg.bytemap g:target rect { stroke: #111; stroke-width
 .cat-header { fill: var(--header); background: var(--header); }
 .cat-directory { fill: var(--directory); background: var(--directory); }
 .cat-pad { fill: var(--pad); background: var(--pad); }
-.cat-gap { fill: url(#hatch-gap); background: repeating-linear-gradient(45deg, #ffd7d5 0 3px, var(--err) 3px 5px); }
+.cat-gap { background: repeating-linear-gradient(45deg, #ffd7d5 0 3px, var(--err) 3px 5px); }
 .gap-bg { fill: #ffd7d5; } .gap-fg { fill: var(--err); }
 /* layer stack */
 .tower { margin-top: 8px; }

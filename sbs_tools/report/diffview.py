@@ -289,15 +289,16 @@ def _side(i: TensorInfo | None) -> str:
     if i is None:
         return '<td class="muted" data-v="">absent</td>'
     cat = i.type_name if i.type_name in ("F32", "BF16", "SFP", "NUQ", "I8") else "other"
-    return (f'<td data-v="{esc(i.type_name)} {i.rows}x{i.cols}"><span class="tchip cat-{cat}">{esc(i.type_name)}</span> '
+    return (f'<td data-v="{esc(i.type_name)} {i.rows}x{i.cols}"><span class="tchip cat-{cat}">'
+            f"{esc(i.type_name)}</span> "
             f'{i.rows:,} × {i.cols:,} <span class="muted">{esc(human_bytes(i.bytes))}</span></td>')
 
 
 def diff_card(d: Diff) -> str:
     counts = "".join(f'<span class="st-{s}" data-count="{s}">{esc(STATUS_LABELS[s])}: <b>{d.count(s)}</b></span>'
                      for s in ("same", "changed", "only-a", "only-b"))
-    facts = "".join(f'<tr{" class=changed-field" if va != vb else ""}><td>{esc(k)}</td><td>{esc(va)}</td>'
-                    f"<td>{esc(vb)}</td></tr>" for k, va, vb in d.facts)
+    facts = "".join(f'<tr{H.attr("class", "changed-field" if va != vb else None)}><td>{esc(k)}</td>'
+                    f"<td>{esc(va)}</td><td>{esc(vb)}</td></tr>" for k, va, vb in d.facts)
     cfg_rows = "".join(f"<tr><td class=\"mono\">{esc(k)}</td><td>{esc(va)}</td><td>{esc(vb)}</td></tr>"
                        for k, va, vb in d.config[:400])
     more = f'<p class="muted">… and {len(d.config) - 400} more fields.</p>' if len(d.config) > 400 else ""
@@ -307,10 +308,12 @@ def diff_card(d: Diff) -> str:
     rows = []
     for t in d.tensors:
         tid = anchor("t-", t.name)
-        rows.append(f'<tr data-tensor="{esc(t.name)}" data-status="{t.status}"{" hidden" if t.status == "same" else ""}>'
+        rows.append(f'<tr{H.attr("data-tensor", t.name)} data-status="{t.status}"'
+                    f'{" hidden" if t.status == "same" else ""}>'
                     f'<td data-v="{esc(t.name)}"><a class="mono" href="#{esc(tid)}" data-target="{esc(tid)}">'
                     f"{esc(t.name)}</a></td>"
-                    f'<td data-v="{t.status}"><span class="tchip st-{t.status}">{esc(STATUS_LABELS[t.status])}</span></td>'
+                    f'<td data-v="{t.status}"><span class="tchip st-{t.status}">{esc(STATUS_LABELS[t.status])}'
+                    "</span></td>"
                     f"{_side(t.a)}{_side(t.b)}"
                     f'<td data-v="{esc(", ".join(t.changes))}">{esc(", ".join(t.changes)) or "–"}</td>'
                     f"{_vals_cells(t) if d.deep else ''}</tr>")
@@ -357,14 +360,15 @@ def diff_report(a: FileModel, b: FileModel, deep: bool = False,
               "neither file)</span></div>")
     stack = ('<section class="card" id="layers"><h2>Layer stack</h2><p class="sub">The union of both files\' tensors, '
              "coloured by what changed from A to B. Red hatched holes are required tensors that are missing.</p>"
-             + "".join(H.tower_html(t, status_of=status_of, blob_prefix_of=blob_prefix_of) for t in towers) + legend + "</section>")
+             + "".join(H.tower_html(t, status_of=status_of, blob_prefix_of=blob_prefix_of) for t in towers)
+             + legend + "</section>")
     maps = ('<section class="card" id="bytemap"><h2>Byte maps</h2><p class="sub">Both files to scale, each on its '
             "own width. Hover a band for key, offset and size.</p>"
             f'<h3>A <span class="muted">{esc(a.name)}</span></h3>{H.bytemap_section(a, id_prefix="b-")}'
             f'<h3>B <span class="muted">{esc(b.name)}</span></h3>{H.bytemap_section(b, id_prefix="bb-")}'
             "</section>")
     cards = ('<div class="row2">' + H.summary_card(a, heading="A", anchor_id="summary")
-             + H.summary_card(b, heading="B", anchor_id="summary-b") + "</div>")
+             + H.summary_card(b, heading="B", anchor_id="summary-b", blob_prefix="bb-") + "</div>")
     body = "\n".join([cards, diff_card(d), stack, maps])
     nav = [("summary", "Summary"), ("diff", "Differences"), ("layers", "Layers"), ("bytemap", "Byte maps")]
     return H.page(f"sbs report · {a.name} vs {b.name}", f"{a.path}  ⇄  {b.path}", nav, body)

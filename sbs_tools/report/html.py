@@ -20,6 +20,11 @@ from .svg import anchor, byte_map, esc, human_bytes, share_bar, sparkline
 _SEV_ORDER = SEVERITY_RANK
 
 
+def attr(name: str, value: object | None) -> str:
+    """`` name="value"`` (escaped), or nothing when ``value`` is None."""
+    return "" if value is None else f' {name}="{esc(value)}"'
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Page frame
 # ---------------------------------------------------------------------------------------------------------------
@@ -129,35 +134,36 @@ def compat_html(report) -> str:
                 "below are fixed.</p>")
     det = ""
     if reasons:
-        items = "".join(f"<li>{esc(r)} <span class=\"vs\">[{esc(', '.join(g))}]</span></li>" for r, g in reasons.items())
+        items = "".join(f'<li>{esc(r)} <span class="vs">[{esc(", ".join(g))}]</span></li>'
+                        for r, g in reasons.items())
         det = f'<details class="reasons"><summary>why ({len(reasons)})</summary><ul>{items}</ul></details>'
     return ('<h3>gemma.cpp compatibility <span class="muted">by build date; green loads and runs, amber loads but '
             f'cannot run, red does not load</span></h3><div class="compat">{"".join(pills)}</div>{note}{det}')
 
 
-def finding_link(fd, m: FileModel, chips: set[str], blob_ids: set[str]) -> str:
+def finding_link(fd, m: FileModel, chips: set[str], blob_ids: set[str], blob_prefix: str = "b-") -> str:
     """Where a finding points: its tensor in the layer stack, else its blob in the byte map, else its layer."""
     if fd.tensor and fd.tensor in chips:
         return "#" + anchor("t-", fd.tensor)
     key = fd.blob or fd.tensor
     if key and key in blob_ids:
-        return "#" + anchor("b-", key)
+        return "#" + anchor(blob_prefix, key)
     if fd.layer is not None:
         return f"#row-{'vision' if fd.layer_type == 'kVit' else 'text'}-{fd.layer}"
     return ""
 
 
-def findings_html(m: FileModel) -> str:
+def findings_html(m: FileModel, blob_prefix: str = "b-", list_id: str = "findings") -> str:
     r = m.verify
     items = sorted(r.findings, key=lambda f: _SEV_ORDER.get(f.severity, 3))
     if not items:
         return '<h3>Findings</h3><p class="none">verify found nothing to report.</p>'
     chips = m.chip_names()
     blob_ids = {x.key for x in m.regions if x.kind == "blob" and x.key}
-    out = [f'<h3>Findings <span class="muted">({len(items)})</span></h3><ul class="findings" id="findings">']
+    out = [f'<h3>Findings <span class="muted">({len(items)})</span></h3><ul class="findings"{attr("id", list_id)}>']
     for fd in items:
         where = fd.where()
-        href = finding_link(fd, m, chips, blob_ids)
+        href = finding_link(fd, m, chips, blob_ids, blob_prefix)
         if where and href:
             loc = f'<a class="where" href="{esc(href)}" data-target="{esc(href[1:])}">{esc(where)}</a>'
         elif where:
@@ -165,8 +171,8 @@ def findings_html(m: FileModel) -> str:
         else:
             loc = ""
         hint = f'<div class="hint">fix: {esc(fd.hint)}</div>' if fd.hint else ""
-        out.append(f'<li class="finding" data-code="{esc(fd.code)}" data-severity="{esc(fd.severity)}"'
-                   f'{f" data-tensor={chr(34)}{esc(fd.tensor)}{chr(34)}" if fd.tensor else ""}>'
+        out.append(f'<li class="finding"{attr("data-code", fd.code)}{attr("data-severity", fd.severity)}'
+                   f'{attr("data-tensor", fd.tensor)}>'
                    f'<span class="sev {esc(fd.severity)}">{esc(fd.severity)}</span>'
                    f'<div class="head"><code>{esc(fd.code)}</code>{loc}</div>'
                    f'<div class="msg">{esc(fd.message)}</div>{hint}</li>')
@@ -175,7 +181,8 @@ def findings_html(m: FileModel) -> str:
 
 
 def summary_card(m: FileModel, *, heading: str | None = None, anchor_id: str = "summary",
-                 with_findings: bool = True) -> str:
+                 blob_prefix: str = "b-") -> str:
+    """Identity, facts, verdict, gemma.cpp compatibility and findings (linked into the stack / byte map)."""
     s = m.summary
     name = s.get("display_name") or s.get("model") or m.name
     spec = s.get("specifier", "")
@@ -188,7 +195,8 @@ def summary_card(m: FileModel, *, heading: str | None = None, anchor_id: str = "
     return (f'<section class="card" id="{esc(anchor_id)}">{head}<div class="title"><h1>{esc(name)}</h1>'
             f'<span class="spec">{esc(spec)}</span>{verdict(m.verify)}</div>'
             f'<div class="path">{esc(m.path)}</div><dl class="facts">{facts}</dl>{err}'
-            f"{compat_html(m.verify)}{findings_html(m) if with_findings else ''}</section>")
+            f"{compat_html(m.verify)}{findings_html(m, blob_prefix, anchor_id.replace('summary', 'findings'))}"
+            "</section>")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -408,8 +416,8 @@ def values_card(m: FileModel) -> str:
             stats_cells += f'<td data-v="">{spark}</td>'
         cat = info.type_name if info.type_name in TYPE_CATEGORIES else "other"
         rows.append(
-            f'<tr id="{esc(anchor("s-", info.name))}" data-tensor="{esc(info.name)}"'
-            f'{f" class={chr(34)}sev-{sev}{chr(34)}" if sev else ""}>'
+            f'<tr{attr("id", anchor("s-", info.name))}{attr("data-tensor", info.name)}'
+            f'{attr("class", f"sev-{sev}" if sev else None)}>'
             f'<td data-v="{esc(info.name)}"><a class="mono" href="#{esc(tid)}" data-target="{esc(tid)}">'
             f"{esc(info.name)}</a></td>"
             f'<td class="num" data-v="{esc(layer)}">{esc(layer)}</td>'
@@ -426,7 +434,8 @@ def values_card(m: FileModel) -> str:
     n = len(m.tensors)
     return ('<section class="card" id="values"><h2>Tensor values</h2><p class="sub">Every tensor decoded (scale '
             "applied). Click a column to sort; type to filter. Statistics over the finite values.</p>"
-            f'<div class="tools"><input type="search" placeholder="filter, e.g. norm or SFP" data-filter="values-table" '
+            '<div class="tools"><input type="search" placeholder="filter, e.g. norm or SFP" '
+            'data-filter="values-table" '
             f'aria-label="filter tensors"><span class="count" id="values-table-count">{n} tensors</span></div>'
             f'<div class="tablewrap"><table class="data sortable" id="values-table"><thead>{head}</thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div></section>')

@@ -611,6 +611,10 @@ def build_file_model(path: str | os.PathLike, deep: bool = False,
         m.open_error = e.message
         return m
     try:
+        name_of_key = {t.key: t.name for t in f.tensors.values()}
+        for fd in report.findings:  # a layout finding about a tensor's blob also marks the tensor
+            if fd.tensor is None and fd.blob in name_of_key:
+                by_tensor.setdefault(name_of_key[fd.blob], []).append(fd)
         m.summary = summarize(f)
         m.config = f.config
         m.blob_count = len(f.directory.entries)

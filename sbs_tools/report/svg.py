@@ -56,7 +56,8 @@ def region_tip(r: Region) -> str:
         size = r.size if r.size is not None else r.length
         lines.append(f"size {size:,} B ({human_bytes(size)})")
         if size > r.length:
-            lines.append(f"only {r.length:,} B of it inside the file" if r.length else "entirely past the end of the file")
+            lines.append(f"only {r.length:,} B of it inside the file" if r.length
+                         else "entirely past the end of the file")
         if r.index is not None:
             lines.append(f"directory entry {r.index}")
         if r.codes:
@@ -92,14 +93,15 @@ def byte_map(regions: Sequence[Region], size: int, *, rows: int | None = None, w
     scale = width / span
     out = [f'<svg class="bytemap" viewBox="0 0 {_num(total_w)} {_num(height)}" width="100%" '
            f'role="img" aria-label="byte map of the file" xmlns="http://www.w3.org/2000/svg">',
-           '<defs><pattern id="hatch-gap" width="6" height="6" patternUnits="userSpaceOnUse" '
+           f'<defs><pattern id="{id_prefix}~hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
            'patternTransform="rotate(45)"><rect width="6" height="6" class="gap-bg"/>'
            '<rect width="2.5" height="6" class="gap-fg"/></pattern></defs>']
     for i in range(rows):
         y = i * (row_h + row_gap)
         out.append(f'<text class="axis" x="{_num(gutter - 8)}" y="{_num(y + row_h / 2 + 4)}" '
                    f'text-anchor="end">{esc(_axis_label(i * span, size))}</text>')
-        out.append(f'<rect class="rowbg" x="{_num(gutter)}" y="{_num(y)}" width="{_num(min(span, size - i * span) * scale)}" '
+        row_w = min(span, size - i * span) * scale
+        out.append(f'<rect class="rowbg" x="{_num(gutter)}" y="{_num(y)}" width="{_num(row_w)}" '
                    f'height="{_num(row_h)}"/>')
     seen_ids: dict[str, int] = {}
     for r in regions:
@@ -125,14 +127,16 @@ def byte_map(regions: Sequence[Region], size: int, *, rows: int | None = None, w
             label = ""
             x, w, row = widest
             if w > 7.2 * len(r.key or "") + 10:
-                label = (f'<text class="blabel" x="{_num(x + w / 2)}" y="{_num(row * (row_h + row_gap) + row_h / 2 + 4)}" '
-                         f'text-anchor="middle">{esc(r.key)}</text>')
+                ty = row * (row_h + row_gap) + row_h / 2 + 4
+                label = (f'<text class="blabel" x="{_num(x + w / 2)}" y="{_num(ty)}" text-anchor="middle">'
+                         f"{esc(r.key)}</text>")
             target = f' data-target="{esc(anchor("t-", r.tensor.name))}"' if r.tensor is not None else ""
             out.append(f'<g class="{cls}" id="{esc(rid)}" data-key="{esc(r.key)}" data-offset="{r.start}" '
                        f'data-size="{r.size}"{target} data-tip="{tip}"><title>{tip}</title>'
                        + "".join(rects) + label + "</g>")
         else:
-            out.append(f'<g class="region cat-{r.category}" data-kind="{r.kind}" data-offset="{r.start}" '
+            fill = f' style="fill:url(#{id_prefix}~hatch)"' if r.category == "gap" else ""
+            out.append(f'<g class="region cat-{r.category}"{fill} data-kind="{r.kind}" data-offset="{r.start}" '
                        f'data-size="{r.length}" data-tip="{tip}"><title>{tip}</title>' + "".join(rects) + "</g>")
     out.append("</svg>")
     return "".join(out)
@@ -186,7 +190,8 @@ def sparkline(hist: Sequence[int], lo: float | None, hi: float | None, *, non_fi
     edge marks non-finite values.
     """
     if not hist:
-        return '<svg class="spark empty" viewBox="0 0 1 1" width="0" height="0" xmlns="http://www.w3.org/2000/svg"></svg>'
+        return ('<svg class="spark empty" viewBox="0 0 1 1" width="0" height="0" '
+                'xmlns="http://www.w3.org/2000/svg"></svg>')
     pad_r = 6.0 if non_finite else 0.0
     w = width - pad_r
     top = max(math.log1p(c) for c in hist) or 1.0
