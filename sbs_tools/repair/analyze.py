@@ -69,6 +69,7 @@ class Analysis:
     scales_key: str | None = None
     hints: dict[str, int] = field(default_factory=dict)
     header_fix: str | None = None  # how an unreadable header/directory was recovered
+    config_lenient: bool = False  # decoded only with layer types 0..2 allowed everywhere
 
     # -- helpers ---------------------------------------------------------------
     def data(self, r: Resolved) -> np.ndarray:
@@ -138,7 +139,8 @@ def analyze(path: str | os.PathLike, *, drop_duplicates: str | None = None) -> A
         a.size = int(buf.size)
     else:
         d0 = a.directory
-        if not _readable_keys(d0):
+        placement = {"blob-misaligned", "blob-out-of-bounds", "blob-overlap", "blob-gap", "zero-size-blob", "bad-key"}
+        if not _readable_keys(d0) or any(p.code in placement for p in blobstore.check_layout(d0)):
             # A wrong (but readable) num_blobs makes the directory read key bytes as ranges and vice versa.
             rec = recover_directory(buf, None)
             if rec is not None and len(rec[0].entries) != len(d0.entries):
@@ -225,7 +227,7 @@ def recover_directory(buf: np.ndarray, err: SbsError | None) -> tuple[Directory,
             if ents is not None:
                 hdr = blobstore.Header(blobstore.MAGIC, n, size, size - HEADER_BYTES)
                 found.append((Directory("v2", hdr, front, ents, dir_off, size), "", buf))
-    if not v2_front:
+    if not v2_front or front.file_bytes != blobstore.V2_PLACEHOLDER_FILE_BYTES or size == END_ALIGN:
         for n in range(1, min(blobstore.MAX_BLOBS_E2, (size - HEADER_BYTES) // ENTRY_BYTES)):
             r0 = HEADER_BYTES + KEY_BYTES * n
             first = blobstore.v1_first_blob_offset(n)
@@ -295,6 +297,10 @@ def _metadata(a: Analysis) -> None:
                 a.config = decode_config(as_words(a.data(r), "config"))
             except SbsError as e:
                 a.config_error = e
+                a.config = _decode_lenient(a.data(r))
+                if a.config is not None:
+                    a.config_lenient = True
+                    a.config_error = None
     r = a.chosen.get("toc")
     if r is not None:
         if not r.ok:
@@ -336,6 +342,39 @@ def _metadata(a: Analysis) -> None:
         a.era = "single-file-prefixed"
     else:
         a.era = "single-file-v2" if a.layout == "v2" else "single-file-v1"
+
+
+def _lenient_schema():
+    """The current config schema, except that a layer's type may be any of 0..2 (kGemma, kVit, and the
+    pre-September-2025 kVit): a layer's kind is decided by the list it is in, which repair then fixes."""
+    from dataclasses import replace
+
+    from ..config import SCHEMAS
+    from ..fields import EnumSpec
+
+    def fix(schema):
+        out = []
+        for f in schema.fields:
+            if f.kind == "struct":
+                f = replace(f, schema=fix(f.schema))
+            elif f.kind == "vector" and f.elem is not None and f.elem.kind == "struct":
+                f = replace(f, elem=replace(f.elem, schema=fix(f.elem.schema)))
+            elif f.kind == "enum" and f.name == "type" and schema.name == "LayerConfig":
+                f = replace(f, enum=EnumSpec("LayerAttentionType", {0: "kGemma", 1: "kVit", 2: "kVit(old)"},
+                                             lambda v: v in (0, 1, 2)))
+            out.append(f)
+        return replace(schema, fields=tuple(out))
+
+    return fix(SCHEMAS["2025-10"])
+
+
+def _decode_lenient(blob: np.ndarray) -> ModelConfig | None:
+    try:
+        r = read_struct(_lenient_schema(), as_words(blob, "config"), 0, blob="config")
+    except SbsError:
+        return None
+    return ModelConfig.from_values(r.values, revision="2025-10", missing_fields=r.missing_fields,
+                                   extra_u32=r.extra_u32)
 
 
 def tokenizer_problem(data: bytes) -> str:

@@ -474,6 +474,9 @@ class _Planner:
                 changed.append(f"layer_configs[{i}].type {lc.type} -> 0 (an LLM layer is kGemma)")
                 lc.type = 0
         vit_num = VIT_TYPE[cfg.schema_revision]
+        if self.a.config_lenient:
+            self.plan.notes.append("the config decodes only when layer types are read by position (a ViT layer "
+                                   "type that is invalid in the config's own numbering)")
         for i, lc in enumerate(cfg.vit_config.layer_configs):
             if lc.type not in (1, 2):
                 changed.append(f"vit_config.layer_configs[{i}].type {lc.type} -> kVit (its position says ViT)")
@@ -494,11 +497,15 @@ class _Planner:
                 self.refuse("vocab-mismatch", "c_embedding", f"c_embedding has {emb.rows} rows but the tokenizer "
                             f"has {pieces} pieces (config.vocab_size {cfg.vocab_size}): the embedding is "
                             "incomplete or belongs to another model", forceable=True)
-        changed += self.fix_layer_dims()
+        dims = self.fix_layer_dims()
+        changed += dims
         if changed:
             self.s.config_dirty = True
             self.specs = by_name(expected_tensors(cfg))
-            self.act("fix-config", "; ".join(changed), ("config-invalid", None), ("vocab-mismatch", "c_embedding"))
+            fixes = [("config-invalid", None), ("vocab-mismatch", "c_embedding")]
+            if dims:
+                fixes.append(("shape-mismatch", None))
+            self.act("fix-config", "; ".join(changed), *fixes)
 
     def fix_layer_dims(self) -> list[str]:
         """LLM layer dims the layer's own tensors determine unanimously (toc shapes whose blob sizes agree)
@@ -605,8 +612,7 @@ class _Planner:
                 else:
                     b.kind = "other"
                 continue
-            s.toc.append(rec)
-            s.toc_dirty = True
+            self._insert_record(rec)
             rebuilt.append((b.key, why))
         if rebuilt:
             if a.toc is None:
@@ -619,11 +625,22 @@ class _Planner:
             self.act("rebuild-toc", summary, ("toc-missing", None), ("toc-undecodable", None),
                      *[("blob-not-in-toc", k) for k, _ in rebuilt],
                      records={k: why for k, why in rebuilt})
-        # Order the toc like the blobs (gemma.cpp writes them in the same order).
-        order = {k: i for i, k in enumerate(s.keys())}
-        if s.toc_dirty:
-            s.toc.sort(key=lambda r: order.get(r.name, len(order)))
         self.check_records()
+
+    def _insert_record(self, rec) -> None:
+        """Add a toc record where gemma.cpp's writer would have put it: right after the record of the
+        nearest preceding blob (the writer emits blobs and records in the same order)."""
+        s = self.s
+        keys = s.keys()
+        pos = 0
+        if rec.name in keys:
+            where = {r.name: i for i, r in enumerate(s.toc)}
+            for k in reversed(keys[:keys.index(rec.name)]):
+                if k in where:
+                    pos = where[k] + 1
+                    break
+        s.toc.insert(pos, rec)
+        s.toc_dirty = True
 
     def adopt_orphan(self, rec) -> bool:
         """A blob whose key is unusable and whose size is exactly that of a toc record without a blob
@@ -920,8 +937,7 @@ class _Planner:
             s.drop(n)
             self.dropped[n] = f"merged into {fused}"
         s.blobs.insert(pos, out)
-        s.toc.append(TocRecord.make(fused, recs[0].type, spec.rows, spec.cols, recs[0].scale))
-        s.toc_dirty = True
+        self._insert_record(TocRecord.make(fused, recs[0].type, spec.rows, spec.cols, recs[0].scale))
         self.act("fuse-tensor", f"layer {c.layer}: build {fused}, {how}: {t.label} requires it", key=fused)
 
     # -- tokenizer -------------------------------------------------------------------------------------------------
@@ -1088,7 +1104,12 @@ class _Planner:
 
     # -- findings -> items -----------------------------------------------------------------------------------------
     def map_findings(self) -> None:
+        from ..verify.findings import family_of
+
         plan = self.plan
+        # Findings verify derived from metadata it read at the wrong place are consequences of that.
+        moved_meta = next((x for x in plan.actions if x.kind in ("relocate-blob", "resize-blob")
+                           and x.detail.get("key") in METADATA_KEYS), None)
         for f in plan.findings:
             names = {x for x in (f.blob, f.tensor) if x}
             names |= {self.renamed.get(n, n) for n in names} | {n for n, k in self.renamed.items() if k in names}
@@ -1098,6 +1119,17 @@ class _Planner:
                 ref = next((r for r in plan.refusals if r.name is not None and r.name in names
                             and f.code in PLACEMENT + ("tensor-size-mismatch", "missing-tensor")), None)
             act = next((x for x in plan.actions if x.covers(f.code, names)), None)
+            if act is None and ref is None and self.a.header_fix and f.severity == "error":
+                hdr = next(x for x in plan.actions if x.kind == "restore-header")
+                plan.items.append(PlanItem(f, "fix", hdr, "read through the damaged header, which repair "
+                                           "recovers: " + hdr.summary))
+                continue
+            if act is None and ref is None and moved_meta is not None and f.severity == "error" and \
+                    family_of(f.code) in ("metadata", "tokenizer", "layers", "compat"):
+                plan.items.append(PlanItem(f, "fix", moved_meta, f"a consequence of reading the misplaced "
+                                           f"{moved_meta.detail.get('key', 'directory')} blob; "
+                                           + moved_meta.summary))
+                continue
             if ref is not None and not (ref.forceable and self.opts.force and act is not None):
                 plan.items.append(PlanItem(f, "cannot-fix", None, ref.reason))
             elif act is not None:
