@@ -126,12 +126,18 @@ def key_from_bytes(raw: bytes) -> str:
 
 
 def _entries(buf: np.ndarray, dir_off: int, n: int) -> list[BlobEntry]:
-    keys = buf[dir_off:dir_off + KEY_BYTES * n].reshape(n, KEY_BYTES)
-    ranges = buf[dir_off + KEY_BYTES * n:dir_off + ENTRY_BYTES * n].view("<u8").reshape(n, 2)
+    keys = buf[dir_off:dir_off + KEY_BYTES * n].tobytes()
+    ranges = buf[dir_off + KEY_BYTES * n:dir_off + ENTRY_BYTES * n].view("<u8").reshape(n, 2).tolist()
+    new, setattr_ = object.__new__, object.__setattr__
     out = []
-    for i in range(n):
-        raw = keys[i].tobytes()
-        out.append(BlobEntry(i, key_from_bytes(raw), raw, int(ranges[i, 0]), int(ranges[i, 1])))
+    for i, (off, size) in enumerate(ranges):
+        raw = keys[KEY_BYTES * i:KEY_BYTES * (i + 1)]
+        # BlobEntry(i, key, raw, off, size) without the frozen dataclass's per-field __setattr__
+        # (opening a 700-tensor file makes 700 of them).
+        e = new(BlobEntry)
+        setattr_(e, "__dict__", {"index": i, "key": key_from_bytes(raw), "raw_key": raw, "offset": off,
+                                 "size": size})
+        out.append(e)
     return out
 
 
@@ -195,6 +201,40 @@ def read_directory(buf: np.ndarray) -> Directory:
     return Directory("v2", tail, front, _entries(buf, dir_off, n), dir_off, size, notes)
 
 
+def _clean_payload_end(d: Directory) -> int | None:
+    """Vectorized version of :func:`check_layout`'s per-entry loop for the common case.
+
+    Returns the padded end of the last blob when every entry would pass that loop
+    silently (non-empty printable NUL-padded unique keys; non-empty, in-bounds,
+    256-aligned blobs back to back from the first blob offset); None otherwise,
+    and the loop then finds and words the problems.
+    """
+    n = len(d.entries)
+    if n == 0:
+        return None
+    keys = np.frombuffer(b"".join([e.raw_key for e in d.entries]), dtype=np.uint8)
+    if keys.size != KEY_BYTES * n:
+        return None
+    keys = keys.reshape(n, KEY_BYTES)
+    nz = keys != 0
+    if not nz[:, 0].all() or (nz[:, 1:] & ~nz[:, :-1]).any():  # empty key, or bytes after the NUL
+        return None
+    if ((keys < 0x20) & nz).any() or (keys > 0x7E).any():
+        return None
+    if len({e.key for e in d.entries}) != n:
+        return None
+    if any(e.offset > d.file_size or e.size > d.file_size for e in d.entries):
+        return None  # (also keeps u64 values >= 2**63 out of the int64 arrays below)
+    offs = np.fromiter([e.offset for e in d.entries], dtype=np.int64, count=n)
+    sizes = np.fromiter([e.size for e in d.entries], dtype=np.int64, count=n)
+    ends = -(-(offs + sizes) // BLOB_ALIGN) * BLOB_ALIGN
+    if not (sizes > 0).all() or int((offs + sizes).max()) > d.file_size:
+        return None
+    if int(offs[0]) != d.first_blob_offset or not np.array_equal(offs[1:], ends[:-1]):
+        return None  # (back to back from the first offset implies 256-aligned)
+    return int(ends[-1])
+
+
 def check_layout(d: Directory, buf: np.ndarray | None = None) -> list[Problem]:
     """Every departure from the layout gemma.cpp writes and checks (§1.5, §1.7).
 
@@ -212,17 +252,20 @@ def check_layout(d: Directory, buf: np.ndarray | None = None) -> list[Problem]:
     expected = d.first_blob_offset
     seen: dict[str, int] = {}
     intervals: list[tuple[int, int, str]] = []
-    for e in d.entries:
+    clean_end = _clean_payload_end(d)
+    if clean_end is not None:
+        expected = clean_end
+    for e in d.entries if clean_end is None else ():
         key_at = d.dir_offset + KEY_BYTES * e.index
         range_at = d.dir_offset + KEY_BYTES * len(d.entries) + 16 * e.index
         name = e.raw_key.split(b"\0", 1)[0]
         if not name:
             out.append(Problem("bad-key", "error", f"directory entry {e.index} has an empty key",
                                offset=key_at))
-        elif not name.isascii() or any(c < 0x20 or c == 0x7F for c in name):
+        elif not (name.isascii() and name.decode("ascii").isprintable()):  # 0x20..0x7E only
             out.append(Problem("bad-key", "error", f"key {e.key!r} is not printable ASCII", offset=key_at,
                                blob=e.key))
-        elif any(e.raw_key[len(name):]):
+        elif e.raw_key[len(name):].strip(b"\0"):
             out.append(Problem("bad-key", "error", f"key {e.key!r} has non-zero bytes after its NUL",
                                offset=key_at, blob=e.key))
         if e.key in seen:

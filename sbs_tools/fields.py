@@ -155,11 +155,54 @@ class _Reader:
                 raise _Invalid(f"{path}: vector of {count} elements but only {self.n - self.pos} words are "
                                "left in the blob", at, True)
             assert f.elem is not None
+            fast = self.flat_vector(f.elem, count)
+            if fast is not None:
+                return fast
             out = []
             for i in range(count):
                 out.append(self.field(f.elem, default_of(f.elem), f"{path}[{i}]"))
             return out
         raise AssertionError(k)
+
+    def flat_vector(self, elem: Field, count: int) -> list | None:
+        """The elements of a vector in one numpy step, when that is certain to give what the
+        field-by-field walk gives: u32 elements that all lie inside the current record, or
+        structs of u32/bool/enum fields each stored complete (length prefix = field count)
+        with valid values. Otherwise None (the walk then reads, or rejects, them one by one).
+        A config with 61 LayerConfigs decodes ~10x faster this way."""
+        if count == 0:
+            return None
+        if elem.kind == "u32":
+            if self.pos + count > self.end[-1]:
+                return None
+            vals = self.span[self.pos:self.pos + count].tolist()
+            self.pos += count
+            return vals
+        schema = elem.schema
+        if elem.kind != "struct" or schema is None or any(
+                x.kind not in ("u32", "bool", "enum") for x in schema.fields):
+            return None
+        width = len(schema.fields) + 1
+        if self.pos + count * width > self.n:  # elements are bounded by the span (gemma.cpp's quirk)
+            return None
+        block = self.span[self.pos:self.pos + count * width].reshape(count, width)
+        if not (block[:, 0] == width - 1).all():
+            return None
+        cols = block[:, 1:]
+        for j, x in enumerate(schema.fields):
+            if x.kind == "bool" and int(cols[:, j].max()) > 1:
+                return None
+            if x.kind == "enum" and not all(x.enum.valid(v) for v in set(cols[:, j].tolist())):  # type: ignore[union-attr]
+                return None
+        names = [x.name for x in schema.fields]
+        bools = [j for j, x in enumerate(schema.fields) if x.kind == "bool"]
+        out = []
+        for row in cols.tolist():
+            for j in bools:
+                row[j] = bool(row[j])
+            out.append(dict(zip(names, row)))
+        self.pos += count * width
+        return out
 
     def string(self, path: str) -> str:
         at = self.pos

@@ -143,14 +143,15 @@ class SbsFile:
     def _load_metadata(self, strict: bool) -> None:
         keys = set(self.blobs)
         has_config, has_toc = "config" in keys, "toc" in keys
-        prefixed = [k for k in keys if k not in METADATA_KEYS and _strip_prefix(k)]
-        plain_tensor_keys = [k for k in keys if k not in METADATA_KEYS and k != "Fscales"]
         if not has_config and not has_toc:
             self.format, self.era = "pre-2025", "pre-2025"
         else:
             self.format = "single-file"
-            looks_prefixed = prefixed and len(prefixed) == len(plain_tensor_keys) and not any(
-                k in keys for k in ("c_embedding", "c_final_norm"))
+            looks_prefixed = False
+            if not any(k in keys for k in ("c_embedding", "c_final_norm")):
+                prefixed = [k for k in keys if k not in METADATA_KEYS and _strip_prefix(k)]
+                plain_tensor_keys = [k for k in keys if k not in METADATA_KEYS and k != "Fscales"]
+                looks_prefixed = bool(prefixed) and len(prefixed) == len(plain_tensor_keys)
             if looks_prefixed:
                 self.era = "single-file-prefixed"
             else:
@@ -181,16 +182,24 @@ class SbsFile:
             self._tensors_from_toc()
 
     def _tensors_from_toc(self) -> None:
+        prefixed = self.era == "single-file-prefixed"
+        blobs, tensors = self.blobs, self.tensors
+        new, setattr_ = object.__new__, object.__setattr__
         for rec in self.toc:
-            e = self.blobs.get(rec.name)
+            e = blobs.get(rec.name)
             if e is None:
                 continue  # verify reports toc-blob-missing
             name = rec.name
-            if self.era == "single-file-prefixed":
+            if prefixed:
                 stripped = _strip_prefix(name)
                 name = stripped[1] if stripped else name
-            self.tensors[name] = TensorInfo(name, rec.name, rec.type, rec.rows, rec.cols, rec.scale,
-                                            e.size, e.offset, rec)
+            # TensorInfo(name, rec.name, type, rows, cols, scale, size, offset, rec), minus the frozen
+            # dataclass's per-field __setattr__ (a 700-tensor toc makes 700 of them at every open).
+            info = new(TensorInfo)
+            setattr_(info, "__dict__", {"name": name, "key": rec.name, "type": rec.type, "rows": rec.rows,
+                                        "cols": rec.cols, "scale": rec.scale, "bytes": e.size,
+                                        "offset": e.offset, "record": rec})
+            tensors[name] = info
 
     def _tensors_from_keys(self) -> None:
         found: dict[str, tuple[Type, BlobEntry]] = {}
