@@ -7,9 +7,9 @@ cache keeps them), so resident memory stays bounded by a few tens of MiB
 whatever the file or tensor size.
 
 Each chunk first goes through :func:`_fast_clean`, an exact pre-check on the
-packed bytes that needs no decoding (BF16/F32: the largest magnitude pattern
-tells non-finite and all-zero at once; SFP: no 0x80 byte; NUQ/I8: only the
-group headers). Only a chunk it cannot clear — one holding something to
+packed bytes that needs no decoding (BF16/F32: two integer max-reductions find
+any NaN/Inf pattern; SFP: an int8 min-reduction finds any 0x80 byte; NUQ/I8:
+only the group headers). Only a chunk it cannot clear — one holding something to
 report, or before the tensor's first non-zero value is seen — is decoded
 into the reusable float32 buffer and examined in full, so findings are
 identical to decoding everything while a clean file is checked at close to
@@ -29,7 +29,7 @@ from .findings import Finding, finding
 
 #: Values decoded per chunk (a multiple of every group size: NUQ 256, I8 128).
 CHUNK_VALUES = 4 << 20
-#: Bytes the fast pre-check handles per numpy call: small enough that its temporaries stay in L2.
+#: Bytes the fast pre-check handles per numpy call: small enough that a block read twice stays in L2.
 FAST_BLOCK = 256 << 10
 #: Scanned pages are released from the process after this many bytes.
 RELEASE_BYTES = 64 << 20
@@ -63,18 +63,10 @@ def _table_unsorted(tab: np.ndarray) -> np.ndarray:
     return ((np.diff(tab, axis=1) < 0) & seen[:, :-1]).any(axis=1)
 
 
-def _sfp_rank() -> np.ndarray:
-    """uint8[256]: a rank per SFP byte that orders bytes exactly as their decoded values
-    (+0 and -0 share rank 128; positive magnitudes grow with ``b & 0x7F``, negative ones too)."""
-    global _SFP_RANK
-    if _SFP_RANK is None:
-        e = np.arange(256) & 0x7F
-        _SFP_RANK = np.where(np.arange(256) & 0x80, 128 - e, 128 + e).astype(np.uint8)
-    return _SFP_RANK
-
-
-_SFP_RANK: np.ndarray | None = None
 _F32_MAX = float(np.finfo(np.float32).max)
+#: Per float type: signed and unsigned views, and the smallest NaN/Inf pattern of each sign.
+_FLOAT_BITS = {Type.BF16: (np.int16, np.uint16, 0x7F80, 0xFF80, 0x7FFF),
+               Type.F32: (np.int32, np.uint32, 0x7F800000, 0xFF800000, 0x7FFFFFFF)}
 
 
 def _fast_clean(t: Type, raw: np.ndarray, count: int, st: _Stats, scratch: np.ndarray) -> bool:
@@ -83,54 +75,61 @@ def _fast_clean(t: Type, raw: np.ndarray, count: int, st: _Stats, scratch: np.nd
     True: decoding the chunk would report nothing (no NaN/Inf, no SFP 0x80, no bad
     NUQ table or I8 header) and ``st.any_nonzero`` has been updated where that is
     cheap; the caller then skips the decode. False: decode and examine the chunk in full.
-    ``scratch`` is a uint8 buffer of ``FAST_BLOCK`` bytes.
+    Reads the bytes with numpy reductions only (no temporaries over the data), in
+    blocks of ``scratch.size`` so a second look at a block comes from cache.
     """
+    step = scratch.size
     if t in (Type.BF16, Type.F32):
-        # |x| bits: the maximum is >= the Inf pattern iff a value is NaN/Inf, and 0 iff all are zero.
-        dt, mask, inf = (np.uint16, 0x7FFF, 0x7F80) if t == Type.BF16 else (np.uint32, 0x7FFFFFFF, 0x7F800000)
-        words = raw.view(dt)
-        tmp = scratch.view(dt)
-        step = tmp.size
-        top = 0
-        for i in range(0, words.size, step):
-            blk = words[i:i + step]
-            part = tmp[:blk.size]
-            np.bitwise_and(blk, dt(mask), out=part)
-            top = max(top, int(part.max()))
-            if top >= inf:
+        # NaN/Inf have every exponent bit set: as signed ints the positive ones are >= 0x7F80..,
+        # as unsigned ints the negative ones are >= 0xFF80...
+        sdt, udt, pos_inf, neg_inf, mag = _FLOAT_BITS[t]
+        sw, uw = raw.view(sdt), raw.view(udt)
+        n = sw.size
+        step //= sw.itemsize
+        tmp = scratch.view(udt)
+        for i in range(0, n, step):
+            if int(sw[i:i + step].max()) >= pos_inf or int(uw[i:i + step].max()) >= neg_inf:
                 return False
-        if top:
-            st.any_nonzero = True
+            if not st.any_nonzero:  # |x| bits of a value: 0 only for +-0
+                part = tmp[:min(step, n - i)]
+                np.bitwise_and(uw[i:i + step], udt(mag), out=part)
+                st.any_nonzero = bool(part.any())
         return True
     if t == Type.SFP:
-        # Every byte decodes to a finite value; 0x80 is the only finding; b & 0x7F == 0 iff the value is 0.
-        tmp = scratch
-        step = tmp.size
+        # Every byte decodes to a finite value; 0x80 (the one finding) is the int8 minimum, -128;
+        # b & 0x7F == 0 iff the value is 0.
+        x = raw.view(np.int8)
         for i in range(0, raw.size, step):
-            blk = raw[i:i + step]
-            part = tmp[:blk.size]
-            if not st.any_nonzero:
-                np.bitwise_and(blk, 0x7F, out=part)
-                if part.any():
-                    st.any_nonzero = True
-            flags = part.view(np.bool_)
-            np.equal(blk, SFP_NEG_ZERO, out=flags)
-            if flags.any():
+            if int(x[i:i + step].min()) == -128:
                 return False
+            if not st.any_nonzero:
+                part = scratch[:min(step, raw.size - i)]
+                np.bitwise_and(raw[i:i + step], 0x7F, out=part)
+                st.any_nonzero = bool(part.any())
         return True
     if t == Type.NUQ:
         # Values are SFP cluster centres (always finite): only the tables can hold findings.
         full = count // 256
-        if full * 256 != count:
-            return False  # a partial final group: leave it to the full path
-        hdr = raw[:full * 144].reshape(full, 144)[:, :16]
-        if (hdr == SFP_NEG_ZERO).any():
-            return False
-        rank = _sfp_rank()[hdr]
-        if (rank[:, 1:] < rank[:, :-1]).any():
+        if full * 256 != count or raw.ctypes.data % 8:
+            return False  # a partial final group (or an unaligned view): leave it to the full path
+        # Gather the 16 table bytes of every 144-byte group as two uint64 words.
+        words = np.ascontiguousarray(raw[:full * 144].view(np.uint64).reshape(full, 18)[:, :2])
+        codes = words.view(np.int8)
+        if int(codes.min()) == -128:
+            return False  # a 0x80 centre
+        # int8 keys that order SFP codes other than 0x80 exactly as their decoded values: positive
+        # codes as they are, negative ones with their low 7 bits flipped (0x81 -> -2 ... 0xFF -> -128);
+        # computed eight bytes at a time.
+        flip = (words >> np.uint64(7)) & np.uint64(0x0101010101010101)
+        flip *= np.uint64(0x7F)
+        np.bitwise_xor(words, flip, out=flip)
+        key = flip.view(np.int8).reshape(-1)
+        down = key[1:] < key[:-1]
+        down[15::16] = False  # comparisons across two tables
+        if down.any():
             return False  # possibly unsorted (ascending tables always pass the leading-zero rule)
         if not st.any_nonzero:
-            if not (rank != 128).all(axis=1).any():
+            if not (key.reshape(full, 16) != 0).all(axis=1).any():
                 return False  # no group whose 16 centres are all non-zero: let the decode look
             st.any_nonzero = True
         return True
