@@ -32,7 +32,7 @@ import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -64,12 +64,20 @@ def _hasher(algo: str):
     raise HashError(f"unknown algorithm {algo!r} (xxh64, sha256)", code="bad-arguments")
 
 
-def digest(buf: np.ndarray | memoryview | bytes, algo: str = "xxh64") -> str:
-    """Hex digest of a buffer (a uint8 view of the mapping is hashed in place, in 64 MiB pieces)."""
+def digest(buf: np.ndarray | memoryview | bytes, algo: str = "xxh64",
+           release: Callable[[int, int], None] | None = None) -> str:
+    """Hex digest of a buffer (a uint8 view of the mapping is hashed in place, in 64 MiB pieces).
+
+    ``release(offset, length)``, if given, is called after each piece with its range
+    within ``buf`` (``hash_file`` passes ``SbsFile.release`` so that the mapped pages
+    already hashed leave the process: peak RSS stays ~2 pieces per thread, not the file).
+    """
     h = _hasher(algo)
     mv = memoryview(buf).cast("B") if not isinstance(buf, bytes) else memoryview(buf)
     for i in range(0, max(mv.nbytes, 1), _CHUNK):
         h.update(mv[i:i + _CHUNK])
+        if release is not None:
+            release(i, min(_CHUNK, mv.nbytes - i))
     return h.hexdigest()
 
 
@@ -134,22 +142,27 @@ def hash_file(path: str | os.PathLike, *, per: str = "tensor", algo: str = "xxh6
     with sbs_tools.open(path) as f:
         out = FileHashes(os.fspath(path), f.file_bytes)
         if per == "file":
-            out.entries.append(Entry(os.path.basename(f.path), "file", f.file_bytes, digest(f.buf, algo)))
+            out.entries.append(Entry(os.path.basename(f.path), "file", f.file_bytes,
+                                     digest(f.buf, algo, release=f.release)))
             return out
-        jobs: list[tuple[Entry, np.ndarray]] = []
+        jobs: list[tuple[Entry, np.ndarray, int]] = []
         if per == "blob":
             for e in f.directory.entries:
-                jobs.append((Entry(e.key, "blob", e.size, ""), f.raw(e.key)))
+                jobs.append((Entry(e.key, "blob", e.size, ""), f.raw(e.key), f.blobs[e.key].offset))
         else:
             for name, t in f.tensors.items():
                 jobs.append((Entry(name, "tensor", t.bytes, "", t.type_name, t.rows, t.cols, float(t.scale)),
-                             f.raw(t.key)))
+                             f.raw(t.key), t.offset))
             for key in ("config", "tokenizer"):
                 if key in f.blobs:
-                    jobs.append((Entry(key, "blob", f.blobs[key].size, ""), f.raw(key)))
+                    jobs.append((Entry(key, "blob", f.blobs[key].size, ""), f.raw(key), f.blobs[key].offset))
+
+        def job(j: tuple[Entry, np.ndarray, int]) -> str:
+            return digest(j[1], algo, release=lambda i, n: f.release(j[2] + i, n))
+
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            digests = list(pool.map(lambda j: digest(j[1], algo), jobs))
-        for (entry, _), d in zip(jobs, digests):
+            digests = list(pool.map(job, jobs))
+        for (entry, _, _), d in zip(jobs, digests):
             entry.digest = d
             out.entries.append(entry)
         return out
