@@ -13,7 +13,6 @@ Python process that only imports ``sbs_tools``.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile

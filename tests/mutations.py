@@ -28,7 +28,7 @@ import numpy as np
 
 import sbs_tools
 from sbs_tools import blobstore, codecs
-from sbs_tools.blobstore import BLOB_ALIGN, END_ALIGN, ENTRY_BYTES, HEADER_BYTES, KEY_BYTES, round_up
+from sbs_tools.blobstore import BLOB_ALIGN, END_ALIGN, HEADER_BYTES, KEY_BYTES, round_up
 from sbs_tools.config import ModelConfig
 from sbs_tools.toc import TocRecord, encode_toc
 from sbs_tools.types import Type
@@ -366,7 +366,6 @@ def _e_nonzero_padding_after_blob(d: bytearray) -> Expect:
 
 
 def _e_trailing_v1(d: bytearray) -> Expect:
-    n = len(d)
     d += b"\xaa" * 20
     set_header(d, file_bytes=len(d), at=0)
     return Expect("end-not-aligned", "warning")

@@ -20,7 +20,7 @@ from typing import Callable
 from .compat import GENERATIONS, compat_findings, evaluate
 from .container import open_checked
 from .deep import check_deep
-from .findings import CODES, FAMILIES, Finding, Generation, Report, finding
+from .findings import CODES, FAMILIES, Finding, Generation, Report
 from .layers import check_layers
 from .metadata import check_metadata
 

@@ -15,7 +15,7 @@ from ..blobstore import BLOB_ALIGN, END_ALIGN, MAX_BLOBS_E2, MAX_BLOBS_HEAD, rou
 from ..config import VIT_TYPE
 from ..sbsfile import SbsFile
 from ..tensors import choices, split_name
-from ..types import Type
+from ..types import Type, type_name
 from .findings import Finding, Generation, finding
 from .metadata import Metadata
 
@@ -134,7 +134,7 @@ def _config(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
 
 
 def _types(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
-    present = {Type(t) for t in x.types.values() if t in Type._value2member_map_}
+    present = set(x.types.values())
     if Type.I8 in present and g != "2025-10-15":
         why.append("I8 tensors: gemma.cpp supports I8 only since 2025-10-15 (503aadd); older readers reject the "
                    "toc ('Invalid enum 8')")
@@ -160,8 +160,7 @@ def _static_type_mismatches(x: _Facts) -> list[str]:
         else:
             want = Type.F32 if w == Type.F32 else Type.BF16
         if t != want:
-            out.append(f"{name} is {Type(t).name if t in Type._value2member_map_ else t}, expected "
-                       f"{Type(want).name if want in Type._value2member_map_ else want}")
+            out.append(f"{name} is {type_name(t)}, expected {type_name(want)}")
     return out
 
 

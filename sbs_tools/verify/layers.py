@@ -153,7 +153,7 @@ def _check_type(t: TensorSpec, info: TensorInfo, out: list[Finding]) -> None:
                            hint="re-export the tensor in a weight type"))
     elif typ not in t.types:
         allowed = "/".join(sorted(x.name for x in t.types))
-        why = (f"gemma.cpp declares it as MatPtrT<float> and asserts the file type is F32" if t.types == F32_ONLY
+        why = ("gemma.cpp declares it as MatPtrT<float> and asserts the file type is F32" if t.types == F32_ONLY
                else f"gemma.cpp accepts {allowed} here")
         out.append(finding("type-unsupported", f"{t.where}: {t.name} is {typ.name} but {why}", **_loc(t, info),
                            hint=f"re-export {t.name} as {allowed}"))

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import blobstore
-from ..config import CURRENT, SCHEMAS, ModelConfig, decode_config
+from ..config import SCHEMAS, ModelConfig, decode_config
 from ..errors import SbsError
 from ..fields import Field, Schema, as_words
 from ..sbsfile import METADATA_KEYS, MOCK_TOKENIZER, SbsFile
@@ -293,10 +293,15 @@ def check_weight_type(md: Metadata, f: SbsFile) -> list[Finding]:
     cfg, recs = md.config, md.toc
     if cfg is None or not recs:
         return []
+    def bits(r: TocRecord) -> int:
+        try:
+            return TYPE_BITS[Type(r.type)]
+        except ValueError:
+            return 0
+
     smallest: TocRecord | None = None
     for r in recs:
-        bits = TYPE_BITS.get(Type(r.type), 0) if r.type in Type._value2member_map_ else 0
-        if smallest is None or bits < TYPE_BITS.get(Type(smallest.type), 0):
+        if smallest is None or bits(r) < bits(smallest):
             smallest = r
     assert smallest is not None
     if smallest.type != cfg.weight:
