@@ -3,7 +3,7 @@
 One command reproduces the table in ``bench/README.md``::
 
     python bench/run.py                       # full size: ~20 min, <= ~9 GB on disk at a time
-    python bench/run.py --quick               # every dimension x0.25 (~1/16 of the bytes), ~3 min
+    python bench/run.py --quick               # every dimension x0.25 (~1/16 of the bytes), ~5 min
     python bench/run.py --markdown bench/README-table.md --json bench/data/results.json
 
 Files are written by ``bench/make_large.py`` into ``--data`` (default
@@ -91,7 +91,7 @@ class Bench:
         self.data.mkdir(parents=True, exist_ok=True)
         self.rows: list[Row] = []
         self.quick = args.quick
-        self.q = 0.25 if args.quick else 1.0  # scale of the "full-size" files
+        self.q = args.scale or (0.25 if args.quick else 1.0)  # dimension scale of the "full-size" files
         self.sbs = self._sbs_command()
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -154,8 +154,9 @@ class Bench:
         base_cmd = [sys.executable, "-c", "import sbs_tools"]
         cmd = self.sbs + ["inspect", "--json", str(path)]
         base, meas, rss, base_rss = [], [], [], []
-        U.run_measured(base_cmd, stdout_json=False)  # warm the interpreter's files
-        U.run_measured(cmd, stdout_json=False)
+        if self.args.proc_repeat > 1:  # warm the interpreter's files
+            U.run_measured(base_cmd, stdout_json=False)
+            U.run_measured(cmd, stdout_json=False)
         for _ in range(self.args.proc_repeat):
             b = U.run_measured(base_cmd, stdout_json=False)
             m = U.run_measured(cmd, stdout_json=False)
@@ -275,8 +276,10 @@ class Bench:
         sections = set(a.only.split(",")) if a.only else {"open", "compare", "deep", "hash", "cold"}
         # 1. Flat open: the same 674-tensor Gemma 3 4B layout at ~1 MB, ~1 GB and full size (5.4 GB).
         if "open" in sections:
-            flat = [Case("gemma3-4b", "sfp", _scale_for("gemma3-4b", "sfp", 1 * MB)),
-                    Case("gemma3-4b", "sfp", _scale_for("gemma3-4b", "sfp", (0.06 if self.quick else 1) * GB))]
+            full = ML.expected_size("gemma3-4b", "sfp", q)
+            flat = [Case("gemma3-4b", "sfp", min(q, _scale_for("gemma3-4b", "sfp", 1 * MB))),
+                    Case("gemma3-4b", "sfp", _scale_for("gemma3-4b", "sfp", full / 5.4))]
+            flat = [c for c in flat if c.scale < q]
             for c in flat:
                 path, info = self.make(c)
                 self.open_rows(path, info, f"{path.name}")
@@ -377,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(HERE / "data"), help="where the files go (default bench/data)")
     ap.add_argument("--quick", action="store_true", help="every dimension x0.25 and fewer repeats")
+    ap.add_argument("--scale", type=float, help="dimension scale of the big files (default 1, --quick 0.25)")
     ap.add_argument("--keep", action="store_true", help="keep (and reuse) the generated files")
     ap.add_argument("--only", help="comma-separated sections: open,compare,deep,hash,cold")
     ap.add_argument("--repeat", type=int, help="interleaved repeats per throughput figure (default 3)")
