@@ -33,8 +33,13 @@ CHUNK_VALUES = 4 << 20
 FAST_BLOCK = 256 << 10
 #: Scanned pages are released from the process after this many bytes.
 RELEASE_BYTES = 64 << 20
-#: A norm tensor is "suspicious" when its median exceeds this and (almost) no value is <= 0.
+#: A norm tensor looks shifted by +1 when its median exceeds this and (almost) no value is negative.
+#: Real checkpoints store w with (1 + w) applied at run time: many of their norms (post-norms, q/k norms)
+#: have well over 2% negative values, while their pre-norms can have medians of 10-30, so a median test
+#: alone would flag clean files. On the real Gemma 3 270M, 34% of the 109 RMSNorm tensors pass both tests;
+#: with +1 baked in, 94% do.
 NORM_MEDIAN_LIMIT = 0.5
+NORM_NEGATIVE_LIMIT = 0.02
 #: The file-level norm-suspicious warning needs at least this share of RMSNorm tensors to look shifted.
 NORM_SHARE = 0.75
 SFP_NEG_ZERO = 0x80
@@ -324,17 +329,18 @@ def check_deep(f: SbsFile, progress: Progress | None = None) -> list[Finding]:
                 v = st.values
                 if v is not None and v.size and np.isfinite(v).all():
                     med = float(np.median(v))
-                    nonpos = float(np.mean(v <= 0))
-                    if med > NORM_MEDIAN_LIMIT and nonpos < 0.01:
+                    negative = float(np.mean(v < 0))
+                    if med > NORM_MEDIAN_LIMIT and negative < NORM_NEGATIVE_LIMIT:
                         norm_stats.append((info, med, float(v.min())))
     finally:
         f.release(0, f.file_bytes)
     if norm_stats and len(norm_stats) >= NORM_SHARE * n_norms:
-        info, med, mn = norm_stats[0]
+        info, med, mn = min(norm_stats, key=lambda s: abs(s[1] - 1.0))  # the most telling example
         base, idx = split_name(info.name)
         out.append(finding(
             "norm-suspicious",
-            f"{len(norm_stats)} of {n_norms} RMSNorm weights are centred near or above 1 with no values <= 0 "
+            f"{len(norm_stats)} of {n_norms} RMSNorm weights have a median above {NORM_MEDIAN_LIMIT} and almost no "
+            "negative values "
             f"(e.g. {info.name}: median {med:.3g}, min {mn:.3g}); gemma.cpp applies them as (1 + w), so the +1 "
             "was probably baked in already (common after converting from Hugging Face or GGUF)",
             tensor=info.name, offset=info.offset, blob=info.key, layer=idx,
