@@ -15,6 +15,8 @@ from rich.markup import escape
 
 from .common import app, console, err_console, print_json
 
+#: Text output shows at most this many findings of one code per file (--json has all).
+MAX_PER_CODE = 8
 _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "blue"}
 
 
@@ -50,7 +52,11 @@ def verify(
     elif len(reports) > 1:
         console.print(f"[bold]{len(reports) - len(failed)} of {len(reports)} file(s) passed[/]")
     if junit is not None:
-        junit.write_text(to_junit(reports, strict))
+        try:
+            junit.write_text(to_junit(reports, strict))
+        except OSError as e:
+            err_console.print(f"[bold red]error:[/] cannot write {escape(str(junit))}: {escape(e.strerror or str(e))}")
+            raise typer.Exit(2) from None
     if failed:
         raise typer.Exit(1)
 
@@ -84,7 +90,11 @@ def _render(r, strict: bool) -> None:
     console.print(f"[bold]{escape(r.path)}[/]  {_status(r, strict)}" + (f"  [dim]{escape(what)}[/]" if what else ""),
                   soft_wrap=True)
     order = {"error": 0, "warning": 1, "info": 2}
+    shown: dict[str, int] = {}
     for f in sorted(r.findings, key=lambda f: order[f.severity]):
+        shown[f.code] = shown.get(f.code, 0) + 1
+        if shown[f.code] > MAX_PER_CODE:
+            continue
         style = _SEV_STYLE[f.severity]
         where = f.where()
         console.print(f"  [{style}]{f.severity:<7}[/] [bold]{f.code}[/]" + (f"  [dim]{escape(where)}[/]" if where
@@ -92,6 +102,9 @@ def _render(r, strict: bool) -> None:
         console.print(f"          {escape(f.message)}", soft_wrap=True)
         if f.hint:
             console.print(f"          [green]fix:[/] {escape(f.hint)}", soft_wrap=True)
+    for code, n in shown.items():
+        if n > MAX_PER_CODE:
+            console.print(f"  [dim]... and {n - MAX_PER_CODE} more {code} finding(s) (all of them in --json)[/]")
     if r.compat and r.facts:
         _render_compat(r)
 
