@@ -29,6 +29,12 @@ from . import model as M
 from .strategies import FileMap, file_map
 
 RANK = {"none": 0, "notice": 1, "flag": 2}
+
+#: Known verify gap, reported: for pre-2025 (E0) files verify checks no tensor names, so a renamed
+#: or unknown key (gemma.cpp HEAD aborts on unknown names; every reader aborts on a missing
+#: c_embedding) still gets only "legacy-only: valid for older gemma.cpp". While False, the oracle
+#: expects nothing for E0 key changes; ``test_verify_gaps.py`` pins the gap (strict xfail).
+VERIFY_CHECKS_PRE2025_NAMES = False
 _LAYER_SHAPE_FIELDS = ("model_dim", "ff_hidden_dim", "heads", "kv_heads", "qkv_dim", "post_norm", "use_qk_norm",
                        "ff_biases", "type")
 NORM_OR_BIAS = ("_ns_", "norm", "_b_", "bias", "ln_")
@@ -44,10 +50,10 @@ def _shape_view(cfg) -> tuple:
         return tuple(getattr(lc, k) for k in _LAYER_SHAPE_FIELDS)
 
     v = cfg.vit_config
+    vit = (v.model_dim, v.seq_len, v.patch_width, tuple(layer(lc) for lc in v.layer_configs),
+           cfg.wrapping == 2) if v.layer_configs else ()  # ViT dims only matter with ViT layers
     return (cfg.schema_revision, cfg.num_layers, cfg.model_dim, cfg.vocab_size, cfg.weight,
-            len(cfg.attention_window_sizes), tuple(layer(lc) for lc in cfg.layer_configs),
-            v.model_dim, v.seq_len, v.patch_width, tuple(layer(lc) for lc in v.layer_configs),
-            cfg.wrapping == 2 if v.layer_configs else None, cfg.extra_u32)
+            len(cfg.attention_window_sizes), tuple(layer(lc) for lc in cfg.layer_configs), vit, cfg.extra_u32)
 
 
 def _words(data: bytes, off: int, size: int):
@@ -118,6 +124,10 @@ def _directory_change(fm: FileMap, mut: bytes) -> str:
         names.append(name)
     base = [k.encode("latin-1") for k, _, _ in fm.entries]
     if names == base:
+        return "none"
+    if any(not nm or any(c < 0x20 or c > 0x7E for c in nm) for nm in names) or len(set(names)) < len(names):
+        return "flag"  # empty / unprintable key (bad-key) or a duplicate (duplicate-key), in every era
+    if not VERIFY_CHECKS_PRE2025_NAMES and not ({"toc", "config"} & set(fm.kind_of_key)):
         return "none"
     if Counter(names) != Counter(base):
         return "flag"

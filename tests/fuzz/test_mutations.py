@@ -1,0 +1,153 @@
+"""Mutations of valid files: every entry point keeps the contract, and ``verify`` notices damage.
+
+Bases are random valid models (every family, type, layout, era) and the gemma.cpp-written and
+legacy fixtures. Mutations are stacked (1-3) from ``strategies.OPS``. The contract (returns or
+raises SbsError, bounded time) is checked on every call; peak allocation (tracemalloc, which
+slows calls several-fold) in the ``*_memory`` properties and on fixtures.
+"""
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+import pytest
+from hypothesis import given, note, strategies as st
+
+from . import harness as H, oracle, strategies as S
+from .profiles import fuzz_settings
+
+H.warm_up()
+
+LIB = dict(cli_too=False, repair=False)
+
+
+def _check(mut: S.Mutated, **kw) -> H.Exercise:
+    note("\n".join(mut.ops))
+    return H.exercise(H.scratch_file(mut.data), **kw)
+
+
+@fuzz_settings(fast=200, weight=2.0)
+@given(data=st.data())
+def test_mutated_generated_files(data):
+    """open, accessors, tensor(), dump, summarize, verify(deep=True), inference.load."""
+    base = data.draw(S.generated_bases(), label="base")
+    _check(data.draw(S.mutations(base), label="mutation"), measure_memory=False, **LIB)
+
+
+@fuzz_settings(fast=50, weight=1.0)
+@given(data=st.data())
+def test_mutated_generated_files_memory(data):
+    """As above, with every call's peak allocation measured against the file size."""
+    base = data.draw(S.generated_bases(), label="base")
+    _check(data.draw(S.mutations(base), label="mutation"), measure_memory=True, **LIB)
+
+
+@fuzz_settings(fast=20, weight=0.4)
+@given(data=st.data())
+def test_mutated_fixtures(data):
+    """gemma.cpp-written and legacy fixtures (up to 1 MiB), memory measured."""
+    base = data.draw(S.fixture_bases(max_bytes=1 << 20), label="base")
+    _check(data.draw(S.mutations(base), label="mutation"), tensors=16, measure_memory=True, **LIB)
+
+
+@fuzz_settings(fast=15, weight=0.3)
+@given(data=st.data())
+def test_mutated_files_cli(data):
+    """The CLI on damaged files: ``sbs inspect --json``, ``sbs dump --json``, ``sbs repair --dry-run``
+    exit 0/1/2 with no traceback, and a dry run writes nothing."""
+    if data.draw(st.integers(0, 4), label="arbitrary bytes?") == 0:
+        mut = S.Mutated(data.draw(st.binary(max_size=4096), label="bytes"), ["arbitrary bytes"])
+    else:
+        base = data.draw(S.generated_bases(), label="base")
+        mut = data.draw(S.mutations(base), label="mutation")
+    note("\n".join(mut.ops))
+    path = H.scratch_file(mut.data)
+    before = sorted(p.name for p in path.parent.iterdir())
+    for argv in (["inspect", "--json"], ["dump", "--json"], ["repair", "--dry-run"], ["repair", "--dry-run", "--json"]):
+        if argv[0] == "repair" and not H.repair_available():
+            continue
+        H.bounded("sbs " + " ".join(argv), lambda argv=argv: H.cli([*argv, str(path)]), size=len(mut.data),
+                  time_factor=4.0, measure_memory=False)
+    assert sorted(p.name for p in path.parent.iterdir()) == before, "repair --dry-run wrote a file"
+
+
+@pytest.mark.parametrize("op", sorted(S.OPS))
+@fuzz_settings(fast=10, weight=0.25)
+@given(data=st.data())
+def test_each_mutation_kind(op, data):
+    """Every mutation operator on its own, so each gets examples even in the fast run."""
+    base = data.draw(S.generated_bases(), label="base")
+    _check(data.draw(S.mutations(base, ops=(op,), max_ops=2), label="mutation"), measure_memory=False, **LIB)
+
+
+@fuzz_settings(fast=4, weight=0.05)
+@given(plan=S.model_plans())
+def test_truncated_at_every_boundary(plan):
+    """Truncation at every region boundary (+-1) of one base: open, accessors and verify."""
+    from . import model as M
+
+    base = M.build(plan)
+    fm = S.file_map(base)
+    cuts = sorted({min(max(b + d, 0), len(base)) for b in fm.boundaries() for d in (-1, 0, 1)})
+    for c in cuts:
+        H.exercise(H.scratch_file(base[:c]), tensors=4, measure_memory=False, inference=False, **LIB)
+
+
+# -- verify must notice damage -----------------------------------------------------------------
+
+def _verify_or_skip():
+    vf = H.verify_fn()
+    if vf is None:
+        pytest.skip("sbs_tools.verify(path, deep=...) does not exist yet")
+    return vf
+
+
+@lru_cache(maxsize=32)
+def _baseline(digest: str, data: bytes):
+    return H.verify_fn()(str(H.scratch_file(data, "base.sbs")), deep=True)
+
+
+def _assert_flagged(base: bytes, mut: S.Mutated) -> None:
+    vf = _verify_or_skip()
+    level, reasons = oracle.expectation(base, mut.data)
+    note("\n".join(mut.ops + reasons) + f"\nexpectation: {level}")
+    if level == "none":
+        return
+    baseline = _baseline(hashlib.sha1(base).hexdigest(), base)
+    rep = H.bounded("verify(deep=True)", lambda: vf(str(H.scratch_file(mut.data)), deep=True),
+                    size=len(mut.data), time_factor=4.0, measure_memory=False).value
+    assert rep is not None, "verify raised instead of reporting"
+    severities = ("error", "warning") if level == "flag" else ("error", "warning", "info")
+    new = oracle.new_findings(rep, baseline, severities)
+    note(f"new findings: {dict(new)}; all: {[(x.code, x.severity) for x in rep.findings]}")
+    assert new, f"verify reported nothing new for a '{level}' mutation: {mut.ops} ({reasons})"
+
+
+@fuzz_settings(fast=200, weight=2.0)
+@given(data=st.data())
+def test_verify_flags_damage(data):
+    """A mutation that changes anything gemma.cpp reads (or a padding byte) is never 'clean'."""
+    base = data.draw(S.generated_bases(), label="base")
+    _assert_flagged(base, data.draw(S.mutations(base), label="mutation"))
+
+
+@fuzz_settings(fast=30, weight=0.5)
+@given(data=st.data())
+def test_verify_flags_damage_in_fixtures(data):
+    base = data.draw(S.fixture_bases(max_bytes=1 << 20), label="base")
+    _assert_flagged(base, data.draw(S.mutations(base), label="mutation"))
+
+
+def test_oracle_sanity():
+    """The oracle itself: identical files need nothing; padding and header changes must be flagged."""
+    from . import model as M
+
+    base = M.pack([("config", b"\x01\x00\x00\x00" * 2), ("toc", b"\x00" * 4)], "v1")
+    assert oracle.expectation(base, base)[0] == "none"
+    mut = bytearray(base)
+    mut[200] = 1  # V1 directory padding
+    assert oracle.expectation(base, bytes(mut))[0] == "flag"
+    mut = bytearray(base)
+    mut[9] ^= 1  # file_bytes
+    assert oracle.expectation(base, bytes(mut))[0] == "flag"
+    assert oracle.expectation(base, base[:-1])[0] == "flag"

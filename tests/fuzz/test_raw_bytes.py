@@ -1,0 +1,136 @@
+"""Arbitrary bytes into every loader, and the low-level decoders on arbitrary words.
+
+* whole files of arbitrary bytes, and arbitrary bytes behind a plausible header / trailer;
+* ``read_directory`` / ``check_layout`` on arbitrary buffers;
+* ``read_struct`` with each schema, ``decode_config`` and ``decode_toc`` on arbitrary u32
+  words (and on valid words with a few overwritten): return or raise ``FieldsError``, in
+  bounded memory; whatever decodes re-encodes to the words it came from (or the writer
+  refuses it with ``FieldsError``).
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from hypothesis import given, note, strategies as st
+
+from sbs_tools.blobstore import check_layout, read_directory
+from sbs_tools.config import SCHEMAS, decode_config
+from sbs_tools.errors import ContainerError, FieldsError
+from sbs_tools.fields import read_struct, write_struct
+from sbs_tools.toc import MATPTR, decode_toc
+
+from . import harness as H, model as M, strategies as S
+from .profiles import fuzz_settings
+
+H.warm_up()
+
+MAGIC = 0x0A534253
+
+
+@st.composite
+def headerish_files(draw) -> bytes:
+    """Arbitrary bytes with a plausible V1 header and/or V2 trailer, so parsing gets past the magic."""
+    n = draw(st.sampled_from([0, 1, 2, 3, 8, 16383, 16384, 65535, 2**31, 2**32 - 1]) | st.integers(0, 40))
+    body = draw(st.binary(min_size=0, max_size=3000))
+    size_field = draw(st.sampled_from(["exact", "random", "placeholder"]))
+    which = draw(st.sampled_from(["v1", "v2", "both"]))
+    total = 16 + len(body) + (16 if which != "v1" else 0)
+    fb = {"exact": total, "random": draw(st.integers(0, 2**64 - 1)), "placeholder": 65536}[size_field]
+    head = struct.pack("<IIQ", MAGIC, n if which == "v1" else 0, fb)
+    tail = struct.pack("<IIQ", MAGIC, n, fb) if which != "v1" else b""
+    if which == "both":
+        head = struct.pack("<IIQ", MAGIC, n, fb)
+    return head + body + tail
+
+
+@fuzz_settings(fast=150)
+@given(data=st.binary(max_size=4096))
+def test_arbitrary_bytes(data):
+    H.exercise(H.scratch_file(data), cli_too=False, repair=False)
+
+
+@fuzz_settings(fast=200)
+@given(data=headerish_files())
+def test_arbitrary_bytes_behind_a_header(data):
+    H.exercise(H.scratch_file(data), cli_too=False, repair=False)
+
+
+@fuzz_settings(fast=200)
+@given(data=st.one_of(st.binary(max_size=2048), headerish_files()), with_buf=st.booleans())
+def test_read_directory_and_check_layout(data, with_buf):
+    buf = np.frombuffer(data, dtype=np.uint8)
+
+    def go():
+        d = read_directory(buf)
+        return check_layout(d, buf if with_buf else None)
+
+    o = H.bounded("read_directory+check_layout", go, size=len(data))
+    if o.error is not None:
+        assert isinstance(o.error, ContainerError), o.error
+
+
+def _words(draw_list) -> np.ndarray:
+    return np.asarray(draw_list, dtype="<u4")
+
+
+word = st.one_of(st.sampled_from(S.U32_BOUNDARY), st.integers(0, 40), st.integers(0, 2**32 - 1))
+
+
+@st.composite
+def perturbed_valid_words(draw, which: str) -> np.ndarray:
+    """Valid config/toc words with 1-4 words overwritten, inserted or removed."""
+    plan = draw(S.model_plans(eras=("single",)))
+    if which == "config":
+        words = list(np.frombuffer(plan.config.to_bytes(), dtype="<u4"))
+    else:
+        words = []
+        for tp in plan.tensors[:6]:
+            words += M._matptr_words(tp.name, tp.t, tp.rows, tp.cols, tp.scale)
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["set", "insert", "delete"]))
+        i = draw(st.integers(0, max(len(words) - 1, 0)))
+        if op == "set" and words:
+            words[i] = draw(word)
+        elif op == "insert":
+            words.insert(i, draw(word))
+        elif words:
+            del words[i]
+    return _words(words)
+
+
+def _check_roundtrip(schema, words: np.ndarray, r) -> None:
+    """Decoded values re-encode to exactly the consumed words, unless the writer refuses them."""
+    if r.missing_fields or r.extra_u32:
+        return
+    try:
+        again = write_struct(schema, r.values)
+    except FieldsError:
+        return
+    assert again == [int(w) for w in words[:r.pos]], "decode/encode round trip differs"
+
+
+@fuzz_settings(fast=200)
+@given(words=st.one_of(st.lists(word, max_size=600).map(_words), perturbed_valid_words("config")),
+       rev=st.sampled_from(sorted(SCHEMAS)))
+def test_config_words(words, rev):
+    o = H.bounded("read_struct(ModelConfig)", lambda: read_struct(SCHEMAS[rev], words), size=4 * len(words))
+    if o.error is not None:
+        assert isinstance(o.error, FieldsError) and o.error.code in ("fields-structure", "fields-value")
+    else:
+        _check_roundtrip(SCHEMAS[rev], words, o.value)
+    o = H.bounded("decode_config", lambda: decode_config(words), size=4 * len(words))
+    if o.value is not None:
+        H.bounded("config.to_dict", lambda: o.value.to_dict(), size=4 * len(words))
+
+
+@fuzz_settings(fast=200)
+@given(words=st.one_of(st.lists(word, max_size=600).map(_words), perturbed_valid_words("toc")))
+def test_toc_words(words):
+    o = H.bounded("decode_toc", lambda: decode_toc(words), size=4 * len(words))
+    if o.error is not None:
+        assert o.error.code == "toc-undecodable", o.error
+    o = H.bounded("read_struct(MatPtr)", lambda: read_struct(MATPTR, words), size=4 * len(words))
+    if o.value is not None:
+        _check_roundtrip(MATPTR, words, o.value)
+    note(str(o.error))
