@@ -55,6 +55,19 @@ VIT_LAYER_BASES = frozenset({
     "v_ein_b",
 })
 
+#: Base names of the tensors a Gemma (LLM) layer can have, whatever its flags.
+GEMMA_LAYER_BASES = frozenset({
+    "att_ein", "att_w", "qkv_ein", "qkv1_w", "qkv2_w", "gating_ein", "gating1_w", "gating2_w", "linear_w",
+    "pre_att_ns", "pre_ff_ns", "post_att_ns", "post_ff_ns", "key_norm", "query_norm", "ffw_gat_b", "ffw_out_b",
+})
+#: Per-model tensor names (no layer suffix).
+MODEL_TENSOR_NAMES = frozenset({
+    "c_embedding", "c_final_norm", "enc_norm_bias", "enc_norm_scale", "img_emb_bias", "img_emb_kernel",
+    "img_pos_emb", "img_head_bias", "img_head_kernel", "mm_embed_norm",
+})
+#: What every Gemma layer of a pre-2025 (E0) file holds: writers of that era always wrote the fused forms.
+PRE2025_GEMMA_REQUIRED = ("att_ein", "qkv_ein", "gating_ein", "linear_w", "pre_att_ns", "pre_ff_ns")
+
 #: Tensors whose values gemma.cpp uses as ``x * (1 + w)`` in an RMSNorm (LLM norms).
 RMS_NORM_BASES = frozenset({"pre_att_ns", "pre_ff_ns", "post_att_ns", "post_ff_ns", "key_norm", "query_norm",
                             "c_final_norm"})

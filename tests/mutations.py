@@ -45,6 +45,7 @@ G2_NUQ = CORPUS / "v2" / "gemma2-2b-tiny-nuq.sbs"
 G3_1B = CORPUS / "v2" / "gemma3-1b-tiny-sfp.sbs"
 VIT = CORPUS / "v2" / "gemma3-4b-vit-tiny-sfp.sbs"
 SP512 = CORPUS / "tiny_sp512.model"
+E0 = ROOT / "fixtures" / "legacy" / "e0-gemma2-tiny-sfp.sbs"
 
 
 # -- byte-level helpers ---------------------------------------------------------------------------------------
@@ -680,6 +681,23 @@ def _m_half_gating(src: Path, dst: Path) -> Expect:
     return Expect("missing-tensor", where={"tensor": "gating2_w_1", "layer": 1, "layer_type": "kGemma"})
 
 
+def _e_e0_no_embedding(d: bytearray) -> Expect:
+    set_key(d, "Bc_embedding", b"Cc_embedding")  # no valid type prefix any more: gemma.cpp skips the key
+    return Expect("missing-tensor", where={"tensor": "c_embedding"})
+
+
+def _e_e0_unknown_name(d: bytearray) -> Expect:
+    off, _ = blob_range(d, "$linear_w_1")
+    set_key(d, "$linear_w_1", b"$linear w_1")
+    return Expect("unknown-tensor", where={"tensor": "linear w_1", "blob": "$linear w_1", "offset": off},
+                  also=frozenset({"missing-tensor"}))
+
+
+def _e_e0_missing_layer_tensor(d: bytearray) -> Expect:
+    set_key(d, "Bpre_ff_ns_0", b"xpre_ff_ns_0")  # no type prefix: gemma.cpp skips the key
+    return Expect("missing-tensor", where={"tensor": "pre_ff_ns_0", "layer": 0, "layer_type": "kGemma"})
+
+
 # ---- compat ----
 def _m_vit_type2(src: Path, dst: Path) -> Expect:
     cfg = config_of(src)
@@ -828,6 +846,9 @@ CATALOGUE: list[Mutation] = [
     Mutation("type-unsupported-bias", _rebuilt(VIT, _m_bias_type)),
     Mutation("type-unsupported-f64", _rebuilt(G2_V2, _m_f64_norm)),
     Mutation("both-forms", _rebuilt(G2_BF16, _m_both_forms)),
+    Mutation("pre2025-missing-embedding", _bytes_mutation(E0, _e_e0_no_embedding)),
+    Mutation("pre2025-unknown-name", _bytes_mutation(E0, _e_e0_unknown_name)),
+    Mutation("pre2025-missing-layer-tensor", _bytes_mutation(E0, _e_e0_missing_layer_tensor)),
     # compat
     Mutation("legacy-vit-type-2", _rebuilt(VIT, _m_vit_type2)),
     Mutation("runtime-nuq", _rebuilt(G2_NUQ, _m_nuq)),

@@ -21,7 +21,7 @@ from .compat import GENERATIONS, compat_findings, evaluate
 from .container import open_checked
 from .deep import check_deep
 from .findings import CODES, FAMILIES, Finding, Generation, Report
-from .layers import check_layers
+from .layers import check_layers, check_pre2025_names
 from .metadata import check_metadata
 
 __all__ = ["verify", "Report", "Finding", "Generation", "CODES", "FAMILIES", "GENERATIONS"]
@@ -59,6 +59,8 @@ def verify(path: str | os.PathLike, deep: bool = False,
                                  "vit_layers": len(cfg.vit_config.layer_configs)})
             if md.config_ok and md.toc is not None:  # without a toc every tensor would look missing
                 report.findings += check_layers(f, cfg)
+        elif f.era == "pre-2025":
+            report.findings += check_pre2025_names(f)
         report.compat = evaluate(f, md, report.findings)
         report.findings += compat_findings(report.compat, report.findings)
         if deep:

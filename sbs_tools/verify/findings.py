@@ -103,6 +103,8 @@ CODES: dict[str, CodeInfo] = {
                                                 "disagree."),
     # layers
     "missing-tensor": CodeInfo(_E, "layers", "A tensor the layer type needs is absent."),
+    "unknown-tensor": CodeInfo(_E, "layers", "Pre-2025 file: a key whose tensor name gemma.cpp does not know "
+                                             "(it aborts on unknown names when there is no toc)."),
     "unexpected-tensor": CodeInfo(_W, "layers", "A tensor no layer of this config uses (gemma.cpp ignores it)."),
     "shape-mismatch": CodeInfo(_E, "layers", "rows x cols differ from the dims in the config "
                                              "(gemma.cpp aborts)."),

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..sbsfile import SbsFile, TensorInfo
-from ..tensors import (F32_ONLY, GEMMA, REGISTERED_UNUSED, VIT, VIT_LAYER_BASES, WEIGHT_TYPES, Choice, TensorSpec,
-                       choices, expected_tensors, split_name)
+from ..tensors import (F32_ONLY, GEMMA, GEMMA_LAYER_BASES, MODEL_TENSOR_NAMES, PRE2025_GEMMA_REQUIRED,
+                       REGISTERED_UNUSED, VIT, VIT_LAYER_BASES, WEIGHT_TYPES, Choice, TensorSpec, choices,
+                       expected_tensors, split_name)
 from ..types import Type, type_name
 from .findings import Finding, finding
 
@@ -157,3 +158,71 @@ def _check_type(t: TensorSpec, info: TensorInfo, out: list[Finding]) -> None:
                else f"gemma.cpp accepts {allowed} here")
         out.append(finding("type-unsupported", f"{t.where}: {t.name} is {typ.name} but {why}", **_loc(t, info),
                            hint=f"re-export {t.name} as {allowed}"))
+
+
+def check_pre2025_names(f: SbsFile) -> list[Finding]:
+    """Pre-2025 (E0) files have no config or toc; gemma.cpp synthesizes the tensor table from the keys.
+
+    Checks what holds for every model: each key (minus its type prefix) is a
+    name gemma.cpp knows (HEAD aborts on unknown names), ``c_embedding`` and
+    ``c_final_norm`` exist, and every LLM layer index up to the highest one
+    has the tensors every pre-2025 writer wrote (fused forms, FFW, norms);
+    with ViT tensors, every ViT layer has its 12.
+    """
+    out: list[Finding] = []
+    tensors = f.tensors
+    gemma_idx: set[int] = set()
+    vit_idx: set[int] = set()
+    for name, info in tensors.items():
+        base, idx = split_name(name)
+        loc = {"tensor": name, "offset": info.offset, "blob": info.key}
+        if idx is None:
+            if name in MODEL_TENSOR_NAMES:
+                continue
+        elif base in GEMMA_LAYER_BASES:
+            gemma_idx.add(idx)
+            continue
+        elif base in VIT_LAYER_BASES:
+            vit_idx.add(idx)
+            continue
+        elif base in REGISTERED_UNUSED:
+            continue
+        out.append(finding("unknown-tensor", f"key {info.key!r}: gemma.cpp knows no tensor named {name!r}; for "
+                                             "files without a toc it aborts on unknown names",
+                           layer=idx, **loc, hint="rename or drop the blob (`sbs repair`)"))
+    keys = {info.key for info in tensors.values()}
+    for e in f.directory.entries:
+        if e.key not in keys and e.key not in ("Fscales", "scales", "config", "toc", "tokenizer"):
+            out.append(finding("unexpected-tensor", f"key {e.key!r} has no type prefix (F, B, $, 2, I): gemma.cpp "
+                                                    "ignores it", offset=e.offset, blob=e.key,
+                               hint="harmless unless it was meant to be a tensor"))
+    for name in ("c_embedding", "c_final_norm"):
+        if name not in tensors:
+            out.append(finding("missing-tensor", f"model: missing {name}: gemma.cpp aborts 'Tensor {name} is "
+                                                 "required but not found'", tensor=name,
+                               hint="the file is incomplete; re-export it"))
+    for kind, idxs, need in ((GEMMA, gemma_idx, PRE2025_GEMMA_REQUIRED),
+                             (VIT, vit_idx, tuple(sorted(VIT_LAYER_BASES - REGISTERED_UNUSED)))):
+        if not idxs:
+            continue
+        for i in range(max(idxs) + 1):
+            tag = "ViT layer" if kind == VIT else "layer"
+            if i not in idxs:
+                out.append(finding("missing-tensor", f"{tag} {i} ({kind}): no tensors at all, although {tag} "
+                                                     f"{max(idxs)} exists; gemma.cpp counts layers up to the highest "
+                                                     "number and aborts on the first missing tensor", layer=i,
+                                   layer_type=kind, hint="the file is incomplete, or a key was renamed"))
+                continue
+            for base in need:
+                name = f"{base}_{i}"
+                if name in tensors:
+                    continue
+                if kind == GEMMA and base in ("att_ein", "qkv_ein", "gating_ein"):
+                    alt = {"att_ein": ("att_w",), "qkv_ein": ("qkv1_w",), "gating_ein": ("gating1_w", "gating2_w")}
+                    if all(f"{a}_{i}" in tensors for a in alt[base]):
+                        continue
+                out.append(finding("missing-tensor", f"{tag} {i} ({kind}): missing {name} (pre-2025 file: every "
+                                                     f"{tag} up to {max(idxs)} has one); gemma.cpp aborts 'Tensor "
+                                                     f"{name} is required but not found'", tensor=name, layer=i,
+                                   layer_type=kind, hint="the file is incomplete; re-export it"))
+    return out
