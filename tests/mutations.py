@@ -441,6 +441,11 @@ def _e_layer_999(d: bytearray) -> Expect:
     return Expect("bad-key", where={"offset": at, "blob": "extra_1000"})
 
 
+def _e_bad_placeholder(d: bytearray) -> Expect:
+    poke(d, 0, b"\0\0\0\0")  # V2: gemma.cpp warns about the magic and reads the trailer
+    return Expect("bad-placeholder", "warning", where={"offset": 0})
+
+
 # ---- metadata ----
 def _m_config_missing(src: Path, dst: Path) -> Expect:
     rebuild(src, dst, config=None)
@@ -474,6 +479,15 @@ def _m_config_extra(src: Path, dst: Path) -> Expect:
     words.append(7)
     rebuild(src, dst, config=np.asarray(words, dtype="<u4").tobytes())
     return Expect("config-extra-fields", "warning", where={"blob": "config"})
+
+
+def _m_config_old_writer(src: Path, dst: Path) -> Expect:
+    words = list(config_of(src).to_words())
+    n_scale_names = 1 + sum(1 + -(-len(b) // 4) for b in config_of(src).scale_base_names)
+    words = words[:len(words) - n_scale_names]  # as written before scale_base_names existed (2025-05-06)
+    words[0] = len(words) - 1
+    rebuild(src, dst, config=np.asarray(words, dtype="<u4").tobytes())
+    return Expect("config-missing-fields", "info", where={"blob": "config"})
 
 
 def _m_config_windows(src: Path, dst: Path) -> Expect:
@@ -802,6 +816,7 @@ CATALOGUE: list[Mutation] = [
     Mutation("nonzero-padding-placeholder", _bytes_mutation(G2_V2, _e_nonzero_padding)),
     Mutation("nonzero-padding-blob", _bytes_mutation(G2_V1, _e_nonzero_padding_after_blob)),
     Mutation("end-not-aligned-v1", _bytes_mutation(G2_V1, _e_trailing_v1)),
+    Mutation("bad-placeholder", _bytes_mutation(G2_V2, _e_bad_placeholder)),
     # metadata
     Mutation("config-missing", _rebuilt(G2_V2, _m_config_missing)),
     Mutation("config-undecodable", _bytes_mutation(G2_V2, _e_config_undecodable)),
@@ -816,6 +831,7 @@ CATALOGUE: list[Mutation] = [
                                                     where={"layer": 1, "layer_type": "kGemma"})),
     Mutation("config-invalid-vit-type", _rebuilt(VIT, _m_vit_as_gemma)),
     Mutation("config-extra-fields", _rebuilt(G2_V2, _m_config_extra)),
+    Mutation("config-missing-fields", _rebuilt(G2_V2, _m_config_old_writer)),
     Mutation("toc-missing", _rebuilt(G2_V2, _m_toc_missing)),
     Mutation("toc-undecodable", _bytes_mutation(G2_V2, _e_toc_undecodable)),
     Mutation("toc-blob-missing", _rebuilt(G2_V2, _m_toc_blob_missing)),
