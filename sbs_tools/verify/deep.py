@@ -163,8 +163,22 @@ def _fast_clean(t: Type, raw: np.ndarray, count: int, st: _Stats, scratch: np.nd
     return False
 
 
+class _Releaser:
+    """Drops the scanned pages of the mapping behind the scan (tensors are scanned in file order),
+    one ``madvise`` per ``RELEASE_BYTES`` rather than one per tensor."""
+
+    def __init__(self, f: SbsFile) -> None:
+        self.f = f
+        self.done = 0
+
+    def upto(self, pos: int) -> None:
+        if pos - self.done >= RELEASE_BYTES:
+            self.f.release(self.done, pos - self.done)
+            self.done = pos
+
+
 def _scan(f: SbsFile, info: TensorInfo, t: Type, st: _Stats, out_buf: np.ndarray, scratch: np.ndarray,
-          keep: bool, progress: Progress | None) -> None:
+          keep: bool, progress: Progress | None, releaser: _Releaser) -> None:
     from .. import codecs
     from ..codecs import sfp
 
@@ -173,7 +187,6 @@ def _scan(f: SbsFile, info: TensorInfo, t: Type, st: _Stats, out_buf: np.ndarray
     step = CHUNK_VALUES
     kept = [] if keep else None
     start = 0
-    released = info.offset
     while start < n:
         count = min(step, n - start)
         b0 = packed_bytes(t, start)  # exact: start is a multiple of the group size
@@ -182,9 +195,7 @@ def _scan(f: SbsFile, info: TensorInfo, t: Type, st: _Stats, out_buf: np.ndarray
         raw = f.buf[at:at + nbytes]
         if raw.size != nbytes:
             raise OSError(f"short read in {info.name}")
-        if at - released >= RELEASE_BYTES:
-            f.release(released, at - released)  # keep resident memory bounded
-            released = at
+        releaser.upto(at)  # keep resident memory bounded
         if not keep and _fast_clean(t, raw, count, st, scratch):
             if progress is not None:
                 progress(nbytes)
@@ -247,7 +258,6 @@ def _scan(f: SbsFile, info: TensorInfo, t: Type, st: _Stats, out_buf: np.ndarray
         if progress is not None:
             progress(nbytes)
         start += count
-    f.release(released, info.offset + packed_bytes(t, n) - released)
     if kept is not None:
         st.values = np.concatenate(kept) if kept else np.zeros(0, np.float32)
 
@@ -281,6 +291,7 @@ def check_deep(f: SbsFile, progress: Progress | None = None) -> list[Finding]:
         todo.append((info, t))
         largest = max(largest, min(info.num_values, CHUNK_VALUES))
     scratch = np.empty(FAST_BLOCK, dtype=np.uint8)
+    releaser = _Releaser(f)
     out_buf = np.empty(max(largest, 1), dtype=np.float32)
     norm_stats: list[tuple[TensorInfo, float, float]] = []
     n_norms = 0
@@ -290,7 +301,7 @@ def check_deep(f: SbsFile, progress: Progress | None = None) -> list[Finding]:
             is_norm = base in RMS_NORM_BASES and info.num_values <= CHUNK_VALUES
             st = _Stats()
             try:
-                _scan(f, info, t, st, out_buf, scratch, is_norm, progress)
+                _scan(f, info, t, st, out_buf, scratch, is_norm, progress, releaser)
             except (SbsError, OSError) as err:
                 out.append(finding("deep-skipped", f"{info.name} could not be decoded: {err}", tensor=info.name,
                                    offset=info.offset, blob=info.key))
