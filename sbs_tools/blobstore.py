@@ -127,16 +127,19 @@ def key_from_bytes(raw: bytes) -> str:
 
 def _entries(buf: np.ndarray, dir_off: int, n: int) -> list[BlobEntry]:
     keys = buf[dir_off:dir_off + KEY_BYTES * n].tobytes()
+    # key_from_bytes() of every key at once: ASCII names decode the same as latin-1, and
+    # key_from_bytes falls back to latin-1 for the others, so one latin-1 decode serves all.
+    text = keys.decode("latin-1")
     ranges = buf[dir_off + KEY_BYTES * n:dir_off + ENTRY_BYTES * n].view("<u8").reshape(n, 2).tolist()
     new, setattr_ = object.__new__, object.__setattr__
     out = []
     for i, (off, size) in enumerate(ranges):
-        raw = keys[KEY_BYTES * i:KEY_BYTES * (i + 1)]
+        a = KEY_BYTES * i
         # BlobEntry(i, key, raw, off, size) without the frozen dataclass's per-field __setattr__
         # (opening a 700-tensor file makes 700 of them).
         e = new(BlobEntry)
-        setattr_(e, "__dict__", {"index": i, "key": key_from_bytes(raw), "raw_key": raw, "offset": off,
-                                 "size": size})
+        setattr_(e, "__dict__", {"index": i, "key": text[a:a + KEY_BYTES].split("\0", 1)[0],
+                                 "raw_key": keys[a:a + KEY_BYTES], "offset": off, "size": size})
         out.append(e)
     return out
 

@@ -102,36 +102,39 @@ def _decode_toc_fast(words: np.ndarray) -> list[TocRecord] | None:
         name_words = words[first + np.arange(total)]
         if not name_words.all() or (name_words & _NAME_WORD_BAD).any():
             return None
-    raw = words.tobytes()
+    text = words.tobytes().decode("latin-1")  # 1:1; the name words were checked to be ASCII
     out = []
     new = object.__new__
     for st, kk, (t, eb, ne, rows, cols, _, stride), scale in zip(starts, k.tolist(), fields.tolist(),
                                                                   scales.astype(np.float64).tolist()):
         a = 4 * (st + 2)
         rec = new(TocRecord)  # TocRecord(name, t, ...), filled in one step
-        rec.__dict__ = {"name": raw[a:a + 4 * kk].rstrip(b"\0").decode("ascii"), "type": t,
+        rec.__dict__ = {"name": text[a:a + 4 * kk].rstrip("\0"), "type": t,
                         "element_bytes": eb, "num_elements": ne, "rows": rows, "cols": cols, "scale": scale,
                         "stride": stride, "word_pos": st, "extra_u32": 0}
         out.append(rec)
     return out
 
 
-def decode_toc(words: np.ndarray) -> list[TocRecord]:
+def decode_toc(words: np.ndarray, max_records: int = MAX_RECORDS) -> list[TocRecord]:
     """Decode a whole toc as gemma.cpp's ``ModelStore::ReadMatPtrs`` walks it.
 
-    Raises :class:`TocError` (``toc-undecodable``) with the byte offset of the
-    record that fails.
+    ``max_records``: at most this many records (pass the number of blobs: every record must
+    name a distinct blob, so a toc with more cannot load -- and a 4-byte empty record would
+    otherwise cost ~1 KiB of Python objects each). Raises :class:`TocError`
+    (``toc-undecodable``) with the byte offset of the record that fails.
     """
     fast = _decode_toc_fast(words)
-    if fast is not None:
+    if fast is not None and len(fast) <= max_records:
         return fast
     out: list[TocRecord] = []
     pos = 0
     n = int(words.shape[0])
     while pos < n:
-        if len(out) >= MAX_RECORDS:
-            raise TocError(f"toc has more than {MAX_RECORDS} records", code="toc-undecodable",
-                           offset=4 * pos, blob="toc")
+        if len(out) >= max_records:
+            raise TocError(f"toc has more than {max_records} records"
+                           + (" (the file has no more blobs for them to name)" if max_records < MAX_RECORDS else ""),
+                           code="toc-undecodable", offset=4 * pos, blob="toc")
         try:
             r = read_struct(MATPTR, words, pos, blob="toc")
         except FieldsError as e:

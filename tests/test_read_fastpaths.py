@@ -168,3 +168,16 @@ def test_directory_entries_are_ordinary_blob_entries():
                                          t.record)
         with pytest.raises(dataclasses.FrozenInstanceError):
             t.rows = 0  # type: ignore[misc]
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.binary(min_size=16, max_size=16), min_size=1, max_size=40),
+       ranges=st.data())
+def test_directory_keys_decode_like_key_from_bytes(keys, ranges):
+    n = len(keys)
+    rng = np.asarray(ranges.draw(st.lists(st.integers(0, 2**64 - 1), min_size=2 * n, max_size=2 * n)),
+                     dtype="<u8")
+    buf = np.frombuffer(b"".join(keys) + rng.tobytes(), dtype=np.uint8)
+    entries = blobstore._entries(buf, 0, n)
+    for i, (e, raw) in enumerate(zip(entries, keys)):
+        assert e == BlobEntry(i, blobstore.key_from_bytes(raw), raw, int(rng[2 * i]), int(rng[2 * i + 1]))
