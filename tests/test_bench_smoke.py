@@ -80,7 +80,7 @@ def test_run_measures_and_tabulates(tmp_path):
                               open_repeat=2, proc_repeat=1, proc_runs=1, json_out=None, markdown=None)
     b = R.Bench(args)
     path, info = b.make(R.Case("gemma3-4b", "sfp", TINY))
-    b.open_rows(path, info, path.name)
+    b.open_rows([(path, info)])
     b.deep_rows(path, info, path.name, ["SFP"])
     b.hash_rows(path, info, path.name)
     b.done(path)
