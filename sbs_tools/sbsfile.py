@@ -167,7 +167,7 @@ class SbsFile:
                     raise
             if has_toc:
                 try:
-                    self.toc = decode_toc(self._metadata_words("toc"))
+                    self.toc = decode_toc(self._metadata_words("toc"), max_records=len(self.directory.entries))
                 except SbsError as e:
                     if not isinstance(e, TocError):
                         raise TocError(e.message, code="toc-undecodable", offset=e.offset, blob="toc") from None

@@ -227,7 +227,7 @@ def check_toc(f: SbsFile, md: Metadata) -> list[Finding]:
     if words is None:
         return out
     try:
-        recs = decode_toc(words)
+        recs = decode_toc(words, max_records=len(f.directory.entries))  # each record names a distinct blob
     except SbsError as err:
         out.append(finding("toc-undecodable", f"the toc cannot be decoded: {err.message}",
                            offset=e.offset + (err.offset or 0), blob="toc",

@@ -30,11 +30,11 @@ from .strategies import FileMap, file_map
 
 RANK = {"none": 0, "notice": 1, "flag": 2}
 
-#: Known verify gap, reported: for pre-2025 (E0) files verify checks no tensor names, so a renamed
-#: or unknown key (gemma.cpp HEAD aborts on unknown names; every reader aborts on a missing
-#: c_embedding) still gets only "legacy-only: valid for older gemma.cpp". While False, the oracle
-#: expects nothing for E0 key changes; ``test_verify_gaps.py`` pins the gap (strict xfail).
-VERIFY_CHECKS_PRE2025_NAMES = False
+#: Was a verify gap found by this fuzzer (fixed in f1afed4): for pre-2025 (E0) files verify checked
+#: no tensor names, so a renamed or unknown key (gemma.cpp HEAD aborts on unknown names; every
+#: reader aborts on a missing c_embedding) got only "legacy-only: valid for older gemma.cpp".
+#: Set to False to exempt E0 key changes again; ``test_verify_gaps.py`` pins the fix.
+VERIFY_CHECKS_PRE2025_NAMES = True
 _LAYER_SHAPE_FIELDS = ("model_dim", "ff_hidden_dim", "heads", "kv_heads", "qkv_dim", "post_norm", "use_qk_norm",
                        "ff_biases", "type")
 NORM_OR_BIAS = ("_ns_", "norm", "_b_", "bias", "ln_")

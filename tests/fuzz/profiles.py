@@ -16,10 +16,13 @@ run names ``tests/fuzz``; for a bare ``pytest -m fuzz --hypothesis-profile=long`
 """
 from __future__ import annotations
 
+import os
+
 from hypothesis import HealthCheck, settings
 
-#: Examples per property (times its weight) under the ``long`` profile.
-LONG_EXAMPLES = 6000
+#: Examples per property (times its weight) under the ``long`` profile; ``SBS_FUZZ_LONG_EXAMPLES``
+#: overrides it (e.g. a short exploratory run).
+LONG_EXAMPLES = int(os.environ.get("SBS_FUZZ_LONG_EXAMPLES", "6000"))
 
 settings.register_profile("default", settings.get_profile("default"))
 settings.register_profile("long", max_examples=LONG_EXAMPLES, deadline=None, derandomize=False,

@@ -151,3 +151,26 @@ def test_oracle_sanity():
     mut[9] ^= 1  # file_bytes
     assert oracle.expectation(base, bytes(mut))[0] == "flag"
     assert oracle.expectation(base, base[:-1])[0] == "flag"
+
+
+#: inference.load refusals that are about the decoder's own limits, not about a broken file.
+INFERENCE_LIMITS = {"inference-unsupported", "inference-no-config"}
+
+
+@fuzz_settings(fast=100, weight=1.0)
+@given(data=st.data())
+def test_entry_points_agree_with_verify(data):
+    """If any entry point refuses a file as broken, ``verify(deep=True)`` does not call it ok:
+    ``open`` (strict), ``tensor()`` of any tensor, ``inference.load`` (except refusals about the
+    decoder's own limits)."""
+    _verify_or_skip()
+    base = data.draw(S.generated_bases(), label="base")
+    mut = data.draw(S.mutations(base), label="mutation")
+    ex = _check(mut, measure_memory=False, **LIB)
+    rep = ex.verify_report
+    refused = {what: code for what, code in ex.errors().items()
+               if what != ".raw(missing)" and not (what == "inference.load" and code in INFERENCE_LIMITS)
+               and what not in ("open(strict=False)",)}
+    note(f"refusals: {refused}; verify: {[(x.code, x.severity) for x in rep.findings]}")
+    if refused:
+        assert not rep.ok, f"entry points refused the file ({refused}) but verify says ok"

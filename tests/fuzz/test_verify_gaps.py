@@ -1,8 +1,8 @@
-"""Known gaps of ``verify`` found by fuzzing, pinned as strict xfails.
+"""Gaps of ``verify`` found by fuzzing: files gemma.cpp cannot load that verify did not flag.
 
-Each test states a file that gemma.cpp cannot load but ``verify`` does not flag. When verify
-learns the check the test XPASSes -- which fails (strict) -- and the matching switch in
-``oracle.py`` should be turned on so that the fuzz property asserts it from then on.
+An open gap is pinned as a strict xfail (and exempted in ``oracle.py``); when verify learns the
+check the test XPASSes -- which fails -- and becomes a plain regression test, with the oracle
+switch turned on so that the fuzz property asserts it from then on.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _new_problems(data: bytes) -> set[str]:
     return {f.code for f in rep.findings if f.severity != "info"} - {f.code for f in base.findings}
 
 
-@pytest.mark.xfail(strict=True, reason="verify checks no tensor names in pre-2025 (E0) files (reported)")
+# Found by test_verify_flags_damage; fixed in f1afed4 ("verify: tensor names of pre-2025 files").
 @pytest.mark.parametrize("rename", [("Bc_embedding", "Cc_embedding"),  # required tensor gone
                                     ("Bpre_att_ns_0", "Bpre_att ns_0")])  # unknown name: HEAD aborts
 def test_pre2025_missing_or_unknown_tensor_names_are_flagged(rename):
