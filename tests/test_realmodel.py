@@ -138,7 +138,7 @@ def test_generated_ids_and_rope_reference(converted):
 
 def _gguf_reference(gguf, name: str) -> np.ndarray:
     """gemma.cpp tensor ``name`` computed independently from the GGUF's dequantized tensors."""
-    H, K, Dh, D = 4, 1, 256, 640
+    H, Dh = 4, 256  # K = 1 kv head, D = 640
     if name == "c_embedding":
         return gguf.dequantize("token_embd.weight")
     if name == "c_final_norm":

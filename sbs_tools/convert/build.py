@@ -145,7 +145,7 @@ class _Progress:
         self.done, self.total = 0, total
         if progress is True:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+            from rich.progress import (BarColumn, Progress as RichProgress, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
 
             self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(),
