@@ -73,7 +73,7 @@ def repair(
 def _render(r) -> None:
     p = r.plan
     tgt = p.target.key if p.target else "auto"
-    console.print(f"[bold]{escape(r.input)}[/]  target [cyan]{tgt}[/]")
+    console.print(f"[bold]{escape(r.input)}[/]  target [cyan]{tgt}[/]", soft_wrap=True)
     if not p.items and not p.actions:
         console.print("  no findings")
     for it in p.items:
@@ -113,8 +113,8 @@ def _render(r) -> None:
         console.print("[bold green]nothing to repair[/] (no file written)")
     elif r.status == "unrepairable":
         console.print("[bold red]not repairable[/]: nothing was written" + (
-            "" if any(x.forceable for x in blocking) is False else
-            " (--force writes a partial file without what cannot be recovered)"))
+            " (--force writes a partial file without what cannot be recovered)"
+            if blocking and all(x.forceable for x in blocking) else ""), soft_wrap=True)
     elif r.status == "verification-failed":
         console.print("[bold red]the repaired file failed verification[/]; nothing was written:")
         for prob in r.problems:
@@ -122,7 +122,8 @@ def _render(r) -> None:
     else:
         color = "yellow" if r.forced else "green"
         console.print(f"[bold {color}]{'partially repaired' if r.forced else 'repaired'}[/] -> "
-                      f"{escape(str(r.output))}" + (f" (original kept as {escape(r.backup)})" if r.backup else ""))
+                      f"{escape(str(r.output))}" + (f" (original kept as {escape(r.backup)})" if r.backup else ""),
+                      soft_wrap=True)
         console.print(f"  proof: {escape(r.proof_summary())}", highlight=False, soft_wrap=True)
         rep = r.report
         if rep is not None:
