@@ -283,7 +283,7 @@ def rope_discrepancy(config: ModelConfig) -> str | None:
     diff = [i for i, (a, b) in enumerate(zip(gemmacpp, ref)) if a != b]
     if not diff:
         return None
-    return (f"gemma.cpp (3ed403e) runs the global-attention layers {', '.join(map(str, diff))} of "
+    return (f"gemma.cpp (3ed403e) runs the global-attention layer(s) {', '.join(map(str, diff))} of "
             f"{config.model_name} with RoPE base 10,000; the original model definition uses 1,000,000 there. "
             "Outputs follow gemma.cpp; `sbs run --rope reference` uses the original definition.")
 

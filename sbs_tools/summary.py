@@ -58,6 +58,10 @@ def summarize(f: SbsFile) -> dict[str, Any]:
             v = cfg.vit_config
             s["vit"] = {"model_dim": v.model_dim, "seq_len": v.seq_len, "patch_width": v.patch_width,
                         "image_size": v.image_size}
+    if cfg is not None:
+        from .canonical import rope_discrepancy
+
+        s["notes"] = [n for n in (rope_discrepancy(cfg),) if n]
     s["problems"] = [{"code": p.code, "severity": p.severity, "message": p.message, **p.location()}
                      for p in f.problems]
     return s

@@ -227,8 +227,6 @@ def test_hf_export_and_back_is_identical(converted, tmp_path):
                 break
 
 
-@pytest.mark.xfail(strict=False, reason="needs `sbs verify`/`sbs inspect` to report canonical.rope_discrepancy "
-                                        "(owned by the verify/inspect authors)")
 def test_verify_and_inspect_mention_rope_quirk(converted, capsys):
     path, _ = converted("bf16")
     _, v, _ = run_cli(capsys, "verify", path)

@@ -62,6 +62,8 @@ def _render(s: dict) -> None:
     tok = s["tokenizer"]
     t.add_row("tokenizer", f"present, {human_bytes(tok['bytes'])}" if tok["present"] else "[yellow]absent[/]")
     console.print(t)
+    for note in s.get("notes", []):
+        console.print(f"[blue]note[/] {note}")
     for p in s["problems"]:
         color = {"error": "red", "warning": "yellow"}.get(p["severity"], "blue")
         console.print(f"[{color}]{p['severity']}[/] {p['code']}: {p['message']}")

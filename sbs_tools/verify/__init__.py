@@ -20,7 +20,7 @@ from typing import Callable
 from .compat import GENERATIONS, compat_findings, evaluate
 from .container import open_checked
 from .deep import check_deep
-from .findings import CODES, FAMILIES, Finding, Generation, Report
+from .findings import CODES, FAMILIES, Finding, Generation, Report, finding
 from .layers import check_layers, check_pre2025_names
 from .metadata import check_metadata
 
@@ -63,6 +63,12 @@ def verify(path: str | os.PathLike, deep: bool = False,
             report.findings += check_pre2025_names(f)
         report.compat = evaluate(f, md, report.findings)
         report.findings += compat_findings(report.compat, report.findings)
+        if cfg is not None and md.config_ok:
+            from ..canonical import rope_discrepancy
+
+            note = rope_discrepancy(cfg)
+            if note:
+                report.findings.append(finding("rope-quirk", note, blob="config"))
         if deep:
             report.findings += check_deep(f, progress)
     finally:

@@ -116,6 +116,8 @@ CODES: dict[str, CodeInfo] = {
     "legacy-only": CodeInfo(_W, "compat", "Valid for an older gemma.cpp but not loadable by current gemma.cpp."),
     "runtime-unsupported": CodeInfo(_W, "compat", "Current gemma.cpp reads the file but cannot run it "
                                                   "(e.g. NUQ attention weights)."),
+    "rope-quirk": CodeInfo(_I, "compat", "Gemma 3 270M: gemma.cpp runs the global layers with RoPE base 10,000 "
+                                         "where the original model uses 1,000,000."),
     # deep
     "non-finite": CodeInfo(_E, "deep", "NaN or Inf values (count and first index)."),
     "all-zero": CodeInfo(_W, "deep", "Every value of the tensor is zero."),
