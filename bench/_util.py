@@ -43,13 +43,17 @@ def _result(proc, out, err, wall, ru, argv, check) -> dict:
     return data
 
 
+#: Environment of every child (``run.py --tree`` puts another sbs_tools checkout first on the path).
+CHILD_ENV: dict | None = None
+
+
 def run_measured(argv: list[str], *, env: dict | None = None, check: bool = True,
                  stdout_json: bool = True) -> dict:
     """Run ``argv``; returns its JSON output (if any) plus ``wall_s``, ``returncode`` and
     ``peak_rss_mb`` (the child's own ``ru_maxrss``: it is reaped with ``wait4``)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE if stdout_json else subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env, cwd=ROOT)
+                            stderr=subprocess.PIPE, env=env or CHILD_ENV, cwd=ROOT)
     # Read both pipes to EOF without reaping (communicate() would reap via wait()).
     chunks: dict[str, bytes] = {}
 
@@ -280,7 +284,8 @@ TASKS = {"import": t_import, "open": t_open, "open_many": t_open_many, "gguf": t
 
 
 def main(argv: list[str]) -> int:
-    sys.path.insert(0, str(ROOT))
+    # SBS_TREE: measure another checkout of sbs_tools (run.py --tree), e.g. an older commit.
+    sys.path.insert(0, os.environ.get("SBS_TREE") or str(ROOT))
     name, *args = argv
     print(json.dumps(TASKS[name](*args)))
     return 0

@@ -396,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--open-repeat", type=int, help="in-process opens per file (default 30)")
     ap.add_argument("--proc-repeat", type=int, help="process runs per start-up figure (default 9)")
     ap.add_argument("--proc-runs", type=int, help="runs of each whole-file command (default 2)")
+    ap.add_argument("--tree", help="measure the sbs_tools of this checkout instead (e.g. an older commit "
+                                   "unpacked with git archive); files are still written by this checkout")
     ap.add_argument("--json", dest="json_out", help="write all rows (with raw timings) to this file")
     ap.add_argument("--markdown", help="write the table as Markdown to this file")
     args = ap.parse_args(argv)
@@ -403,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     args.open_repeat = args.open_repeat or (15 if args.quick else 30)
     args.proc_repeat = args.proc_repeat or (5 if args.quick else 9)
     args.proc_runs = args.proc_runs or (1 if args.quick else 2)
+    if args.tree:
+        tree = str(Path(args.tree).resolve())
+        U.CHILD_ENV = {**os.environ, "SBS_TREE": tree,
+                       "PYTHONPATH": os.pathsep.join(filter(None, [tree, os.environ.get("PYTHONPATH")]))}
     b = Bench(args)
     m0 = b.machine()
     t0 = time.perf_counter()
