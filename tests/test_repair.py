@@ -414,3 +414,25 @@ def test_proof_catches_changed_bytes(tmp_path, monkeypatch):
     assert r.status == "verification-failed" and not out.exists()
     bad = [p for p in r.proof if p.status == "DIFFERENT"]
     assert [p.input_key for p in bad] == ["linear_w_0"]
+
+
+def test_truncated_salvage_with_reference(tmp_path):
+    """With a reference file of the same architecture, the tensors before the cut are located and
+    (with --force) written out; each is byte-identical to the intact file's."""
+    ref = tmp_path / "ref.sbs"  # the intact model both broken corpus files were derived from
+    assert run(BROKEN / "broken-misaligned-offset.sbs", ref).status == "repaired"
+    src = BROKEN / "broken-truncated.sbs"
+    r = run(src, tmp_path / "out.sbs", config_from=ref)
+    assert r.status == "unrepairable"
+    assert "15 of 32 tensors located" in r.plan.actions[0].summary
+    assert [x.code for x in r.plan.blocking] == ["toc-blob-missing"] and "17 tensors" in r.plan.blocking[0].reason
+    out = tmp_path / "partial.sbs"
+    r = run(src, out, config_from=ref, force=True, tokenizer=SP256)
+    assert r.status == "repaired" and r.forced and r.exit_code == 1
+    assert r.proof_summary() == "15/15 tensors identical"
+    with sbs_tools.open(out) as f, sbs_tools.open(ref) as g:
+        assert len(f.tensors) == 15
+        for name in f.tensors:
+            assert f.raw(name).tobytes() == g.raw(name).tobytes()
+            assert f.tensors[name].record.values() == g.tensors[name].record.values()
+    assert "missing-tensor" in sbs_tools.verify(out).codes("error")

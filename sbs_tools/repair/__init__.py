@@ -83,7 +83,8 @@ def _plan(path: str | os.PathLike, findings=None, **options: Any) -> tuple[Plan,
     from ..verify import verify
 
     opts = _options(**options)
-    a = analyze(path, drop_duplicates=opts.drop_duplicates)
+    a = analyze(path, drop_duplicates=opts.drop_duplicates,
+                reference=options.get("config_from"))
     if findings is None:
         findings = verify(path).findings
     return make_plan(a, findings, opts), a

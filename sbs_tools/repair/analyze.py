@@ -70,6 +70,7 @@ class Analysis:
     hints: dict[str, int] = field(default_factory=dict)
     header_fix: str | None = None  # how an unreadable header/directory was recovered
     config_lenient: bool = False  # decoded only with layer types 0..2 allowed everywhere
+    salvaged_lost: list[str] = field(default_factory=list)  # trailerless salvage: blobs past the cut
 
     # -- helpers ---------------------------------------------------------------
     def data(self, r: Resolved) -> np.ndarray:
@@ -112,7 +113,8 @@ class Analysis:
         return key
 
 
-def analyze(path: str | os.PathLike, *, drop_duplicates: str | None = None) -> Analysis:
+def analyze(path: str | os.PathLike, *, drop_duplicates: str | None = None,
+            reference: str | os.PathLike | None = None) -> Analysis:
     """Map ``path`` read-only and collect every fact :mod:`.plan` needs."""
     path = os.fspath(path)
     fd = os.open(path, os.O_RDONLY)
@@ -130,6 +132,16 @@ def analyze(path: str | os.PathLike, *, drop_duplicates: str | None = None) -> A
         a.directory = blobstore.read_directory(buf)
     except SbsError as e:
         rec = recover_directory(buf, e)
+        if rec is None and reference is not None:
+            rec = salvage_trailerless(buf, reference)
+            if rec is not None:
+                a.directory, a.header_fix, a.salvaged_lost, ref_meta = rec
+                a.problems = []
+                a.resolved = resolve(a.directory, buf)
+                _choose(a, drop_duplicates)
+                a.config, a.toc = ref_meta
+                a.era = "single-file-v2"
+                return a
         if rec is None:
             a.fatal = e
             a.salvage = _salvage_notes(buf, e)
@@ -443,6 +455,57 @@ def _hints(a: Analysis) -> dict[str, int]:
     return {name: packed_bytes(rec.type, rec.rows * rec.cols) for name, rec in trusted_toc(a).items()}
 
 
+def salvage_trailerless(buf: np.ndarray, reference: str | os.PathLike):
+    """A V2 file whose end (directory, header, and the metadata blobs written last) is cut off,
+    located with the blob list of a reference file of the same architecture and tensor types.
+
+    gemma.cpp's writer stores the tensors back to back from offset 256 in the order of its
+    directory, so the reference's sizes give every offset. A tensor is recovered when it lies
+    entirely before the cut *and* every padding byte up to it is zero (evidence that the sizes
+    agree); the first disagreement ends the salvage. Returns (directory, note, lost keys,
+    (config, toc)) or None.
+    """
+    from ..sbsfile import SbsFile
+
+    size = int(buf.size)
+    if size < 2 * HEADER_BYTES:
+        return None
+    front = blobstore._header(buf, 0)
+    if front.magic != blobstore.MAGIC or front.num_blobs != 0:
+        return None
+    try:
+        ref = SbsFile(reference, strict=False)
+    except SbsError:
+        return None
+    try:
+        if ref.config is None or not ref.toc:
+            return None
+        tensors = [e for e in ref.directory.entries if e.key not in METADATA_KEYS]
+        entries, lost, pos = [], [], blobstore.BLOB_ALIGN
+        ok = True
+        for e in tensors:
+            end = pos + e.size
+            if ok and round_up(end, blobstore.BLOB_ALIGN) <= size and not np.any(
+                    buf[end:round_up(end, blobstore.BLOB_ALIGN)]) and np.any(buf[pos:end]):
+                raw = e.raw_key
+                entries.append(blobstore.BlobEntry(len(entries), e.key, raw, pos, e.size))
+            else:
+                ok = False
+                lost.append(e.key)
+            pos = round_up(end, blobstore.BLOB_ALIGN)
+        if not entries:
+            return None
+        config, toc = ref.config, list(ref.toc)
+    finally:
+        ref.close()
+    hdr = blobstore.Header(blobstore.MAGIC, len(entries), size, size - HEADER_BYTES)
+    d = Directory("v2", hdr, front, entries, size, size)
+    note = (f"V2 file without its trailer (truncated at {size}): {len(entries)} of {len(tensors)} tensors located "
+            f"with the blob sizes and order of {os.fspath(reference)} (back to back from offset 256, every padding "
+            f"byte zero); {len(lost)} lie past the cut and are lost; config and toc taken from the reference")
+    return d, note, lost, (config, toc)
+
+
 def _salvage_notes(buf: np.ndarray, e: SbsError) -> list[str]:
     """What survives in a file whose directory cannot be read (spec §1.4)."""
     size = int(buf.size)
@@ -460,8 +523,8 @@ def _salvage_notes(buf: np.ndarray, e: SbsError) -> list[str]:
                 "directory the blob names, boundaries and sizes are unknown, and the toc and config (written "
                 "last) are lost with it; tensor bytes cannot be told apart or attributed by scanning.")
             notes.append(
-                "salvage needs the toc of a file with the same architecture and tensor types (pass it with "
-                "--config-from): gemma.cpp writes tensors back to back in toc order from offset 256, so the "
-                "tensors lying entirely before the cut can be located; the rest are lost (--force writes them "
-                "out as a partial file).")
+                "To salvage what survives, pass a file with the same architecture and tensor types with "
+                "--config-from: gemma.cpp writes tensors back to back from offset 256, so its blob sizes locate "
+                "the tensors lying entirely before the cut; the rest are lost, and --force writes the survivors "
+                "as a partial file.")
     return notes

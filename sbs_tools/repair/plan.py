@@ -312,11 +312,14 @@ class _Planner:
         s = State(a.layout, True, a.single_file, blobs)
         if a.config is not None:
             s.config = copy.deepcopy(a.config)
-            s.config_raw = a.blob("config").tobytes()
+            raw = a.blob("config")
+            s.config_raw = raw.tobytes() if raw is not None else None
+            s.config_dirty = raw is None
         if a.toc is not None:
             s.toc = copy.deepcopy(a.toc)
-            if not a.toc_partial:
-                s.toc_raw = a.blob("toc").tobytes()
+            raw = a.blob("toc")
+            if not a.toc_partial and raw is not None:
+                s.toc_raw = raw.tobytes()
             else:
                 s.toc_dirty = True
         if a.tokenizer is not None:
@@ -587,6 +590,10 @@ class _Planner:
                 continue  # blob-lost refusal already says it
             if self.adopt_orphan(rec):
                 continue
+            if rec.name in self.a.salvaged_lost:
+                s.toc.remove(rec)
+                s.toc_dirty = True
+                continue
             if spec is not None and spec.required:
                 self.refuse("toc-blob-missing", rec.name, f"the toc describes {rec.name} but its blob is not in "
                             "the file: the tensor's bytes are gone (--force drops the record)")
@@ -597,6 +604,11 @@ class _Planner:
                 s.toc_dirty = True
                 self.act("drop-toc-record", f"drop the toc record of {rec.name}: it has no blob and no layer needs "
                          "it", ("toc-blob-missing", rec.name))
+        lost = self.a.salvaged_lost
+        if lost:
+            self.refuse("toc-blob-missing", None, f"{len(lost)} tensors lay past the point where the file was cut "
+                        f"off and their bytes are gone: {', '.join(lost[:8])}{', ...' if len(lost) > 8 else ''} "
+                        "(--force writes the tensors that survive, as a partial file)")
         # Blobs without a record.
         rebuilt = []
         for b in s.blobs:
