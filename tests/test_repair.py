@@ -436,3 +436,39 @@ def test_truncated_salvage_with_reference(tmp_path):
             assert f.raw(name).tobytes() == g.raw(name).tobytes()
             assert f.tensors[name].record.values() == g.tensors[name].record.values()
     assert "missing-tensor" in sbs_tools.verify(out).codes("error")
+
+
+def test_target_2025_05_fuses_split_forms(tmp_path):
+    """May-2025 readers need att_ein/qkv_ein/gating_ein: built back from att_w / qkv1+2 / gating1+2
+    by permuting/concatenating the stored values (no re-encoding), so they equal the originals."""
+    from tests.mutations import rebuild
+    from sbs_tools.toc import TocRecord
+
+    with sbs_tools.open(G2_BF16) as f:
+        lc = f.config.layer_configs[0]
+        D, H, Dh, F, K = lc.model_dim, lc.heads, lc.qkv_dim, lc.ff_hidden_dim, lc.kv_heads
+        ein = np.frombuffer(f.raw("att_ein_0").tobytes(), "<u2").reshape(H, D, Dh)
+        att_w = ein.transpose(1, 0, 2).reshape(D, H * Dh).tobytes()
+        qkv = f.raw("qkv_ein_1").tobytes()
+        gat = f.raw("gating_ein_1").tobytes()
+    q1 = H * Dh * D * 2
+    g1 = F * D * 2
+    split = rebuild(G2_BF16, tmp_path / "split.sbs", drop=("att_ein_0", "qkv_ein_1", "gating_ein_1"), add=[
+        (TocRecord.make("att_w_0", 2, D, H * Dh), "att_w_0", att_w),
+        (TocRecord.make("qkv1_w_1", 2, H * Dh, D), "qkv1_w_1", qkv[:q1]),
+        (TocRecord.make("qkv2_w_1", 2, 2 * K * Dh, D), "qkv2_w_1", qkv[q1:]),
+        (TocRecord.make("gating1_w_1", 2, F, D), "gating1_w_1", gat[:g1]),
+        (TocRecord.make("gating2_w_1", 2, F, D), "gating2_w_1", gat[g1:])])
+    assert sbs_tools.verify(split).ok  # current gemma.cpp accepts the split forms
+    out = tmp_path / "may.sbs"
+    r = run(split, out, target="2025-05")
+    assert r.status == "repaired", r.plan.to_dict()
+    assert sorted(a.detail["key"] for a in r.plan.actions if a.kind == "fuse-tensor") == \
+        ["att_ein_0", "gating_ein_1", "qkv_ein_1"]
+    assert {p.status for p in r.proof} == {"identical", "derived"}
+    with sbs_tools.open(out) as f, sbs_tools.open(G2_BF16) as g:
+        for name in ("att_ein_0", "qkv_ein_1", "gating_ein_1"):
+            assert f.raw(name).tobytes() == g.raw(name).tobytes()
+            assert f.tensors[name].record.values() == g.tensors[name].record.values()
+    gens = {x.key: x for x in r.report.compat}
+    assert gens["2025-05-07"].loads and gens["2025-05-07"].runs
