@@ -33,7 +33,6 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import sbs_tools
 from sbs_tools import blobstore
 from sbs_tools.blobstore import BLOB_ALIGN, END_ALIGN, HEADER_BYTES, KEY_BYTES
 from sbs_tools.repair import repair

@@ -24,7 +24,7 @@ from ..sbsfile import METADATA_KEYS, MOCK_TOKENIZER, TYPE_PREFIX
 from ..tensors import expected_tensors
 from ..toc import MATPTR, TocRecord, decode_toc
 from ..types import Type, packed_bytes
-from .relayout import Resolved, payload_end, resolve
+from .relayout import Resolved, resolve
 
 SCALES_KEYS = ("Fscales", "scales")  # "scales": the 2025-04 writers' misspelt key (spec §7)
 MAX_METADATA_BYTES = 64 << 20

@@ -16,7 +16,6 @@ refusal with the reason.
 from __future__ import annotations
 
 import copy
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +27,7 @@ from ..types import Type, packed_bytes, type_name
 from ..verify.findings import Finding
 from .actions import (Action, OutBlob, Refusal, State, fix_record_fields, inferred_scale, plain_itemsize,
                       types_for_size, weight_type)
-from .analyze import SCALES_KEYS, Analysis, sha256, strip_prefix, tokenizer_problem, trusted_toc
+from .analyze import SCALES_KEYS, Analysis, sha256, strip_prefix
 from .targets import Target, get_target
 
 PLACEMENT = ("blob-misaligned", "blob-gap", "blob-overlap", "blob-out-of-bounds", "zero-size-blob")
@@ -198,10 +197,6 @@ class _Planner:
 
     def has(self, code: str) -> bool:
         return code in self.codes
-
-    @property
-    def forcing(self) -> bool:
-        return self.opts.force
 
     # -- pipeline --------------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -1191,6 +1186,3 @@ def _period(w: list[int]) -> int | None:
             return p
     return None
 
-
-def digest(data) -> str:
-    return hashlib.sha256(data).hexdigest()
