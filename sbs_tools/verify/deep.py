@@ -115,10 +115,11 @@ def _fast_clean(t: Type, raw: np.ndarray, count: int, st: _Stats, scratch: np.nd
     if t == Type.NUQ:
         # Values are SFP cluster centres (always finite): only the tables can hold findings.
         full = count // 256
-        if full * 256 != count or raw.ctypes.data % 8:
-            return False  # a partial final group (or an unaligned view): leave it to the full path
-        # Gather the 16 table bytes of every 144-byte group as two uint64 words.
-        words = np.ascontiguousarray(raw[:full * 144].view(np.uint64).reshape(full, 18)[:, :2])
+        if full * 256 != count:
+            return False  # a partial final group: leave it to the full path
+        # Gather the 16 table bytes of every 144-byte group (as one 16-byte item each: numpy copies
+        # those ~5x faster than two strided uint64), then work on them as uint64 words.
+        words = np.ascontiguousarray(raw[:full * 144].view("V16").reshape(full, 9)[:, 0]).view(np.uint64)
         codes = words.view(np.int8)
         if int(codes.min()) == -128:
             return False  # a 0x80 centre
@@ -143,9 +144,10 @@ def _fast_clean(t: Type, raw: np.ndarray, count: int, st: _Stats, scratch: np.nd
         if full * 128 != count:
             return False
         groups = raw[:full * 132].reshape(full, 132)
-        u = groups[:, :4].astype(np.uint32)
-        inv = ((u[:, 0] | (u[:, 1] << 8)) << 16).view(np.float32)
-        zp = ((u[:, 2] | (u[:, 3] << 8)) << 16).view(np.float32)
+        # The 4-byte headers, gathered as 4-byte items, then as little-endian bf16 pairs.
+        hdr = np.ascontiguousarray(raw[:full * 132].view("V4").reshape(full, 33)[:, 0]).view("<u2")
+        inv = (hdr[0::2].astype(np.uint32) << 16).view(np.float32)
+        zp = (hdr[1::2].astype(np.uint32) << 16).view(np.float32)
         with np.errstate(all="ignore"):
             a_inv = np.abs(inv.astype(np.float64))
             bound = a_inv * 128.0 + a_inv * np.abs(zp.astype(np.float64))
