@@ -88,7 +88,14 @@ def drop_cache(path: str | os.PathLike) -> None:
 
 
 def stats(times: list[float]) -> dict:
-    return {"best_s": min(times), "median_s": statistics.median(times), "runs": len(times)}
+    return {"best_s": min(times), "median_s": statistics.median(times), "runs": len(times), "all_s": times}
+
+
+def paired_ratio(base: dict, meas: dict, key: str | None = None) -> float:
+    """Median over the interleaved repeats of baseline time / measured time (each pair ran back to
+    back, so a change of machine load between repeats cancels out)."""
+    b, m = (base[key], meas[key]) if key else (base, meas)
+    return statistics.median(x / y for x, y in zip(b["all_s"], m["all_s"]))
 
 
 # -- child side: the baselines ------------------------------------------------------------------
