@@ -75,7 +75,6 @@ def test_known_failure_still_fails(path, what, why):
     elif what == "verify(deep=True)":
         H.bounded(what, lambda: H.verify_fn()(str(path), deep=True), size=size, time_factor=4.0)
     elif what == "inference.load":
-        H.bounded(what, lambda: H.inference_load()(str(path), progress=False), size=size, time_factor=4.0,
-                  mem_factor=64.0)
+        H.bounded(what, lambda: H.inference_load()(str(path), progress=False), size=size, time_factor=4.0)
     else:
         raise AssertionError(f"unknown entry point {what!r}")
