@@ -83,18 +83,50 @@ def _sites_in(path: Path) -> list[Site]:
                     out.append(Site(code, "problem", mod, func, "Problem",
                                     _str(child.args[2]) if len(child.args) > 2 else ""))
             if isinstance(child, ast.Assign) and any(getattr(t, "id", "") == "code" for t in child.targets) \
-                    and isinstance(child.value, ast.IfExp):  # code = "a" if ... else "b"; raise X(..., code=code)
+                    and isinstance(child.value, ast.IfExp) and (func in raises_code_var or func in problem_code_var):
+                # code = "a" if ... else "b"; later raise X(..., code=code) or Problem(code, ...)
                 for v in (child.value.body, child.value.orelse):
                     if (code := _str(v)) is not None:
-                        out.append(Site(code, "exception", mod, func, "(variable)", ""))
+                        if func in raises_code_var:
+                            out.append(Site(code, "exception", mod, func, raises_code_var[func], ""))
+                        if func in problem_code_var:
+                            out.append(Site(code, "problem", mod, func, "Problem", ""))
             visit(child, func, cls)
 
+    # Functions that raise an exception built with ``code=code`` (a local variable).
+    raises_code_var: dict[str, str] = {}
+    problem_code_var: set[str] = set()
+
+    def scan(node, func: str, cls: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                scan(child, f"{cls}.{child.name}" if cls else child.name, cls)
+            elif isinstance(child, ast.ClassDef):
+                scan(child, func, child.name)
+            else:
+                if isinstance(child, ast.Raise) and isinstance(child.exc, ast.Call) and any(
+                        kw.arg == "code" and isinstance(kw.value, ast.Name) and kw.value.id == "code"
+                        for kw in child.exc.keywords):
+                    raises_code_var[func] = _callee(child.exc)
+                if isinstance(child, ast.Call) and _callee(child) == "Problem" and child.args \
+                        and isinstance(child.args[0], ast.Name) and child.args[0].id == "code":
+                    problem_code_var.add(func)
+                scan(child, func, cls)
+
+    scan(tree, "<module>", None)
     visit(tree, "<module>", None)
     return out
 
 
+#: Codes raised with a code the AST cannot see (``raise ContainerError(p.message, code=p.code)``).
+MANUAL = [Site("file-size-mismatch", "exception", "sbs_tools.sbsfile", "SbsFile.__init__", "ContainerError",
+               "(strict) the header claims more bytes than the file has"),
+          Site("blob-out-of-bounds", "exception", "sbs_tools.sbsfile", "SbsFile.__init__", "ContainerError",
+               "(strict) a blob extends past the end of the file")]
+
+
 def exception_sites() -> list[Site]:
-    out = []
+    out = list(MANUAL)
     for pkg in PACKAGES:
         for path in sorted((ROOT / pkg).rglob("*.py")):
             out += _sites_in(path)
@@ -118,5 +150,182 @@ def main() -> None:
     print(f"\n{len(by_code)} exception/problem codes; {len(finding_codes())} verify finding codes")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and "--write" not in __import__("sys").argv:
     main()
+
+
+# -- docs/errors.md ----------------------------------------------------------------------------
+
+#: The check behind each read-path code, in words (the fuzz suite's home turf).
+READ_PATH = {
+    "empty-file": "The file has 0 bytes (`read_directory`).",
+    "not-sbs": "Neither the first nor the last 16 bytes carry the `SBS\\n` magic (`read_directory`; "
+               "`verify` names the format when it recognises it: GGUF, safetensors, zip, HTML, ...).",
+    "bad-magic": "The front header is a V2 placeholder (magic, `num_blobs` 0) but the last 16 bytes are no "
+                 "BlobStore header: a truncated V2 file, or its trailer overwritten (`read_directory`).",
+    "too-many-blobs": "V1: front header `num_blobs` >= 65536 (any reader's limit); V2: trailer `num_blobs` >= "
+                      "16384 (gemma.cpp HEAD's `kMaxBlobs`) (`read_directory`). A V1 count in 16384..65535 is "
+                      "only a problem (warning): gemma.cpp since 2025-07-31 cannot read it.",
+    "empty-store": "The effective header (V1 front or V2 trailer) says `num_blobs` = 0 (`read_directory`).",
+    "directory-out-of-bounds": "`16 + 32 * num_blobs` bytes of header and directory do not fit in the file "
+                               "(V1), or the V2 directory would start before offset 256 (`read_directory`). "
+                               "Checked *before* anything is read or allocated from the count.",
+    "file-size-mismatch": "Header `file_bytes` != actual size. `open(strict=True)` raises it when the header "
+                          "claims *more* bytes (truncated file); otherwise it is a problem (error) only.",
+    "blob-out-of-bounds": "A directory range `[offset, offset+size)` extends past the end of the file. "
+                          "`open(strict=True)` raises it; `SbsFile.raw` / `blob_view` raise it for such a blob "
+                          "when opened leniently.",
+    "fields-structure": "IFields structure: a blob whose size is not a multiple of 4 (`as_words`); a length "
+                        "prefix running past the blob; a string longer than its record; a vector claiming more "
+                        "elements than words left in the blob (`read_struct`). Offset = byte in the blob.",
+    "fields-value": "IFields value: an enum value the schema does not know, a bool > 1, a NaN/Inf float, a "
+                    "string > 64 words or with a zero / non-ASCII word, a vector > 65536 (`read_struct`); or a "
+                    "value the writer cannot encode (`write_struct`).",
+    "config-undecodable": "The `config` blob's structure cannot be parsed by any known schema revision "
+                          "(`decode_config`, `SbsFile`); or it is larger than 64 MiB (`SbsFile`).",
+    "config-invalid": "The `config` blob parses structurally but holds values no schema revision (2025-10, "
+                      "2025-05) accepts, e.g. an obsolete model enum or ViT layer type 2 vs 1 (`decode_config`).",
+    "toc-undecodable": "The `toc` blob cannot be walked record by record, has more records than the file has "
+                       "blobs (each must name a distinct blob), or is larger than 64 MiB "
+                       "(`decode_toc`, `SbsFile`).",
+    "no-such-blob": "`SbsFile.raw(name)`: no blob key or tensor name `name`.",
+    "no-such-tensor": "`SbsFile.tensor(name)` / `dump.tensor_report`: no tensor `name`.",
+    "tensor-size-mismatch": "`SbsFile.tensor(name)`: the blob is shorter than type x rows x cols needs (or the "
+                            "type has no size), so it cannot be decoded.",
+    "io-error": "The file cannot be opened (`SbsFile`: `os.open` failed).",
+    "bad-key": "Writer: a key that is not 1..16 ASCII characters (`writer.key_bytes`).",
+    "duplicate-key": "Writer: the same key added twice (`BlobWriter.add`).",
+    "zero-size-blob": "Writer: an empty blob (`BlobWriter.add`, `add_stream`).",
+    "stream-size-mismatch": "Writer: `add_stream` produced a different number of bytes than declared.",
+    "bad-layout": "Writer: layout other than `v1`/`v2` (`BlobWriter`).",
+    "unknown-type": "An element type number/name that does not exist, or UNKNOWN where a size is needed "
+                    "(`types.type_from_name`, `types.packed_bytes`).",
+    "bad-count": "A negative element count (`types.packed_bytes`).",
+}
+
+#: Read-path modules (``sbs_tools.<name>``) whose codes section 1 lists.
+READ_MODULES = ("blobstore", "fields", "config", "toc", "sbsfile", "writer", "dump", "summary", "types", "errors")
+
+PROBLEMS = {
+    "bad-placeholder": "warning/info: V2 front placeholder damaged (gemma.cpp ignores it) or its `file_bytes` is "
+                       "not 65536.",
+    "too-many-blobs": "warning: a V1 count of 16384..65535 blobs (unreadable by gemma.cpp since 2025-07-31).",
+    "file-size-mismatch": "error: header `file_bytes` differs from the file size.",
+    "bad-key": "error: empty key, key not printable ASCII, or non-zero bytes after the key's NUL.",
+    "duplicate-key": "error: two directory entries share a key.",
+    "zero-size-blob": "error: a directory entry of size 0.",
+    "blob-out-of-bounds": "error: a blob extends past the end of the file.",
+    "blob-misaligned": "error: a blob offset that is not a multiple of 256.",
+    "blob-gap": "error: blobs not back to back (a gap before a blob).",
+    "blob-overlap": "error: a blob starting before the previous one ends, blobs overlapping, or the V2 "
+                    "directory overlapping the payload.",
+    "end-not-aligned": "warning: trailing bytes after a V1 store not padded to 64 KiB, a V2 file not a 64 KiB "
+                       "multiple, or a file ending inside the last blob's padding.",
+    "v1-end-padded": "info: V1 file padded to 64 KiB (pre-2025 readers reject it).",
+    "nonzero-padding": "warning: non-zero bytes in padding (`check_layout` with the buffer; used by verify).",
+    "shape-unknown": "info: pre-2025 file without toc: shapes shown as 1 x N.",
+    "scales-invalid": "warning: `Fscales` is not an f32 array, or holds fewer scales than tensors take one.",
+    "scales-extra": "info: `Fscales` holds more scales than are used.",
+}
+
+
+def _md(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def _template(msg: str) -> str:
+    return re.sub(r"\{[^{}]*\}", "…", msg).strip() or "(message built at run time)"
+
+
+def markdown() -> str:
+    sites = exception_sites()
+    exc = [s for s in sites if s.kind in ("exception", "class-default")]
+    by_code: dict[str, list[Site]] = {}
+    for s in exc:
+        by_code.setdefault(s.code, []).append(s)
+
+    def is_read(s: Site) -> bool:
+        return s.module.split(".")[-1] in READ_MODULES and s.module.startswith("sbs_tools.")
+
+    lines = [
+        "# Error codes",
+        "",
+        "Everything `sbs_tools` (and `inference`) refuses is an `SbsError` (or a subclass) with a stable",
+        "kebab-case `code`, a message, and where known the byte `offset`, `blob`, `tensor` and `layer`.",
+        "The CLI prints `error: [code] message (location)` on one line and exits 2. No other exception",
+        "escapes a loader, whatever the input bytes: the fuzz suite (`tests/fuzz`) checks exactly that for",
+        "every public entry point (`open`, every accessor, `tensor()`, `dump`, `summarize`, `verify(deep=True)`,",
+        "`sbs repair --dry-run`, `sbs inspect/dump --json`, `inference.load`), together with a CPU-time bound",
+        "proportional to the file size and a peak-allocation bound of 64 x the file size + 16 MiB.",
+        "",
+        "Three families of codes exist:",
+        "",
+        "1. **Exceptions** (`SbsError.code`) — section 1 (the read path: `sbs_tools.open`, its accessors and",
+        "   decoders, the writer) and section 2 (every other module).",
+        "2. **Problems** `open()` records in `SbsFile.problems` instead of raising (section 3); `verify`",
+        "   reports them as findings.",
+        "3. **`verify` findings** (section 4): what `sbs verify` reports; never raised.",
+        "",
+        "This file is generated from the source by `python -m tests.fuzz.error_codes --write`;",
+        "`tests/fuzz/test_error_docs.py` fails when a code in the source is missing here.",
+        "",
+        "## 1. Read path exceptions",
+        "",
+        "| code | exception | raised by | check |",
+        "|---|---|---|---|",
+    ]
+    for code in sorted(by_code):
+        ss = [s for s in by_code[code] if is_read(s)]
+        if not ss:
+            continue
+        classes = sorted({s.cls for s in ss if s.cls not in ("(variable)",)}) or ["SbsError"]
+        where = sorted({f"`{s.module.split('.', 1)[1]}.{s.function}`" if s.kind == "exception"
+                        else f"`{s.cls}` default" for s in ss})
+        desc = READ_PATH.get(code) or "; ".join(sorted({_template(s.message) for s in ss}))
+        lines.append(f"| `{code}` | {', '.join(classes)} | {', '.join(where)} | {_md(desc)} |")
+    lines += ["", "Class defaults (used when a subclass is raised without a specific code): "
+              + ", ".join(f"`{s.cls}` `{s.code}`" for s in exc if s.kind == "class-default") + ".", "",
+              "## 2. Exceptions of the other modules", "",
+              "The check is the message the code raises (`…` = a value filled in at run time).", "",
+              "| code | module | raised by | check |", "|---|---|---|---|"]
+    rows = []
+    for code in sorted(by_code):
+        for s in by_code[code]:
+            if is_read(s) or s.kind == "class-default":
+                continue
+            mod = s.module.replace(".__init__", "")
+            rows.append((code, mod, s.function, _template(s.message) if s.message else READ_PATH.get(code, "")))
+    seen = set()
+    for code, mod, fn, msg in rows:
+        if (code, mod, fn, msg) in seen:
+            continue
+        seen.add((code, mod, fn, msg))
+        lines.append(f"| `{code}` | `{mod}` | `{fn}` | {_md(msg)} |")
+    lines += ["", "## 3. Problems `open()` records (`SbsFile.problems`)", "",
+              "`sbs_tools.blobstore.check_layout` and `SbsFile` record these instead of raising, so that a damaged",
+              "file can still be inspected; `open(strict=False)` also records an undecodable config/toc",
+              "(`config-undecodable`, `config-invalid`, `toc-undecodable`) here.", "",
+              "| code | module | severity and check |", "|---|---|---|"]
+    probs: dict[str, set[str]] = {}
+    for s in sites:
+        if s.kind == "problem":
+            probs.setdefault(s.code, set()).add(s.module)
+    for code in sorted(probs):
+        lines.append(f"| `{code}` | {', '.join(f'`{m}`' for m in sorted(probs[code]))} | "
+                     f"{_md(PROBLEMS.get(code, ''))} |")
+    lines += ["", "## 4. `verify` findings", "",
+              "Reported by `sbs_tools.verify` / `sbs verify` (never raised); see `docs/verify.md` for the",
+              "checks in detail. Severity is the default; `--strict` fails on warnings too.", "",
+              "| code | severity | family | meaning |", "|---|---|---|---|"]
+    for code, info in sorted(finding_codes().items()):
+        lines.append(f"| `{code}` | {info.severity} | {info.family} | {_md(info.doc)} |")
+    return "\n".join(lines) + "\n"
+
+
+def all_codes() -> set[str]:
+    return {s.code for s in exception_sites()} | set(finding_codes())
+
+
+if __name__ == "__main__" and "--write" in __import__("sys").argv:
+    (ROOT / "docs" / "errors.md").write_text(markdown())
+    print("wrote docs/errors.md")
