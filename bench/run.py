@@ -350,6 +350,13 @@ class Bench:
                 "load_avg": os.getloadavg()}
 
 
+def _scale_label(args: argparse.Namespace) -> str:
+    if args.scale:
+        return f"dimensions x{args.scale:g}" + (f", sbs_tools from {args.tree}" if args.tree else "")
+    return ("--quick (dimensions x0.25)" if args.quick else "full size") + (
+        f", sbs_tools from {args.tree}" if args.tree else "")
+
+
 def _size(n: int) -> str:
     return f"{n / GB:.2f} GB" if n >= 0.1 * GB else f"{n / MB:.1f} MB"
 
@@ -431,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.markdown).write_text(
             f"Measured {meta['date']} on {m0['cpu']}, {m0['cores']} cores, {m0['ram_mib']} MiB RAM, "
             f"Python {m0['python']}, numpy {m0['numpy']}; load average {m0['load_avg'][0]:.1f} at start, "
-            f"{m1['load_avg'][0]:.1f} at end; {'--quick' if args.quick else 'full size'}; "
+            f"{m1['load_avg'][0]:.1f} at end; {_scale_label(args)}; "
             f"{meta['seconds'] / 60:.0f} min.\n\n" + table(b.rows, markdown=True) + "\n")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({**meta, "rows": [asdict(r) for r in b.rows]}, indent=1,

@@ -30,7 +30,7 @@ from .findings import Finding, finding
 #: Values decoded per chunk (a multiple of every group size: NUQ 256, I8 128).
 CHUNK_VALUES = 4 << 20
 #: Bytes the fast pre-check handles per numpy call: small enough that a block read twice stays in L2.
-FAST_BLOCK = 256 << 10
+FAST_BLOCK = 512 << 10
 #: Scanned pages are released from the process after this many bytes.
 RELEASE_BYTES = 64 << 20
 #: A norm tensor looks shifted by +1 when its median exceeds this and (almost) no value is negative.
