@@ -253,8 +253,18 @@ def exercise(path: str | os.PathLike, *, tensors: int | None = None, cli_too: bo
     if repair and repair_available():
         run("sbs repair --dry-run", lambda: cli(["repair", "--dry-run", path]), time_factor=4.0)
     if inference and size <= inference_max_bytes and (load := inference_load()) is not None:
-        run("inference.load", lambda: load(path, progress=False), time_factor=4.0)
+        o = run("inference.load", lambda: load(path, progress=False), time_factor=4.0)
+        m = o.value
+        if m is not None and m.vocab_size > 0 and m.config.max_seq_len >= 2:
+            # One prefill step of two tokens on whatever weights the file holds (NaN is fine).
+            tokens = [min(2, m.vocab_size - 1), 0]
+            run("inference logits", lambda: _quiet(lambda: m.logits(tokens)), time_factor=4.0)
     return ex
+
+
+def _quiet(fn):
+    with np.errstate(all="ignore"):
+        return fn()
 
 
 def _close(f):
