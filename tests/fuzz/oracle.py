@@ -62,13 +62,20 @@ def _words(data: bytes, off: int, size: int):
     return np.frombuffer(data, dtype=np.uint8, count=size, offset=off).view("<u4")
 
 
+def _base_size(fm: FileMap, off: int) -> int:
+    return next(s for _, o, s in fm.entries if o == off)
+
+
 def _config_change(fm: FileMap, mut: bytes, off: int, size: int) -> str:
     try:
-        old = decode_config(_words(fm.data, off, size))
+        old = decode_config(_words(fm.data, off, _base_size(fm, off)))
     except SbsError:
         return "none"
     try:
-        new = decode_config(_words(mut, off, size))
+        w = _words(mut, off, size)
+        if w is None:
+            return "flag"
+        new = decode_config(w)
     except SbsError:
         return "flag"
     return "flag" if _shape_view(new) != _shape_view(old) else "none"
@@ -76,11 +83,14 @@ def _config_change(fm: FileMap, mut: bytes, off: int, size: int) -> str:
 
 def _toc_change(fm: FileMap, mut: bytes, off: int, size: int) -> str:
     try:
-        old = decode_toc(_words(fm.data, off, size))
+        old = decode_toc(_words(fm.data, off, _base_size(fm, off)))
     except SbsError:
         return "none"
     try:
-        new = decode_toc(_words(mut, off, size))
+        w = _words(mut, off, size)
+        if w is None:
+            return "flag"
+        new = decode_toc(w)
     except SbsError:
         return "flag"
     if len(new) != len(old):
@@ -108,14 +118,39 @@ def _tensor_types(fm: FileMap) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _size_change(fm: FileMap, mut: bytes, old: list, new: list) -> str:
+    """Ranges changed. Offsets moving, or a size crossing its 256-byte padded span, break the
+    layout (flag). A size changed *within* the span only changes what the blob holds."""
+    level = "none"
+    e0 = not ({"toc", "config"} & set(fm.kind_of_key))
+    for (key, _, _), (o0, s0), (o1, s1) in zip(fm.entries, old, new):
+        if (o0, s0) == (o1, s1):
+            continue
+        if o0 != o1 or s1 == 0 or M.round_up(o0 + s0, 256) != M.round_up(o1 + s1, 256):
+            return "flag"
+        kind = fm.kind_of_key.get(key)
+        if e0 and kind != "blob":
+            continue  # pre-2025: no shapes, so a tensor's size is unknowable
+        if kind == "config":
+            lv = _config_change(fm, mut, o0, s1) if s1 % 4 == 0 else "flag"
+            # trailing words after the config record: gemma.cpp reads the record and ignores them
+        elif kind == "toc":
+            lv = _toc_change(fm, mut, o0, s1)
+        else:
+            lv = "flag"  # a tensor (size != type x shape), the tokenizer, Fscales
+        level = _max(level, lv)
+    return level
+
+
 def _directory_change(fm: FileMap, mut: bytes) -> str:
     n, at = fm.n, fm.dir_at
     if at + 32 * n > len(mut):
         return "flag"
     keys = [mut[at + 16 * i:at + 16 * i + 16] for i in range(n)]
     ranges = [struct.unpack_from("<QQ", mut, at + 16 * n + 16 * i) for i in range(n)]
-    if ranges != [(o, s) for _, o, s in fm.entries]:
-        return "flag"
+    old_ranges = [(o, s) for _, o, s in fm.entries]
+    if ranges != old_ranges:
+        return _size_change(fm, mut, old_ranges, ranges)
     names = []
     for raw in keys:
         name, _, rest = raw.partition(b"\0")
