@@ -199,4 +199,4 @@ def test_record_dense_files_repair_dry_run(case):
     data = DENSE[case]()
     path = H.scratch_file(data)
     H.bounded("sbs repair --dry-run", lambda: H.cli(["repair", "--dry-run", str(path)]), size=len(data),
-              time_factor=4.0, measure_memory=False)
+              measure_memory=False)

@@ -70,8 +70,9 @@ KNOWN = [(p, what, why) for p in CASES for what, why in _meta(p).get("known_fail
 def test_known_failure_still_fails(path, what, why):
     size = path.stat().st_size
     if what == "sbs repair --dry-run":
-        H.bounded(what, lambda: H.cli(["repair", "--dry-run", str(path)]), size=size, time_factor=4.0,
-                  measure_memory=False)
+        # The plain (x1) time bound, not repair's x4 allowance: a known failure must fail clearly,
+        # not flicker around the limit with the machine's load.
+        H.bounded(what, lambda: H.cli(["repair", "--dry-run", str(path)]), size=size, measure_memory=False)
     elif what == "verify(deep=True)":
         H.bounded(what, lambda: H.verify_fn()(str(path), deep=True), size=size, time_factor=4.0)
     elif what == "inference.load":
