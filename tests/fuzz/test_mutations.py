@@ -174,3 +174,53 @@ def test_entry_points_agree_with_verify(data):
     note(f"refusals: {refused}; verify: {[(x.code, x.severity) for x in rep.findings]}")
     if refused:
         assert not rep.ok, f"entry points refused the file ({refused}) but verify says ok"
+
+
+# -- verify's mutation library (tests/mutations.py): one precise defect per finding code ----------
+
+@lru_cache(maxsize=1)
+def _catalogue() -> tuple[tuple[str, bytes], ...]:
+    """Every file of ``tests.mutations.CATALOGUE``, built once."""
+    import tempfile
+    from pathlib import Path
+
+    try:
+        from tests import mutations as lib
+    except ModuleNotFoundError:  # pragma: no cover - the library is part of the verify work
+        return ()
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, m in enumerate(lib.CATALOGUE):
+            d = Path(tmp) / str(i)
+            d.mkdir()
+            path, _ = m.apply(d)
+            out.append((m.name, Path(path).read_bytes()))
+    return tuple(out)
+
+
+@fuzz_settings(fast=60, weight=0.5)
+@given(data=st.data())
+def test_catalogue_defects_and_their_mutations(data):
+    """Each catalogued single defect (every verify finding code has one), as is and with random
+    mutations stacked on top: the contract holds for every entry point."""
+    cat = _catalogue()
+    if not cat:
+        pytest.skip("tests/mutations.py (verify's mutation library) is not available")
+    name, raw = data.draw(st.sampled_from(cat), label="catalogue entry")
+    mut = S.Mutated(raw, [f"catalogue {name}"])
+    if data.draw(st.booleans(), label="mutate further"):
+        try:
+            S.file_map(raw)
+            readable = True
+        except Exception:
+            readable = False
+        if readable:
+            more = data.draw(S.mutations(S._base(raw, name)), label="mutation")
+            mut = S.Mutated(more.data, mut.ops + more.ops)
+        elif raw:  # not a readable store: blind byte edits
+            buf = bytearray(raw)
+            at = data.draw(st.integers(0, len(buf) - 1), label="at")
+            chunk = data.draw(st.binary(min_size=1, max_size=16), label="bytes")
+            buf[at:at + len(chunk)] = chunk
+            mut = S.Mutated(bytes(buf), mut.ops + [f"overwrite @{at} with {chunk.hex()}"])
+    _check(mut, measure_memory=data.draw(st.booleans(), label="measure memory"), **LIB)
