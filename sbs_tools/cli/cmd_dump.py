@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .common import app, console, print_json
@@ -118,5 +119,5 @@ def _render(data: dict[str, Any]) -> None:
         for hname in headers:
             t.add_column(hname)
         for r in rows:
-            t.add_row(*(str(c) for c in r))
+            t.add_row(*(escape(str(c)) for c in r))  # keys, names and messages come from the file
         console.print(t)

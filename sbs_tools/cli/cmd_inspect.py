@@ -29,13 +29,15 @@ def inspect(
 
 
 def _render(s: dict) -> None:
+    from rich.markup import escape  # file-derived text (path, display name, keys in messages) is not markup
+
     title = s.get("specifier") or s["era"]
-    console.print(f"[bold]{s['path']}[/]  [cyan]{title}[/]")
+    console.print(f"[bold]{escape(s['path'])}[/]  [cyan]{escape(title)}[/]")
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
     if "model" in s:
-        t.add_row("model", f"{s['model']} ({s['family']}), display name {s['display_name']!r}")
+        t.add_row("model", escape(f"{s['model']} ({s['family']}), display name {s['display_name']!r}"))
         t.add_row("weights", f"{s['weight']}, wrapping {s['wrapping']}, config schema {s['schema_revision']}")
     t.add_row("container", f"{s['layout'].upper()} layout, {s['format']} ({s['era_description']})")
     t.add_row("size", f"{human_bytes(s['file_bytes'])} ({s['file_bytes']} bytes), {s['num_blobs']} blobs, "
@@ -63,7 +65,7 @@ def _render(s: dict) -> None:
     t.add_row("tokenizer", f"present, {human_bytes(tok['bytes'])}" if tok["present"] else "[yellow]absent[/]")
     console.print(t)
     for note in s.get("notes", []):
-        console.print(f"[blue]note[/] {note}")
+        console.print(f"[blue]note[/] {escape(note)}")
     for p in s["problems"]:
         color = {"error": "red", "warning": "yellow"}.get(p["severity"], "blue")
-        console.print(f"[{color}]{p['severity']}[/] {p['code']}: {p['message']}")
+        console.print(f"[{color}]{p['severity']}[/] {escape(p['code'])}: {escape(p['message'])}")

@@ -245,6 +245,8 @@ def exercise(path: str | os.PathLike, *, tensors: int | None = None, cli_too: bo
     if cli_too:
         run("sbs inspect --json", lambda: _cli_json(["inspect", "--json", path]))
         run("sbs dump --json", lambda: _cli_json(["dump", "--json", path]))
+        for argv in (["inspect"], ["dump"], ["dump", "--markdown"], ["verify", "--deep"]):  # text renderers
+            run("sbs " + " ".join(argv), lambda argv=argv: cli([*argv, path])[0], time_factor=4.0)
     if verify and (vf := verify_fn()) is not None:
         o = run("verify(deep=True)", lambda: vf(path, deep=True), time_factor=4.0)
         ex.verify_report = o.value

@@ -99,7 +99,9 @@ def configs(draw, *, family: str | None = None, revision: str | None = None,
     gemma2 = family in ("gemma2", "paligemma2")
     wrapping = {"gemma3-vlm": 2, "paligemma2": 3}.get(family) or draw(st.sampled_from([0, 1]))
     cfg = ModelConfig(
-        display_name=draw(st.text("abcdefghijklmnopqrstuvwxyz_0123456789", max_size=20)),
+        # Printable ASCII, including rich markup ("[/]") and format characters ("%s", "{}").
+        display_name=draw(st.one_of(st.text("abcdefghijklmnopqrstuvwxyz_0123456789", max_size=20),
+                                    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=24))),
         model=model, wrapping=wrapping, weight=0, num_layers=nl, model_dim=D, vocab_size=V, max_seq_len=seq,
         att_cap=50.0 if gemma2 else 0.0, final_cap=30.0 if gemma2 else 0.0,
         query_scale=draw(st.sampled_from([0, 1])), layer_configs=layers, attention_window_sizes=windows,
@@ -420,7 +422,7 @@ def op_key_corrupt(fm: FileMap, data: bytearray, draw) -> str:
     key = fm.entries[i][0].encode("latin-1")
     at = fm.dir_at + 16 * i
     pos = draw(st.integers(0, 15))
-    v = draw(st.sampled_from([0x00, 0x01, 0x20, 0x5F, 0x7F, 0x80, 0xFF, ord("x")]))
+    v = draw(st.sampled_from([0x00, 0x01, 0x20, 0x5F, 0x7F, 0x80, 0xFF, ord("x"), ord("["), ord("]"), ord("/")]))
     if at + pos < len(data):
         data[at + pos] = v
     where = "after-NUL" if pos >= len(key) else "in-name"
@@ -471,7 +473,7 @@ def op_string_corrupt(fm, data, draw) -> str:
         return "string: none"
     at, _ = draw(st.sampled_from(pool))
     pos = at + draw(st.integers(0, 3))
-    v = draw(st.sampled_from([0x00, 0x80, 0xC3, 0xFF, 0x7F, 0x01, ord("A"), ord("_")]))
+    v = draw(st.sampled_from([0x00, 0x80, 0xC3, 0xFF, 0x7F, 0x01, ord("A"), ord("_"), ord("["), ord("/")]))
     if pos < len(data):
         data[pos] = v
     return f"string byte @{pos} = {v:#x}"

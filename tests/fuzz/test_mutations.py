@@ -63,7 +63,8 @@ def test_mutated_files_cli(data):
     note("\n".join(mut.ops))
     path = H.scratch_file(mut.data)
     before = sorted(p.name for p in path.parent.iterdir())
-    for argv in (["inspect", "--json"], ["dump", "--json"], ["repair", "--dry-run"], ["repair", "--dry-run", "--json"]):
+    for argv in (["inspect", "--json"], ["dump", "--json"], ["inspect"], ["dump"], ["dump", "--markdown"],
+                 ["verify", "--deep"], ["repair", "--dry-run"], ["repair", "--dry-run", "--json"]):
         if argv[0] == "repair" and not H.repair_available():
             continue
         H.bounded("sbs " + " ".join(argv), lambda argv=argv: H.cli([*argv, str(path)]), size=len(mut.data),

@@ -120,8 +120,8 @@ def test_valid_files_contract(plan):
 def test_valid_files_cli(plan):
     """The CLI on valid files: inspect/dump succeed; repair --dry-run finds nothing to fix."""
     path = str(H.scratch_file(M.build(plan)))
-    assert H.cli(["inspect", "--json", path])[0] == 0
-    assert H.cli(["dump", "--json", path])[0] == 0
+    for argv in (["inspect", "--json"], ["dump", "--json"], ["inspect"], ["dump"], ["dump", "--markdown"]):
+        assert H.cli([*argv, path])[0] == 0, argv
     if H.repair_available():
         code, out, err = H.cli(["repair", "--dry-run", path])
         # A current-generation file has nothing to repair. (A May-2025-schema file is valid for its
