@@ -196,13 +196,15 @@ def cli(argv: list[str]) -> tuple[int, str, str]:
     from sbs_tools.cli import common
 
     out, err = io.StringIO(), io.StringIO()
-    old_c, old_e = common.console.file, common.err_console.file
+    # Save the consoles' own setting (None = follow sys.stdout/stderr), not the stream they
+    # resolve to now: restoring a resolved stream would pin them to a stale capture.
+    old_c, old_e = common.console._file, common.err_console._file
     common.console.file, common.err_console.file = out, err
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(argv)
     finally:
-        common.console.file, common.err_console.file = old_c, old_e
+        common.console._file, common.err_console._file = old_c, old_e
     if code not in (0, 1, 2):
         raise ContractViolation(f"sbs {' '.join(argv)}: exit code {code}\n{err.getvalue()[-2000:]}")
     if "Traceback" in err.getvalue():
