@@ -297,9 +297,13 @@ def test_every_verify_mutation_renders(tmp_path, mutation):
     assert external_references(page) == []
     dom = parse(page)
     _assert_ids_and_links(dom)
-    for li in dom.find_all(lambda n: n.tag == "li" and "data-tensor" in n.attrs):
-        assert li.find_all(lambda n: n.tag == "a"), f"finding {li.attrs['data-code']} is not linked"
     m = build_file_model(path)
+    # A tensor finding links to the tensor wherever the page draws it. A pre-2025 file missing a tensor
+    # has neither a layer stack (no config) nor a blob for it: then there is nothing to link to.
+    drawn = m.chip_names() | {x.key for x in m.regions if x.kind == "blob" and x.key}
+    for li in dom.find_all(lambda n: n.tag == "li" and "data-tensor" in n.attrs):
+        if li.attrs["data-tensor"] in drawn:
+            assert li.find_all(lambda n: n.tag == "a"), f"finding {li.attrs['data-code']} is not linked"
     if m.open_error:
         return
     _assert_tiling(m)
