@@ -90,7 +90,22 @@ class State:
     tokenizer: bytes | None = None  # None: "unavailable"
 
     def find(self, key: str) -> OutBlob | None:
-        return next((b for b in self.blobs if b.key == key), None)
+        """The blob named ``key`` (indexed: the planner looks blobs up once per toc record). The index is
+        rebuilt when the list is replaced or changes length; call :meth:`invalidate` after renaming blobs."""
+        idx = self.__dict__.get("_idx")
+        if idx is None or self.__dict__.get("_idx_list") is not self.blobs or self._idx_len != len(self.blobs):
+            idx = self.invalidate()
+        b = idx.get(key)
+        if b is not None and b.key != key:
+            b = self.invalidate().get(key)
+        return b
+
+    def invalidate(self) -> dict[str, OutBlob]:
+        idx: dict[str, OutBlob] = {}
+        for b in self.blobs:
+            idx.setdefault(b.key, b)
+        self.__dict__.update(_idx=idx, _idx_list=self.blobs, _idx_len=len(self.blobs))
+        return idx
 
     def keys(self) -> list[str]:
         return [b.key for b in self.blobs]

@@ -95,14 +95,16 @@ class Analysis:
 
     def tensor_keys(self) -> list[str]:
         """Keys of blobs that hold tensors (not config/toc/tokenizer/scales), in directory order."""
-        out = []
+        out: list[str] = []
+        seen: set[str] = set()
         for r in self.resolved:
-            if r.how == "duplicate-entry" or r.key in out:
+            if r.how == "duplicate-entry" or r.key in seen:
                 continue
             if r.key in METADATA_KEYS or r.key in SCALES_KEYS:
                 continue
             if self.prefixed and strip_prefix(r.key) is None:
                 continue
+            seen.add(r.key)
             out.append(r.key)
         return out
 
@@ -321,7 +323,8 @@ def _metadata(a: Analysis) -> None:
             a.toc_error = SbsError(f"toc blob of {r.size} bytes", code="toc-undecodable")
         else:
             try:
-                a.toc = decode_toc(as_words(a.data(r), "toc"))
+                # Every record must name a distinct blob, so more records than blobs cannot be a valid toc.
+                a.toc = decode_toc(as_words(a.data(r), "toc"), max_records=len(a.resolved))
             except SbsError as e:
                 a.toc_error = e
                 a.toc = _scan_toc(a.data(r), keys)

@@ -127,6 +127,7 @@ def migrate_pre2025(p) -> None:
     for b in dropped_scales:
         p.dropped[b.key] = "scales moved into the toc"
     s.blobs = keep
+    s.invalidate()
     s.toc, s.toc_dirty = records, True
     s.config, s.config_dirty = cfg, True
     w = weight_type(records)
@@ -208,6 +209,7 @@ def to_pre2025(p) -> None:
             return
         p.renamed[prefix + b.key] = p.renamed.pop(b.key, b.key)
         b.key = prefix + b.key
+    s.invalidate()
     scales = np.array([recs[c].scale for c in consumers], dtype="<f4")
     s.blobs = [b for b in s.blobs if b.kind != "scales"]
     if len(scales):

@@ -256,8 +256,9 @@ class _Planner:
                     self.bad_keys.add(r.index)
                     self.bad_blobs.append((r, f"key {r.key!r} has layer number {idx} >= 999 (gemma.cpp asserts)"))
         toc_names = {rec.name for rec in a.toc or []}
+        lost_entry = {x.key: x for x in a.resolved if x.how == "lost"}
         for key in sorted(self.lost - set(METADATA_KEYS)):
-            r = next(x for x in a.resolved if x.key == key and x.how == "lost")
+            r = lost_entry[key]
             if r.entry.size == 0 and key not in toc_names:
                 slot = "" if not r.entry.offset else f" (bytes at its recorded offset {r.entry.offset} belong to no blob)"
                 self.act("drop-empty-entry", f"drop directory entry {r.index} ({key!r}): its size is 0, so it holds "
@@ -354,6 +355,7 @@ class _Planner:
             if st is not None and names.get(st[1]) == b.key:
                 self.renamed[st[1]] = b.key
                 b.key = st[1]
+        s.invalidate()
         if s.toc is not None:
             for rec in s.toc:
                 st = strip_prefix(rec.name)
@@ -605,7 +607,7 @@ class _Planner:
                         f"off and their bytes are gone: {', '.join(lost[:8])}{', ...' if len(lost) > 8 else ''} "
                         "(--force writes the tensors that survive, as a partial file)")
         # Blobs without a record.
-        rebuilt = []
+        rebuilt, new_records = [], []
         for b in s.blobs:
             if b.kind != "tensor" or b.key in have:
                 continue
@@ -619,8 +621,9 @@ class _Planner:
                 else:
                     b.kind = "other"
                 continue
-            self._insert_record(rec)
+            new_records.append(rec)
             rebuilt.append((b.key, why))
+        self._insert_records(new_records)
         if rebuilt:
             if a.toc is None:
                 summary = f"rebuild the missing toc: {len(rebuilt)} records from the config shapes and blob sizes"
@@ -633,6 +636,27 @@ class _Planner:
                      *[("blob-not-in-toc", k) for k, _ in rebuilt],
                      records={k: why for k, why in rebuilt})
         self.check_records()
+
+    def _insert_records(self, recs: list) -> None:
+        """Add toc records in one pass, each right after the record of the nearest preceding blob."""
+        if not recs:
+            return
+        s = self.s
+        have = {r.name for r in s.toc}
+        new = {r.name: r for r in recs}
+        after: dict[str | None, list] = {}
+        anchor = None
+        for k in s.keys():
+            if k in new:
+                after.setdefault(anchor, []).append(new.pop(k))
+            elif k in have:
+                anchor = k
+        out = after.get(None, []) + list(new.values())
+        for r in s.toc:
+            out.append(r)
+            out += after.get(r.name, [])
+        s.toc[:] = out
+        s.toc_dirty = True
 
     def _insert_record(self, rec) -> None:
         """Add a toc record where gemma.cpp's writer would have put it: right after the record of the
@@ -700,7 +724,7 @@ class _Planner:
 
     def dedupe_toc(self) -> None:
         s = self.s
-        out, seen = [], {}
+        out, seen, identical = [], {}, []
         for rec in s.toc:
             if rec.name not in seen:
                 seen[rec.name] = rec
@@ -708,8 +732,7 @@ class _Planner:
                 continue
             prev = seen[rec.name]
             if prev.values() == rec.values():
-                self.act("drop-toc-record", f"drop a second, identical toc record of {rec.name}",
-                         ("toc-duplicate", rec.name))
+                identical.append(rec.name)
                 continue
             b = s.find(rec.name)
             ok = [r for r in (prev, rec) if b is not None and _size_ok(r, b.size) and self._shape_ok(r)]
@@ -722,6 +745,11 @@ class _Planner:
             else:
                 self.refuse("toc-duplicate", rec.name, f"two different toc records for {rec.name} and the blob does "
                             "not tell which is right", forceable=False)
+        if identical:
+            names = list(dict.fromkeys(identical))
+            self.act("drop-toc-record", f"drop {len(identical)} second, identical toc record(s) of "
+                     + ", ".join(names[:6]) + (", ..." if len(names) > 6 else ""),
+                     *[("toc-duplicate", n) for n in names])
         if len(out) != len(s.toc):
             s.toc, s.toc_dirty = out, True
 
@@ -1117,15 +1145,37 @@ class _Planner:
         # Findings verify derived from metadata it read at the wrong place are consequences of that.
         moved_meta = next((x for x in plan.actions if x.kind in ("relocate-blob", "resize-blob")
                            and x.detail.get("key") in METADATA_KEYS), None)
+        # Indexes: findings x actions/refusals would otherwise be quadratic on files with many entries.
+        inv_renamed: dict[str, list[str]] = {}
+        for out_name, inp in self.renamed.items():
+            inv_renamed.setdefault(inp, []).append(out_name)
+        ref_any: dict[str, Refusal] = {}  # code -> first refusal with that code and no name
+        ref_named: dict[tuple[str, str], Refusal] = {}
+        ref_by_name: dict[str, Refusal] = {}
+        for r in plan.refusals:
+            if r.name is None:
+                ref_any.setdefault(r.code, r)
+            else:
+                ref_named.setdefault((r.code, r.name), r)
+                ref_by_name.setdefault(r.name, r)
+        act_index: dict[tuple[str, str | None], tuple[int, Action]] = {}
+        for i, x in enumerate(plan.actions):
+            for code, name in x.fixes:
+                act_index.setdefault((code, name), (i, x))
+        cascade = set(PLACEMENT + ("tensor-size-mismatch", "missing-tensor"))
         for f in plan.findings:
             names = {x for x in (f.blob, f.tensor) if x}
-            names |= {self.renamed.get(n, n) for n in names} | {n for n, k in self.renamed.items() if k in names}
-            ref = next((r for r in plan.refusals if r.code == f.code and (r.name is None or not names
-                                                                            or r.name in names)), None)
+            names |= {self.renamed.get(n, n) for n in names} | {o for n in list(names) for o in inv_renamed.get(n, ())}
+            ref = ref_any.get(f.code)
             if ref is None:
-                ref = next((r for r in plan.refusals if r.name is not None and r.name in names
-                            and f.code in PLACEMENT + ("tensor-size-mismatch", "missing-tensor")), None)
-            act = next((x for x in plan.actions if x.covers(f.code, names)), None)
+                if not names:
+                    ref = next((r for r in plan.refusals if r.code == f.code), None)
+                else:
+                    ref = next((ref_named[(f.code, n)] for n in names if (f.code, n) in ref_named), None)
+            if ref is None and f.code in cascade:
+                ref = next((ref_by_name[n] for n in names if n in ref_by_name), None)
+            hits = [act_index[k] for k in [(f.code, None)] + [(f.code, n) for n in names] if k in act_index]
+            act = min(hits, key=lambda h: h[0])[1] if hits else None
             if act is None and ref is None and self.a.header_fix and f.severity == "error":
                 hdr = next(x for x in plan.actions if x.kind == "restore-header")
                 plan.items.append(PlanItem(f, "fix", hdr, "read through the damaged header, which repair "
@@ -1144,11 +1194,16 @@ class _Planner:
             elif f.severity == "error":
                 reason = CANNOT_REASONS.get(f.code, "repair has no rule for this finding")
                 plan.items.append(PlanItem(f, "cannot-fix", None, reason))
-                if not any(r.code == f.code and (r.name is None or r.name in names) for r in plan.refusals):
-                    plan.refusals.append(Refusal(f.code, f.tensor or f.blob, reason,
+                if f.code not in ref_any and not any((f.code, n) in ref_named for n in names):
+                    new = Refusal(f.code, f.tensor or f.blob, reason,
                                                  forceable=f.code in ("missing-tensor", "tensor-size-mismatch",
                                                                       "non-finite", "nuq-table-invalid",
-                                                                      "scale-invalid", "toc-blob-missing")))
+                                                                      "scale-invalid", "toc-blob-missing"))
+                    plan.refusals.append(new)
+                    if new.name is None:
+                        ref_any.setdefault(new.code, new)
+                    else:
+                        ref_named.setdefault((new.code, new.name), new)
             else:
                 reason = KEEP_REASONS.get(f.code, "not an error; repair leaves it as it is")
                 plan.items.append(PlanItem(f, "keep" if f.severity == "warning" else "info", None, reason))

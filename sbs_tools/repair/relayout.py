@@ -139,10 +139,17 @@ def resolve(d: Directory, buf: np.ndarray, hints: dict[str, int] | None = None) 
     prev_end = d.first_blob_offset  # data end of the previous resolved blob
     expected = d.first_blob_offset  # back-to-back position
     after_lost = False
+    # next_todo[i]: the first entry after i that still needs resolving (exact duplicates are skipped).
+    next_todo: list[BlobEntry | None] = [None] * len(d.entries)
+    following = None
+    for i in range(len(d.entries) - 1, -1, -1):
+        next_todo[i] = following
+        if out[i] is None:
+            following = d.entries[i]
     for i, e in enumerate(d.entries):
         if out[i] is not None:
             continue
-        nxt = next((x for x in d.entries[i + 1:] if out[x.index] is None), None)
+        nxt = next_todo[i]
         hint = hints.get(e.key)
         if after_lost and e.offset >= prev_end and e.offset % BLOB_ALIGN == 0 and e.size and \
                 e.offset + e.size <= end and (hint is None or hint == e.size):
