@@ -472,3 +472,15 @@ def test_target_2025_05_fuses_split_forms(tmp_path):
             assert f.tensors[name].record.values() == g.tensors[name].record.values()
     gens = {x.key: x for x in r.report.compat}
     assert gens["2025-05-07"].loads and gens["2025-05-07"].runs
+
+
+def test_config_from_must_describe_the_tensors(tmp_path):
+    from tests.mutations import rebuild
+
+    src = rebuild(G2_V2, tmp_path / "nocfg.sbs", config=None)
+    r = run(src, tmp_path / "out.sbs", config_from=VIT)
+    assert r.status == "unrepairable"
+    assert any("does not describe these tensors" in x.reason for x in r.plan.blocking)
+    out = tmp_path / "ok.sbs"
+    assert run(src, out, config_from=G2_V1).status == "repaired"  # the same model, written in May 2025
+    assert model_of(out) == model_of(G2_V2)

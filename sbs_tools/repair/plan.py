@@ -383,6 +383,17 @@ class _Planner:
             s.config = copy.deepcopy(o.config)
             s.config_dirty = True
             self.act("set-config", f"{what} from {o.config_source}", *fixes, source=o.config_source)
+            try:
+                specs = by_name(expected_tensors(s.config))
+            except Exception:  # noqa: BLE001
+                specs = {}
+            bad = [(r, specs[self.tensor_name(r.name)]) for r in s.toc or []
+                   if self.tensor_name(r.name) in specs and (r.rows, r.cols) != specs[self.tensor_name(r.name)].shape]
+            if bad:
+                r, spec = bad[0]
+                self.refuse("shape-mismatch", None, f"the config from {o.config_source} does not describe these "
+                            f"tensors: {len(bad)} disagree, e.g. {r.name} is {r.rows} x {r.cols} but that config "
+                            f"implies {spec.rows} x {spec.cols}", forceable=False)
         elif s.config is None and not self._migrated:
             if a.config_error is not None:
                 code = a.config_error.code if a.config_error.code in ("config-undecodable", "config-invalid") \
