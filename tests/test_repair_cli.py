@@ -104,3 +104,11 @@ def test_json_unrepairable(capsys, tmp_path):
     d = json.loads(text)
     assert d["status"] == "unrepairable" and d["output"] is None
     assert d["plan"]["refusals"][0]["code"] == "bad-magic"
+
+
+def test_bad_output_location_exit_2(capsys, tmp_path):
+    src = BROKEN / "broken-misaligned-offset.sbs"
+    rc, _, err = run(capsys, "repair", src, "-o", tmp_path / "no" / "such" / "dir.sbs")
+    assert rc == 2 and "cannot write" in err
+    rc, _, err = run(capsys, "repair", src, "-o", tmp_path)
+    assert rc == 2 and "directory" in err

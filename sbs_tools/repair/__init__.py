@@ -123,6 +123,12 @@ def repair(path: str | os.PathLike, out: str | os.PathLike | None = None, *, dry
         raise SbsError("the output is the input file: use --in-place --backup SUFFIX", code="bad-option")
     if not os.path.exists(path):
         raise SbsError(f"cannot open {path}: no such file", code="io-error")
+    if out is not None and not dry_run:
+        out_dir = os.path.dirname(os.path.abspath(os.fspath(out)))
+        if os.path.isdir(os.fspath(out)):
+            raise SbsError(f"the output {os.fspath(out)} is a directory", code="bad-option")
+        if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+            raise SbsError(f"cannot write into {out_dir}", code="io-error")
     p, a = _plan(path, **options)
     if dry_run:
         return RepairResult("planned", path, None, p)
