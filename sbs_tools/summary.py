@@ -49,7 +49,9 @@ def summarize(f: SbsFile) -> dict[str, Any]:
             "model_dim": cfg.model_dim,
             "vocab_size": cfg.vocab_size,
             "max_seq_len": cfg.max_seq_len,
-            "global_layers": [i for i in range(cfg.num_layers) if cfg.is_global_layer(i)],
+            # Over the stored windows, not range(num_layers): num_layers is a raw u32 from the file.
+            "global_layers": [i for i in range(min(cfg.num_layers, len(cfg.attention_window_sizes)))
+                              if cfg.is_global_layer(i)],
         })
         if l0 is not None:
             s.update({"heads": l0.heads, "kv_heads": l0.kv_heads, "qkv_dim": l0.qkv_dim,
