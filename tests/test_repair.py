@@ -484,3 +484,21 @@ def test_config_from_must_describe_the_tensors(tmp_path):
     out = tmp_path / "ok.sbs"
     assert run(src, out, config_from=G2_V1).status == "repaired"  # the same model, written in May 2025
     assert model_of(out) == model_of(G2_V2)
+
+
+def test_auto_keeps_obsolete_model_for_its_generation(tmp_path):
+    """A May-2025 PaliGemma 1 file (ViT type 2) is valid for its generation; current gemma.cpp no
+    longer knows the model, so auto does not renumber it (and does not refuse)."""
+    from tests.mutations import config_of, rebuild
+
+    cfg = config_of(VIT)
+    cfg.schema_revision = "2025-05"
+    cfg.model, cfg.wrapping = 8, 3  # PALIGEMMA_224: obsolete since 2025-05-09
+    for lc in cfg.vit_config.layer_configs:
+        lc.type = 2
+    src = rebuild(VIT, tmp_path / "pg1.sbs", config=cfg, layout="v1")
+    r = run(src, tmp_path / "out.sbs")
+    assert r.status == "nothing-to-repair", r.plan.to_dict()
+    assert any("kept for the generation" in n for n in r.plan.notes)
+    r = run(src, tmp_path / "out.sbs", target="current")
+    assert r.status == "unrepairable"

@@ -1024,6 +1024,20 @@ class _Planner:
             return
         want_vit = t.vit_type if t is not None else 1
         have = {lc.type for lc in cfg.vit_config.layer_configs}
+        if have and have != {want_vit} and t is None:
+            trial = copy.deepcopy(cfg)
+            for lc in trial.vit_config.layer_configs:
+                lc.type = want_vit
+            trial.schema_revision = "2025-10"
+            try:
+                trial.to_bytes()
+            except SbsError as e:
+                # auto: current gemma.cpp could not read it anyway (e.g. an obsolete model): keep the file
+                # for the generation that reads it.
+                self.plan.notes.append(f"ViT layer types left at {sorted(have)}: renumbering would not make it "
+                                       f"loadable by current gemma.cpp ({e.message}); the file is kept for the "
+                                       "generation that reads it")
+                have = {want_vit}
         if have and have != {want_vit}:
             for lc in cfg.vit_config.layer_configs:
                 lc.type = want_vit
