@@ -489,7 +489,8 @@ class _Planner:
             self.plan.notes.append("the config decodes only when layer types are read by position (a ViT layer "
                                    "type that is invalid in the config's own numbering)")
         for i, lc in enumerate(cfg.vit_config.layer_configs):
-            if lc.type not in (1, 2):
+            # In the May-2025 numbering 1 is a Griffin layer; in the current one 2 is renumbered below.
+            if lc.type != vit_num and not (cfg.schema_revision == "2025-10" and lc.type == 2):
                 changed.append(f"vit_config.layer_configs[{i}].type {lc.type} -> kVit (its position says ViT)")
                 lc.type = vit_num
         if cfg.model in (10, 11, 12, 13) and cfg.wrapping == 2:
