@@ -178,9 +178,11 @@ def _dense_config() -> bytes:
 DENSE = {"dir-v1-65535": lambda: _dense_directory(65535, "v1"),
          "dir-v2-16383": lambda: _dense_directory(16383, "v2"),
          "toc-65536": _dense_toc, "config-vectors": _dense_config}
-#: repair is quadratic in the number of damaged entries (plan.map_findings scans every action and
-#: refusal per finding; build_state looks each lost key up in a list): ~40 s at 16383 entries.
-REPAIR_QUADRATIC = "repair --dry-run is quadratic in damaged directory entries / toc records (reported)"
+#: The repair library is linear here since 8ffac67 (0.7 s for 4000 damaged entries), but the CLI's text
+#: renderer prints every finding/action with rich (~1.5 ms each, and worse than linear): 6.7 s CPU
+#: for 4000 entries, ~50 s for 16383. (verify's text report caps at 8 per code.) Reported.
+REPAIR_RENDER_SLOW = "sbs repair's text output renders every one of thousands of findings (reported)"
+REPAIR_XFAIL = {"dir-v1-65535", "dir-v2-16383"}
 
 
 @pytest.mark.fuzz
@@ -193,8 +195,8 @@ def test_record_dense_files_stay_bounded(case):
 
 
 @pytest.mark.fuzz
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=REPAIR_QUADRATIC))
-                                  if c != "config-vectors" else c for c in sorted(DENSE)])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=REPAIR_RENDER_SLOW))
+                                  if c in REPAIR_XFAIL else c for c in sorted(DENSE)])
 def test_record_dense_files_repair_dry_run(case):
     data = DENSE[case]()
     path = H.scratch_file(data)
