@@ -180,10 +180,12 @@ def check_pre2025_names(f: SbsFile) -> list[Finding]:
             if name in MODEL_TENSOR_NAMES:
                 continue
         elif base in GEMMA_LAYER_BASES:
-            gemma_idx.add(idx)
+            if idx < 999:  # >= 999 is a bad-key (gemma.cpp asserts); never enumerate layers up to it
+                gemma_idx.add(idx)
             continue
         elif base in VIT_LAYER_BASES:
-            vit_idx.add(idx)
+            if idx < 999:
+                vit_idx.add(idx)
             continue
         elif base in REGISTERED_UNUSED:
             continue
