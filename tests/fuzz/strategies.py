@@ -421,6 +421,14 @@ def op_key_corrupt(fm: FileMap, data: bytearray, draw) -> str:
     i = draw(st.integers(0, fm.n - 1))
     key = fm.entries[i][0].encode("latin-1")
     at = fm.dir_at + 16 * i
+    stem, _, digits = key.rpartition(b"_")
+    if digits.isdigit() and draw(st.booleans()):  # a new layer number (gemma.cpp asserts < 999)
+        room = 16 - len(stem) - 1
+        n = draw(st.sampled_from([1, 9, 998, 999, 1000, 10**room - 1]) | st.integers(0, 10**room - 1))
+        new = (stem + b"_" + str(n).encode())[:16].ljust(16, b"\0")
+        if at + 16 <= len(data):
+            data[at:at + 16] = new
+        return f"key {i} ({fm.entries[i][0]}) layer number -> {n}"
     pos = draw(st.integers(0, 15))
     v = draw(st.sampled_from([0x00, 0x01, 0x20, 0x5F, 0x7F, 0x80, 0xFF, ord("x"), ord("["), ord("]"), ord("/")]))
     if at + pos < len(data):
