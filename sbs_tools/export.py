@@ -152,6 +152,8 @@ def _items(f: SbsFile, raw: bool, tokenizer: bool):
 
 
 def _write_npz(path: str, items, metadata: dict[str, str], tick: Callable[[str], None]) -> int:
+    from .convert.safetensors_io import write_chunks
+
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".npz-", suffix=".tmp", dir=d)
     os.close(fd)
@@ -165,12 +167,7 @@ def _write_npz(path: str, items, metadata: dict[str, str], tick: Callable[[str],
                     np.lib.format.write_array_header_2_0(
                         fh, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
                              "shape": tuple(it.shape)})
-                    n = 0
-                    for c in it.chunks():
-                        mv = memoryview(np.ascontiguousarray(c).view(np.uint8).reshape(-1)
-                                        if isinstance(c, np.ndarray) else c).cast("B")
-                        fh.write(mv)
-                        n += mv.nbytes
+                    n = write_chunks(fh, it.chunks())
                     if n != it.nbytes:
                         raise ExportError(f"{it.name}: wrote {n} bytes, expected {it.nbytes}")
                 tick(it.name)

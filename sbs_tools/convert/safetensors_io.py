@@ -131,6 +131,17 @@ class StItem:
         return int(np.prod(self.shape, dtype=np.int64)) * DTYPES[self.dtype].itemsize
 
 
+def write_chunks(fh, chunks: Iterable[bytes | np.ndarray | memoryview]) -> int:
+    """Write byte pieces (arrays as their raw bytes, no copy when contiguous); returns the byte count."""
+    n = 0
+    for c in chunks:
+        mv = memoryview(np.ascontiguousarray(c).view(np.uint8).reshape(-1)
+                        if isinstance(c, np.ndarray) else c).cast("B")
+        fh.write(mv)
+        n += mv.nbytes
+    return n
+
+
 def write_safetensors(path: str | os.PathLike, items: list[StItem], metadata: dict[str, str] | None = None,
                       progress: Callable[[StItem], None] | None = None) -> int:
     """Write ``items`` in order; returns the file size. Atomic (temporary file + rename)."""
@@ -151,12 +162,7 @@ def write_safetensors(path: str | os.PathLike, items: list[StItem], metadata: di
         with os.fdopen(fd, "wb") as fh:
             fh.write(struct.pack("<Q", len(hb)) + hb)
             for it in items:
-                n = 0
-                for c in it.chunks():
-                    mv = memoryview(np.ascontiguousarray(c).view(np.uint8).reshape(-1)
-                                    if isinstance(c, np.ndarray) else c).cast("B")
-                    fh.write(mv)
-                    n += mv.nbytes
+                n = write_chunks(fh, it.chunks())
                 if n != it.nbytes:
                     raise SbsError(f"{it.name}: wrote {n} bytes, declared {it.nbytes}", code="stream-size-mismatch")
                 if progress:
