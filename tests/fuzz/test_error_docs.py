@@ -14,6 +14,13 @@ def test_every_code_is_documented():
                          "regenerate it with `python -m tests.fuzz.error_codes --write`")
 
 
+def test_the_document_is_current():
+    """Every raise site is listed with its check: a new or changed message means regenerating."""
+    doc = (error_codes.ROOT / "docs" / "errors.md").read_text()
+    assert doc == error_codes.markdown(), (
+        "docs/errors.md is stale; regenerate it with `python -m tests.fuzz.error_codes --write`")
+
+
 def test_the_extractor_finds_the_read_path_codes():
     codes = {s.code for s in error_codes.exception_sites()}
     assert {"not-sbs", "bad-magic", "empty-file", "too-many-blobs", "directory-out-of-bounds", "fields-structure",
