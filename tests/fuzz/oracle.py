@@ -174,8 +174,10 @@ def _directory_change(fm: FileMap, mut: bytes) -> str:
         return "flag"
     if Counter(names) != Counter(base):
         return "flag"
-    # A permutation of the same keys: neutral only if every moved name lands on a blob of the
-    # same size whose toc record has the same type and shape (values swapped, nothing else).
+    # A permutation of the same keys: undetectable if every moved name lands on a tensor blob of
+    # the same size -- the result is a well-formed file holding other values. With a different
+    # type of the same byte size (16 BF16 <-> 8 F32) the bytes are reinterpreted; only value
+    # defects (NaN/Inf, SFP 0x80, a bad I8 scale) under the new type can be noticed.
     # Without a toc (pre-2025 files) shapes are unknown: any permutation of tensors is undetectable.
     types = _tensor_types(fm)
     if "toc" not in fm.kind_of_key and all(fm.kind_of_key.get(k.decode("latin-1")) in ("tensor", "blob")
@@ -188,8 +190,11 @@ def _directory_change(fm: FileMap, mut: bytes) -> str:
         other = next(e for e in fm.entries if e[0] == k_new)
         if other[2] != s or fm.kind_of_key.get(k_new) != "tensor" or fm.kind_of_key.get(k_old) != "tensor":
             return "flag"
-        if types and types.get(k_new) != types.get(k_old):
-            return "flag"
+        t_new, t_old = types.get(k_new), types.get(k_old)
+        if t_new != t_old and t_new is not None and t_old is not None:
+            raw = mut[o:o + s]
+            if M.payload_defects(t_new[0], raw, t_new[1]) - M.payload_defects(t_old[0], raw, t_old[1]):
+                return "flag"
     return "none"
 
 

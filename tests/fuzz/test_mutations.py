@@ -154,6 +154,31 @@ def test_oracle_sanity():
     assert oracle.expectation(base, base[:-1])[0] == "flag"
 
 
+def test_oracle_key_swap_between_same_size_tensors_of_different_types():
+    """Found by the long run: swapping the keys of a 16-value BF16 tensor and an 8-value F32 one
+    (both 32 bytes) makes a well-formed file holding other values. The oracle may demand a finding
+    only when the bytes, read as the new type, are defective (here: a BF16 NaN)."""
+    import numpy as np
+
+    from sbs_tools.toc import TocRecord, encode_toc
+
+    from . import model as M
+
+    recs = [TocRecord("norm", M.BF16, 2, 16, 1, 16, 1.0, 16), TocRecord("bias", M.F32, 4, 8, 1, 8, 1.0, 8)]
+
+    def build(f32_values, names=("norm", "bias")) -> bytes:
+        bf = M.bf16_bits(np.linspace(0.5, 1.5, 16, dtype=np.float32)).tobytes()
+        return M.pack([("config", b"\x01\x00\x00\x00" * 2), ("toc", encode_toc(recs)),
+                       (names[0], bf), (names[1], np.asarray(f32_values, "<f4").tobytes())], "v2")
+
+    fine = np.full(8, 0.25, dtype=np.float32)  # low halves 0x0000: BF16 zeros
+    base, swapped = build(fine), build(fine, ("bias", "norm"))
+    assert len(base) == len(swapped) and base != swapped
+    assert oracle.expectation(base, swapped)[0] == "none"
+    nan_low = np.array([0x3F807FC0] * 8, dtype="<u4").view("<f4")  # finite F32, NaN in its low BF16
+    assert oracle.expectation(build(nan_low), build(nan_low, ("bias", "norm")))[0] == "flag"
+
+
 #: inference.load refusals that are about the decoder's own limits, not about a broken file.
 INFERENCE_LIMITS = {"inference-unsupported", "inference-no-config"}
 
