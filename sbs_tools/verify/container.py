@@ -30,9 +30,11 @@ _HINTS = {
     "blob-out-of-bounds": "the file is truncated or its directory is corrupt: download it again",
     "blob-misaligned": "the directory is corrupt; `sbs repair` rewrites the layout from the blob contents",
     "blob-gap": "gemma.cpp requires blobs back to back; `sbs repair` rewrites the layout",
-    "blob-overlap": "the directory is corrupt; download the file again",
+    "blob-overlap": "the directory is corrupt; `sbs repair --dry-run` shows whether the blobs can be "
+                    "located, otherwise download the file again",
     "zero-size-blob": "remove the empty entry (`sbs repair`)",
-    "duplicate-key": "`sbs repair --drop-duplicates last` keeps the entry current gemma.cpp uses",
+    "duplicate-key": "`sbs repair` keeps one of identical entries; if they differ, "
+                     "`--drop-duplicates last` keeps the one current gemma.cpp uses",
     "bad-key": "the directory is corrupt or written by a foreign tool; `sbs repair` can rewrite keys",
     "nonzero-padding": "harmless for gemma.cpp, but a sign of corruption or a foreign writer; "
                        "`sbs repair` zeroes the padding",
