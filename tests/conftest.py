@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# Registers the fuzz suite's hypothesis profiles. This conftest is the one pytest loads before it
+# configures hypothesis for a bare `pytest -m fuzz --hypothesis-profile=long` from the root.
+from .fuzz import profiles  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 CORPUS = FIXTURES / "corpus"
