@@ -48,6 +48,7 @@ KEEP_REASONS = {
     "runtime-unsupported": "running it needs the tensors re-encoded to another type; repair never re-encodes",
     "legacy-only": "the file is kept for the gemma.cpp generation that reads it; pass --target current to "
                    "convert it",
+    "unloadable": "no repair rule makes any gemma.cpp generation accept it (see the compatibility reasons)",
     "all-zero": "tensor values are never changed by repair",
     "sfp-noncanonical": "tensor values are never changed by repair",
     "norm-suspicious": "tensor values are never changed by repair",
@@ -1188,6 +1189,9 @@ class _Planner:
         for i, x in enumerate(plan.actions):
             for code, name in x.fixes:
                 act_index.setdefault((code, name), (i, x))
+                if (code, name) == ("legacy-only", None):
+                    # what makes a generation accept the file also answers "no generation does"
+                    act_index.setdefault(("unloadable", None), (i, x))
         cascade = set(PLACEMENT + ("tensor-size-mismatch", "missing-tensor"))
         for f in plan.findings:
             names = {x for x in (f.blob, f.tensor) if x}

@@ -262,7 +262,8 @@ def evaluate(f: SbsFile | None, md: Metadata | None, findings: list[Finding]) ->
 
 
 def compat_findings(gens: list[Generation], findings: list[Finding]) -> list[Finding]:
-    """``legacy-only`` / ``runtime-unsupported`` warnings for files without errors."""
+    """``legacy-only`` / ``runtime-unsupported`` warnings for files without errors, or ``unloadable``
+    when no generation loads and runs the file (nothing else would say so)."""
     if any(x.severity == "error" for x in findings):
         return []
     cur = gens[-1]
@@ -279,4 +280,6 @@ def compat_findings(gens: list[Generation], findings: list[Finding]) -> list[Fin
         return [finding("legacy-only", "valid for older gemma.cpp (" + ", ".join(g.key for g in older)
                         + ") but current gemma.cpp cannot load it: " + "; ".join(reasons),
                         hint="use a matching gemma.cpp build, or convert the file with `sbs repair`")]
-    return []
+    return [finding("unloadable", "no gemma.cpp generation loads and runs this file; current gemma.cpp: "
+                    + "; ".join(reasons),
+                    hint="see the compatibility table; `sbs repair --dry-run` shows what it can fix")]

@@ -93,7 +93,8 @@ CODES: dict[str, CodeInfo] = {
     "weight-type-mismatch": CodeInfo(_E, "metadata", "config.weight differs from the smallest tensor type "
                                                      "(gemma.cpp asserts)."),
     "scale-invalid": CodeInfo(_E, "metadata", "A zero tensor scale, or (--deep) a non-finite/zero I8 group "
-                                              "scale or zero point."),
+                                              "scale, or a zero point that is not an integer within int32 "
+                                              "range (the I8 encoder writes no other)."),
     "scale-ignored": CodeInfo(_W, "metadata", "A norm/bias with scale != 1: gemma.cpp ignores the scale there."),
     # tokenizer
     "tokenizer-missing": CodeInfo(_W, "tokenizer", "No tokenizer in the file (absent or 'unavailable'): "
@@ -113,6 +114,8 @@ CODES: dict[str, CodeInfo] = {
     "both-forms": CodeInfo(_E, "layers", "Both forms of an exactly-one-of pair (e.g. att_ein_N and att_w_N): "
                                          "current gemma.cpp aborts."),
     # compat
+    "unloadable": CodeInfo(_E, "compat", "No gemma.cpp generation both loads and runs the file, although no "
+                                         "other check failed (e.g. a model enum no build accepts)."),
     "legacy-only": CodeInfo(_W, "compat", "Valid for an older gemma.cpp but not loadable by current gemma.cpp."),
     "runtime-unsupported": CodeInfo(_W, "compat", "Current gemma.cpp reads the file but cannot run it "
                                                   "(e.g. NUQ attention weights)."),
