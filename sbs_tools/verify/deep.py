@@ -61,6 +61,14 @@ class _Stats:
         self.values: np.ndarray | None = None  # kept only for small norm tensors
 
 
+def _zero_point_ok(zp: np.ndarray) -> np.ndarray:
+    """I8 zero points gemma.cpp's encoder can write: ``float(int32(a))`` rounded to bf16, i.e. an
+    integer of magnitude <= 2^31. Anything else is a damaged header, and re-quantizing the group
+    (gemma.cpp does for I8 ``att_ein``, ``qkv_ein``, ``gating_ein``) overflows int32."""
+    with np.errstate(all="ignore"):
+        return np.isfinite(zp) & (np.abs(zp) <= np.float32(2.0**31)) & (np.trunc(zp) == zp)
+
+
 def _table_unsorted(tab: np.ndarray) -> np.ndarray:
     """Rows of NUQ centre tables (G, 16) that are not ascending after their leading zeros
     (gemma.cpp puts unused centres, as 0.0, at the low indices)."""
@@ -151,8 +159,9 @@ def _fast_clean(t: Type, raw: np.ndarray, count: int, st: _Stats, scratch: np.nd
         with np.errstate(all="ignore"):
             a_inv = np.abs(inv.astype(np.float64))
             bound = a_inv * 128.0 + a_inv * np.abs(zp.astype(np.float64))
-            # Finite non-zero scale, finite zero point, and no value can reach the float32 limit.
-            ok = np.isfinite(bound) & (a_inv > 0) & (bound < 0.5 * _F32_MAX)
+            # Finite non-zero scale, a zero point the encoder can write, and no value can reach the
+            # float32 limit.
+            ok = np.isfinite(bound) & (a_inv > 0) & (bound < 0.5 * _F32_MAX) & _zero_point_ok(zp)
         if not ok.all():
             return False
         if not st.any_nonzero:
@@ -249,7 +258,7 @@ def _scan(f: SbsFile, info: TensorInfo, t: Type, st: _Stats, out_buf: np.ndarray
                 u = np.ascontiguousarray(hdr).astype(np.uint32)
                 inv = ((u[:, 0] | (u[:, 1] << 8)) << 16).view(np.float32)
                 zp = ((u[:, 2] | (u[:, 3] << 8)) << 16).view(np.float32)
-                badg = ~np.isfinite(inv) | (inv == 0) | ~np.isfinite(zp)
+                badg = ~np.isfinite(inv) | (inv == 0) | ~_zero_point_ok(zp)
                 k = int(np.count_nonzero(badg))
                 if k:
                     if st.first_bad_scale is None:
@@ -312,8 +321,9 @@ def check_deep(f: SbsFile, progress: Progress | None = None) -> list[Finding]:
             if st.bad_scale_groups:
                 g = st.first_bad_scale
                 out.append(finding("scale-invalid",
-                                   f"{info.name}: {st.bad_scale_groups} I8 group(s) with a non-finite or zero scale "
-                                   f"or zero point, first group {g} (values {g * 128}..)",
+                                   f"{info.name}: {st.bad_scale_groups} I8 group(s) with a non-finite or zero scale, "
+                                   f"or a zero point that is not an integer in int32 range, first group {g} "
+                                   f"(values {g * 128}..)",
                                    **{**loc, "offset": info.offset + g * 132},
                                    hint="the tensor is corrupt; re-export it"))
             elif st.nonfinite:

@@ -135,7 +135,7 @@ def payload_defects(t: int, raw: bytes, n: int) -> set[str]:
 
     Only the unambiguous ones: non-finite decoded values (F32, BF16, I8), SFP byte 0x80 in an
     SFP tensor, and an I8 group whose scale is zero or non-finite or whose zero point is
-    non-finite. (NUQ table order is not asserted: gemma.cpp's own encoder leaves unused
+    not an integer within int32 range. (NUQ table order is not asserted: gemma.cpp's own encoder leaves unused
     low-index centres at 0.0, so tables are not always ascending.)
     """
     if len(raw) != packed_bytes(t, n) or n == 0:
@@ -153,7 +153,9 @@ def payload_defects(t: int, raw: bytes, n: int) -> set[str]:
             for g in range(-(-n // 128)):
                 grp = b[132 * g:132 * g + 4 + min(128, n - 128 * g)]
                 inv, zp = bf16_value(grp[:4].view("<u2"))
-                if not (math.isfinite(inv) and math.isfinite(zp)) or inv == 0:
+                # the encoder writes zp = float(int32(a)) in bf16: an integer, |zp| <= 2^31
+                if not (math.isfinite(inv) and math.isfinite(zp)) or inv == 0 or abs(zp) > 2.0**31 \
+                        or zp != math.trunc(zp):
                     out.add("scale-invalid")
                     continue
                 q = grp[4:].view(np.int8).astype(np.float64)
