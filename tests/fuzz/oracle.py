@@ -37,6 +37,9 @@ RANK = {"none": 0, "notice": 1, "flag": 2}
 VERIFY_CHECKS_PRE2025_NAMES = True
 _LAYER_SHAPE_FIELDS = ("model_dim", "ff_hidden_dim", "heads", "kv_heads", "qkv_dim", "post_norm", "use_qk_norm",
                        "ff_biases", "type")
+#: A ViT layer's tensors (spec §5) depend only on these: its norms are always LayerNorm scale+bias,
+#: so post_norm / use_qk_norm / ff_biases change nothing gemma.cpp reads (found by the long run).
+_VIT_LAYER_SHAPE_FIELDS = ("ff_hidden_dim", "heads", "kv_heads", "qkv_dim", "type")
 NORM_OR_BIAS = ("_ns_", "norm", "_b_", "bias", "ln_")
 
 
@@ -46,11 +49,11 @@ def _max(a: str, b: str) -> str:
 
 def _shape_view(cfg) -> tuple:
     """The config fields that decide which tensors exist and their shapes and types."""
-    def layer(lc):
-        return tuple(getattr(lc, k) for k in _LAYER_SHAPE_FIELDS)
+    def layer(lc, fields=_LAYER_SHAPE_FIELDS):
+        return tuple(getattr(lc, k) for k in fields)
 
     v = cfg.vit_config
-    vit = (v.model_dim, v.seq_len, v.patch_width, tuple(layer(lc) for lc in v.layer_configs),
+    vit = (v.model_dim, v.seq_len, v.patch_width, tuple(layer(lc, _VIT_LAYER_SHAPE_FIELDS) for lc in v.layer_configs),
            cfg.wrapping == 2) if v.layer_configs else ()  # ViT dims only matter with ViT layers
     return (cfg.schema_revision, cfg.num_layers, cfg.model_dim, cfg.vocab_size, cfg.weight,
             len(cfg.attention_window_sizes), tuple(layer(lc) for lc in cfg.layer_configs), vit, cfg.extra_u32)

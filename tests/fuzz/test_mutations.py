@@ -11,9 +11,11 @@ import hashlib
 from functools import lru_cache
 
 import pytest
+import sbs_tools
 from hypothesis import given, note, strategies as st
 
 from . import harness as H, oracle, strategies as S
+from ..conftest import CORPUS
 from .profiles import fuzz_settings
 
 H.warm_up()
@@ -177,6 +179,22 @@ def test_oracle_key_swap_between_same_size_tensors_of_different_types():
     assert oracle.expectation(base, swapped)[0] == "none"
     nan_low = np.array([0x3F807FC0] * 8, dtype="<u4").view("<f4")  # finite F32, NaN in its low BF16
     assert oracle.expectation(build(nan_low), build(nan_low, ("bias", "norm")))[0] == "flag"
+
+
+def test_oracle_vit_layer_norm_flags_are_not_shape_fields():
+    """Found by the long run: a ViT layer's post_norm/use_qk_norm/ff_biases change no tensor (its
+    norms are LayerNorm scale+bias, spec §5), so the oracle must not demand a finding for them; an
+    LLM layer's post_norm adds post_att_ns/post_ff_ns and must."""
+    import dataclasses
+
+    cfg = sbs_tools.open(CORPUS / "v2" / "gemma3-4b-vit-tiny-sfp.sbs").config
+    v = cfg.vit_config
+    vit0 = dataclasses.replace(v.layer_configs[0], post_norm=1 - v.layer_configs[0].post_norm)
+    vit_changed = dataclasses.replace(cfg, vit_config=dataclasses.replace(v, layer_configs=[vit0, *v.layer_configs[1:]]))
+    assert oracle._shape_view(vit_changed) == oracle._shape_view(cfg)
+    llm0 = dataclasses.replace(cfg.layer_configs[0], post_norm=1 - cfg.layer_configs[0].post_norm)
+    assert oracle._shape_view(dataclasses.replace(cfg, layer_configs=[llm0, *cfg.layer_configs[1:]])) != \
+        oracle._shape_view(cfg)
 
 
 #: inference.load refusals that are about the decoder's own limits, not about a broken file.

@@ -5,6 +5,7 @@ Each ``NAME.sbs`` may have a ``NAME.json`` beside it::
     {"bug": "what went wrong before the fix", "fixed_in": "module",
      "open": "ok" | "<SbsError code>",          # expected outcome of sbs_tools.open(strict=True)
      "function": "decode_config",               # optional: the input is a blob for this decoder
+     "verify": ["<finding code>", ...],         # optional: verify(deep=True) must report these
      "known_failures": {"<entry point>": "why"}} # still failing, reported to the module's owner
 
 All are run through the whole entry-point harness (returns or raises SbsError, bounded time
@@ -55,6 +56,10 @@ def test_regression(path):
         except SbsError as e:
             got = e.code
         assert got == meta["open"]
+    if "verify" in meta:
+        rep = H.verify_fn()(str(path), deep=True)
+        assert set(meta["verify"]) <= {f.code for f in rep.findings}, [(f.code, f.severity) for f in rep.findings]
+        assert not rep.ok
 
 
 def test_every_regression_is_documented():
