@@ -7,6 +7,7 @@ input is not a gemma.cpp file / cannot be read, or a usage error.
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -70,38 +71,63 @@ def repair(
         raise typer.Exit(code)
 
 
+#: Text output shows at most this many findings (or extra actions) of one kind; ``--json`` has all.
+PER_CODE = 20
+
+
 def _render(r) -> None:
     p = r.plan
     tgt = p.target.key if p.target else "auto"
     console.print(f"[bold]{escape(r.input)}[/]  target [cyan]{tgt}[/]", soft_wrap=True)
     if not p.items and not p.actions:
         console.print("  no findings")
+    seen: Counter = Counter()
+    hidden: Counter = Counter()
     for it in p.items:
         style, label = _STATUS_STYLE[it.status]
         f = it.finding
+        seen[it.status, f.code] += 1
+        if seen[it.status, f.code] > PER_CODE:
+            hidden[it.status, f.code] += 1
+            continue
         where = f.where()
         head = f"  [{style}]{label:10s}[/] [bold]{f.code}[/]" + (f" ({escape(where)})" if where else "")
         console.print(head, highlight=False)
         console.print(f"             [dim]{escape(f.message)}[/]", highlight=False, soft_wrap=True)
         arrow = f"{it.action.kind}: " if it.action is not None else ""
         console.print(f"             -> {escape(arrow + it.reason)}", highlight=False, soft_wrap=True)
-    extra = [a for a in p.actions if not any(i.action is a for i in p.items)]
+    for (status, code), n in hidden.items():
+        style, label = _STATUS_STYLE[status]
+        console.print(f"  [{style}]{label:10s}[/] [bold]{code}[/]: {n} more like the above (--json lists every one)",
+                      highlight=False)
+    used = {id(i.action) for i in p.items if i.action is not None}
+    extra = [a for a in p.actions if id(a) not in used]
     if extra:
         console.print("[bold]also[/]")
+        kinds: Counter = Counter()
         for a in extra:
-            console.print(f"  [green]{a.kind}[/]: {escape(a.summary)}", highlight=False, soft_wrap=True)
+            kinds[a.kind] += 1
+            if kinds[a.kind] <= PER_CODE:
+                console.print(f"  [green]{a.kind}[/]: {escape(a.summary)}", highlight=False, soft_wrap=True)
+        for kind, n in kinds.items():
+            if n > PER_CODE:
+                console.print(f"  [green]{kind}[/]: {n - PER_CODE} more (--json lists every one)", highlight=False)
     blocking = p.blocking
-    forced = [x for x in p.refusals if x not in blocking]
+    blocking_ids = {id(x) for x in blocking}
+    forced = [x for x in p.refusals if id(x) not in blocking_ids]
     shown = {i.reason for i in p.items}
-    for x in blocking:
-        if x.reason not in shown:
-            console.print(f"  [bold red]cannot fix[/] {x.code}" + (f" ({escape(x.name)})" if x.name else "")
-                          + f": {escape(x.reason)}", highlight=False, soft_wrap=True)
-    for x in forced:
-        if x.reason in shown:
-            continue
-        console.print(f"  [yellow]forced[/] {x.code}" + (f" ({escape(x.name)})" if x.name else "")
-                      + f": {escape(x.reason)}", highlight=False, soft_wrap=True)
+    more: Counter = Counter()
+    for label, refusals in (("[bold red]cannot fix[/]", blocking), ("[yellow]forced[/]", forced)):
+        for x in refusals:
+            if x.reason in shown:
+                continue
+            more[label, x.code] += 1
+            if more[label, x.code] <= PER_CODE:
+                console.print(f"  {label} {x.code}" + (f" ({escape(x.name)})" if x.name else "")
+                              + f": {escape(x.reason)}", highlight=False, soft_wrap=True)
+    for (label, code), n in more.items():
+        if n > PER_CODE:
+            console.print(f"  {label} {code}: {n - PER_CODE} more (--json lists every one)", highlight=False)
     for n in p.notes:
         console.print(f"  [blue]note[/] {escape(n)}", highlight=False, soft_wrap=True)
     if r.status == "planned":
