@@ -263,7 +263,7 @@ def evaluate(f: SbsFile | None, md: Metadata | None, findings: list[Finding]) ->
 
 def compat_findings(gens: list[Generation], findings: list[Finding]) -> list[Finding]:
     """``legacy-only`` / ``runtime-unsupported`` warnings for files without errors, or ``unloadable``
-    when no generation loads and runs the file (nothing else would say so)."""
+    when no generation loads the file at all (nothing else would say so)."""
     if any(x.severity == "error" for x in findings):
         return []
     cur = gens[-1]
@@ -280,6 +280,12 @@ def compat_findings(gens: list[Generation], findings: list[Finding]) -> list[Fin
         return [finding("legacy-only", "valid for older gemma.cpp (" + ", ".join(g.key for g in older)
                         + ") but current gemma.cpp cannot load it: " + "; ".join(reasons),
                         hint="use a matching gemma.cpp build, or convert the file with `sbs repair`")]
-    return [finding("unloadable", "no gemma.cpp generation loads and runs this file; current gemma.cpp: "
+    readers = [g for g in gens[:-1] if g.loads]
+    if readers:
+        return [finding("runtime-unsupported", "no gemma.cpp generation runs this file: "
+                        + ", ".join(g.key for g in readers) + " read it but cannot run it; current gemma.cpp: "
+                        + "; ".join(reasons),
+                        hint="re-export the model in a supported type (SFP, BF16, F32 or I8)")]
+    return [finding("unloadable", "no gemma.cpp generation loads this file; current gemma.cpp: "
                     + "; ".join(reasons),
                     hint="see the compatibility table; `sbs repair --dry-run` shows what it can fix")]

@@ -114,10 +114,11 @@ CODES: dict[str, CodeInfo] = {
     "both-forms": CodeInfo(_E, "layers", "Both forms of an exactly-one-of pair (e.g. att_ein_N and att_w_N): "
                                          "current gemma.cpp aborts."),
     # compat
-    "unloadable": CodeInfo(_E, "compat", "No gemma.cpp generation both loads and runs the file, although no "
-                                         "other check failed (e.g. a model enum no build accepts)."),
+    "unloadable": CodeInfo(_E, "compat", "No gemma.cpp generation loads the file, although no other check "
+                                         "failed (e.g. a model enum no build accepts)."),
     "legacy-only": CodeInfo(_W, "compat", "Valid for an older gemma.cpp but not loadable by current gemma.cpp."),
-    "runtime-unsupported": CodeInfo(_W, "compat", "Current gemma.cpp reads the file but cannot run it "
+    "runtime-unsupported": CodeInfo(_W, "compat", "Current gemma.cpp (or, when it cannot read the file, every "
+                                                  "generation that can) reads the file but cannot run it "
                                                   "(e.g. NUQ attention weights)."),
     "rope-quirk": CodeInfo(_I, "compat", "Gemma 3 270M: gemma.cpp runs the global layers with RoPE base 10,000 "
                                          "where the original model uses 1,000,000."),

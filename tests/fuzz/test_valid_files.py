@@ -132,6 +132,12 @@ def test_valid_files_cli(plan):
         assert code == 0 or (old_schema and code == 1), out + err
 
 
+#: Model enums current gemma.cpp no longer knows (spec §3). A well-formed file naming one can be
+#: one that no generation loads -- e.g. V2 layout (readers since 2025-07-31, which dropped
+#: GEMMA_2B) or I8 weights (2025-10-15) -- and verify must say so with the error ``unloadable``
+#: (the long fuzz run found such files reported "OK" with no finding at all).
+REMOVED_MODELS = (1, 2, 5, 6, 8, 9)
+
 #: Findings a valid generated file may carry, and why.
 EXPECTED_ON_VALID = {
     "tokenizer-missing": "plans without a tokenizer store 'unavailable'",
@@ -152,6 +158,7 @@ def test_verify_accepts_valid_files(plan):
     data = M.build(plan)
     rep = vf(str(H.scratch_file(data)), deep=True)
     note(str([(x.code, x.severity, x.message) for x in rep.findings]))
-    assert rep.ok, [x.to_dict() for x in rep.errors]
+    errors = [x for x in rep.errors if not (x.code == "unloadable" and plan.config.model in REMOVED_MODELS)]
+    assert not errors, [x.to_dict() for x in errors]
     unexpected = [x.to_dict() for x in rep.warnings if x.code not in EXPECTED_ON_VALID]
     assert not unexpected, unexpected
