@@ -1206,6 +1206,12 @@ class _Planner:
                 ref = next((ref_by_name[n] for n in names if n in ref_by_name), None)
             hits = [act_index[k] for k in [(f.code, None)] + [(f.code, n) for n in names] if k in act_index]
             act = min(hits, key=lambda h: h[0])[1] if hits else None
+            if act is None and ref is None and f.code == "unloadable" and plan.actions:
+                # A verdict on the whole file, from the other findings: the written file is verified
+                # again, and is not written if it still loads nowhere.
+                plan.items.append(PlanItem(f, "fix", plan.actions[0], "decided by the other fixes; the "
+                                           "repaired file is verified again before it is kept"))
+                continue
             if act is None and ref is None and self.a.header_fix and f.severity == "error":
                 hdr = next(x for x in plan.actions if x.kind == "restore-header")
                 plan.items.append(PlanItem(f, "fix", hdr, "read through the damaged header, which repair "

@@ -155,7 +155,7 @@ def payload_defects(t: int, raw: bytes, n: int) -> set[str]:
                 inv, zp = bf16_value(grp[:4].view("<u2"))
                 # the encoder writes zp = float(int32(a)) in bf16: an integer, |zp| <= 2^31
                 if not (math.isfinite(inv) and math.isfinite(zp)) or inv == 0 or abs(zp) > 2.0**31 \
-                        or zp != math.trunc(zp):
+                        or float(zp) != math.trunc(float(zp)):
                     out.add("scale-invalid")
                     continue
                 q = grp[4:].view(np.int8).astype(np.float64)
