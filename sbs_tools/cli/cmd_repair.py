@@ -75,21 +75,32 @@ def repair(
 PER_CODE = 20
 
 
+def _capped(entries: list, kind) -> tuple[list, Counter]:
+    """The entries to print, at most PER_CODE of each ``kind(entry)``, and how many of each kind were
+    left out: thousands of identical findings would bury the verdict and take minutes to render."""
+    seen: Counter = Counter()
+    hidden: Counter = Counter()
+    shown = []
+    for e in entries:
+        k = kind(e)
+        seen[k] += 1
+        if seen[k] <= PER_CODE:
+            shown.append(e)
+        else:
+            hidden[k] += 1
+    return shown, hidden
+
+
 def _render(r) -> None:
     p = r.plan
     tgt = p.target.key if p.target else "auto"
     console.print(f"[bold]{escape(r.input)}[/]  target [cyan]{tgt}[/]", soft_wrap=True)
     if not p.items and not p.actions:
         console.print("  no findings")
-    seen: Counter = Counter()
-    hidden: Counter = Counter()
-    for it in p.items:
+    items, hidden = _capped(p.items, lambda it: (it.status, it.finding.code))
+    for it in items:
         style, label = _STATUS_STYLE[it.status]
         f = it.finding
-        seen[it.status, f.code] += 1
-        if seen[it.status, f.code] > PER_CODE:
-            hidden[it.status, f.code] += 1
-            continue
         where = f.where()
         head = f"  [{style}]{label:10s}[/] [bold]{f.code}[/]" + (f" ({escape(where)})" if where else "")
         console.print(head, highlight=False)
@@ -104,30 +115,22 @@ def _render(r) -> None:
     extra = [a for a in p.actions if id(a) not in used]
     if extra:
         console.print("[bold]also[/]")
-        kinds: Counter = Counter()
+        extra, hidden = _capped(extra, lambda a: a.kind)
         for a in extra:
-            kinds[a.kind] += 1
-            if kinds[a.kind] <= PER_CODE:
-                console.print(f"  [green]{a.kind}[/]: {escape(a.summary)}", highlight=False, soft_wrap=True)
-        for kind, n in kinds.items():
-            if n > PER_CODE:
-                console.print(f"  [green]{kind}[/]: {n - PER_CODE} more (--json lists every one)", highlight=False)
+            console.print(f"  [green]{a.kind}[/]: {escape(a.summary)}", highlight=False, soft_wrap=True)
+        for kind, n in hidden.items():
+            console.print(f"  [green]{kind}[/]: {n} more (--json lists every one)", highlight=False)
     blocking = p.blocking
     blocking_ids = {id(x) for x in blocking}
-    forced = [x for x in p.refusals if id(x) not in blocking_ids]
     shown = {i.reason for i in p.items}
-    more: Counter = Counter()
-    for label, refusals in (("[bold red]cannot fix[/]", blocking), ("[yellow]forced[/]", forced)):
-        for x in refusals:
-            if x.reason in shown:
-                continue
-            more[label, x.code] += 1
-            if more[label, x.code] <= PER_CODE:
-                console.print(f"  {label} {x.code}" + (f" ({escape(x.name)})" if x.name else "")
-                              + f": {escape(x.reason)}", highlight=False, soft_wrap=True)
-    for (label, code), n in more.items():
-        if n > PER_CODE:
-            console.print(f"  {label} {code}: {n - PER_CODE} more (--json lists every one)", highlight=False)
+    refusals = ([("[bold red]cannot fix[/]", x) for x in blocking if x.reason not in shown]
+                + [("[yellow]forced[/]", x) for x in p.refusals if id(x) not in blocking_ids and x.reason not in shown])
+    refusals, hidden = _capped(refusals, lambda lx: (lx[0], lx[1].code))
+    for label, x in refusals:
+        console.print(f"  {label} {x.code}" + (f" ({escape(x.name)})" if x.name else "")
+                      + f": {escape(x.reason)}", highlight=False, soft_wrap=True)
+    for (label, code), n in hidden.items():
+        console.print(f"  {label} {code}: {n} more (--json lists every one)", highlight=False)
     for n in p.notes:
         console.print(f"  [blue]note[/] {escape(n)}", highlight=False, soft_wrap=True)
     if r.status == "planned":
