@@ -48,7 +48,6 @@ KEEP_REASONS = {
     "runtime-unsupported": "running it needs the tensors re-encoded to another type; repair never re-encodes",
     "legacy-only": "the file is kept for the gemma.cpp generation that reads it; pass --target current to "
                    "convert it",
-    "unloadable": "no repair rule makes any gemma.cpp generation accept it (see the compatibility reasons)",
     "all-zero": "tensor values are never changed by repair",
     "sfp-noncanonical": "tensor values are never changed by repair",
     "norm-suspicious": "tensor values are never changed by repair",
@@ -56,6 +55,7 @@ KEEP_REASONS = {
     "scales-extra": "the extra scales are kept as they are",
 }
 CANNOT_REASONS = {
+    "unloadable": "no repair rule makes any gemma.cpp generation accept it (see the compatibility reasons)",
     "not-sbs": "not a gemma.cpp weight file: there is nothing to repair",
     "io-error": "the file cannot be read",
     "missing-tensor": "the tensor's bytes are not in the file and cannot be recreated from the other tensors; "
@@ -1189,9 +1189,6 @@ class _Planner:
         for i, x in enumerate(plan.actions):
             for code, name in x.fixes:
                 act_index.setdefault((code, name), (i, x))
-                if (code, name) == ("legacy-only", None):
-                    # what makes a generation accept the file also answers "no generation does"
-                    act_index.setdefault(("unloadable", None), (i, x))
         cascade = set(PLACEMENT + ("tensor-size-mismatch", "missing-tensor"))
         for f in plan.findings:
             names = {x for x in (f.blob, f.tensor) if x}
@@ -1206,6 +1203,9 @@ class _Planner:
                 ref = next((ref_by_name[n] for n in names if n in ref_by_name), None)
             hits = [act_index[k] for k in [(f.code, None)] + [(f.code, n) for n in names] if k in act_index]
             act = min(hits, key=lambda h: h[0])[1] if hits else None
+            if act is None and f.code == "unloadable":
+                # what makes a generation accept the file also answers "no generation does"
+                act = act_index.get(("legacy-only", None), (0, None))[1]
             if act is None and ref is None and f.code == "unloadable" and plan.actions:
                 # A verdict on the whole file, from the other findings: the written file is verified
                 # again, and is not written if it still loads nowhere.
