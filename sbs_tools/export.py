@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import numpy as np
 
 from . import __version__, codecs
 from .errors import SbsError
+from .output import PendingFile, check_output_file
 from .sbsfile import SbsFile
 from .types import Type
 
@@ -154,11 +154,8 @@ def _items(f: SbsFile, raw: bool, tokenizer: bool):
 def _write_npz(path: str, items, metadata: dict[str, str], tick: Callable[[str], None]) -> int:
     from .convert.safetensors_io import write_chunks
 
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".npz-", suffix=".tmp", dir=d)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    with PendingFile(path) as pending:
+        with zipfile.ZipFile(pending.file, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             with zf.open("__metadata__.npy", "w") as fh:
                 np.lib.format.write_array(fh, np.array(json.dumps(metadata)), allow_pickle=False)
             for it in items:
@@ -171,12 +168,6 @@ def _write_npz(path: str, items, metadata: dict[str, str], tick: Callable[[str],
                     if n != it.nbytes:
                         raise ExportError(f"{it.name}: wrote {n} bytes, expected {it.nbytes}")
                 tick(it.name)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return os.path.getsize(path)
 
 
@@ -194,14 +185,20 @@ def _format_for(out: str | os.PathLike, hf: bool) -> str:
 
 
 def export(source: str | os.PathLike, output: str | os.PathLike, *, raw: bool = False, hf: bool = False,
-           tokenizer: bool = True, progress: bool | Callable[[int, int, str], None] = False) -> ExportResult:
-    """Export ``source`` (.sbs) to ``output`` (.safetensors / .npz, or a directory with ``hf=True``)."""
+           tokenizer: bool = True, progress: bool | Callable[[int, int, str], None] = False,
+           overwrite: bool = False) -> ExportResult:
+    """Export ``source`` (.sbs) to ``output`` (.safetensors / .npz, or a directory with ``hf=True``).
+
+    The output policy applies (:mod:`sbs_tools.output`): never the input, an existing file or a
+    non-empty directory only with ``overwrite=True``, and then only the files written are replaced."""
     import sbs_tools
 
     t0 = time.perf_counter()
     fmt = _format_for(output, hf)
     if raw and hf:
         raise ExportError("--raw and --hf exclude each other", code="bad-arguments")
+    if not hf:
+        check_output_file(output, [source], force=overwrite)
     with sbs_tools.open(source) as f:
         if f.config is None and hf:
             raise ExportError(f"{source}: no config blob, so no Hugging Face config can be written",
@@ -218,7 +215,7 @@ def export(source: str | os.PathLike, output: str | os.PathLike, *, raw: bool = 
             if fmt == "hf":
                 from .convert.hf_export import write_hf
 
-                size = write_hf(f, output, tokenizer=tokenizer, tick=tick)
+                size = write_hf(f, output, tokenizer=tokenizer, tick=tick, overwrite=overwrite)
             else:
                 kind = "raw" if raw else "decoded"
                 items = _items(f, raw, tokenizer)

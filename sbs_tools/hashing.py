@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import shlex
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .errors import SbsError
+from .inputs import check_input_file
 
 ALGOS = ("xxh64", "sha256")
 PER = ("tensor", "blob", "file")
@@ -45,6 +47,8 @@ SEP = "::"
 _DIGEST_LEN = {"xxh64": 16, "sha256": 64}
 _HEX_LEN = {v: k for k, v in _DIGEST_LEN.items()}
 _CHUNK = 64 << 20
+#: A manifest line is ~100 bytes: this allows millions of entries and refuses anything absurd unread.
+MAX_MANIFEST_BYTES = 256 << 20
 
 
 class HashError(SbsError):
@@ -132,8 +136,9 @@ def _quote(s: str) -> str:
     return shlex.quote(s) if any(c.isspace() for c in s) or s.startswith(("'", '"')) else s
 
 
-def hash_file(path: str | os.PathLike, *, per: str = "tensor", algo: str = "xxh64", threads: int = 2) -> FileHashes:
-    """Digests of one file (see the module docstring)."""
+def hash_file(path: str | os.PathLike, *, per: str = "tensor", algo: str = "xxh64", threads: int = 2,
+              progress: Callable[[int, int, str], None] | None = None) -> FileHashes:
+    """Digests of one file (see the module docstring); ``progress(done, total, name)`` after each entry."""
     import sbs_tools
 
     if per not in PER:
@@ -157,8 +162,16 @@ def hash_file(path: str | os.PathLike, *, per: str = "tensor", algo: str = "xxh6
                 if key in f.blobs:
                     jobs.append((Entry(key, "blob", f.blobs[key].size, ""), f.raw(key), f.blobs[key].offset))
 
+        done = [0]
+        lock = threading.Lock()
+
         def job(j: tuple[Entry, np.ndarray, int]) -> str:
-            return digest(j[1], algo, release=lambda i, n: f.release(j[2] + i, n))
+            d = digest(j[1], algo, release=lambda i, n: f.release(j[2] + i, n))
+            if progress is not None:
+                with lock:
+                    done[0] += 1
+                    progress(done[0], len(jobs), j[0].name)
+            return d
 
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             digests = list(pool.map(job, jobs))
@@ -168,14 +181,17 @@ def hash_file(path: str | os.PathLike, *, per: str = "tensor", algo: str = "xxh6
         return out
 
 
-def hash_files(paths: Iterable[str | os.PathLike], *, per: str = "tensor", algo: str = "xxh64") -> Manifest:
-    return Manifest(algo, per, [hash_file(p, per=per, algo=algo) for p in paths])
+def hash_files(paths: Iterable[str | os.PathLike], *, per: str = "tensor", algo: str = "xxh64",
+               progress: Callable[[int, int, str], None] | None = None) -> Manifest:
+    return Manifest(algo, per, [hash_file(p, per=per, algo=algo, progress=progress) for p in paths])
 
 
 # -- reading manifests -----------------------------------------------------------------------------
 
 def load_manifest(path: str | os.PathLike) -> Manifest:
     """Parse a JSON or text manifest written by :func:`Manifest.to_dict` / :func:`Manifest.to_text`."""
+    if check_input_file(path).st_size > MAX_MANIFEST_BYTES:
+        raise HashError(f"manifest {path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB", code="bad-manifest")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

@@ -18,6 +18,7 @@ from .blobstore import BlobEntry, Directory, Problem
 from .config import ModelConfig, decode_config
 from .errors import ConfigError, ContainerError, SbsError, TensorError, TocError
 from .fields import as_words
+from .inputs import check_input_file
 from .toc import TocRecord, decode_toc
 from .types import Type, packed_bytes, type_name
 
@@ -103,6 +104,7 @@ class SbsFile:
     def __init__(self, path: str | os.PathLike, *, strict: bool = True) -> None:
         self.path = os.fspath(path)
         self._mm: mmap.mmap | None = None
+        check_input_file(self.path, allow_empty=True)  # never mmap a directory, never block on a FIFO
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except OSError as e:

@@ -1,13 +1,14 @@
 """Write BlobStore files byte-identical to gemma.cpp's ``BlobWriter`` (V2 default, V1 on request).
 
-Writing goes to a temporary file in the target directory that is fsynced and
-renamed into place only when complete, so a crash never leaves a half-written
-file under the requested name and an existing file is never clobbered early.
+Writing follows the output policy of :mod:`sbs_tools.output`: an existing file
+is replaced only with ``overwrite=True`` (and never when it is one of
+``inputs``); the bytes go to a temporary file in the target directory that is
+fsynced and renamed into place only when complete, so a crash never leaves a
+half-written file under the requested name.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Callable, Iterable, Literal
 
 import numpy as np
@@ -16,16 +17,11 @@ from .blobstore import (BLOB_ALIGN, END_ALIGN, ENTRY_BYTES, HEADER_BYTES, KEY_BY
                         V2_PLACEHOLDER_FILE_BYTES, round_up, v1_first_blob_offset)
 from .config import ModelConfig
 from .errors import WriteError
+from .output import PendingFile, check_output_file
 from .toc import TocRecord, encode_toc
 
 BytesLike = bytes | bytearray | memoryview | np.ndarray
 _ZEROS = bytes(END_ALIGN)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def key_bytes(key: str) -> bytes:
@@ -59,20 +55,22 @@ class BlobWriter:
     added buffers (no copies) and writes them in ``finish()``.
     """
 
-    def __init__(self, path: str | os.PathLike, layout: Literal["v1", "v2"] = "v2", *,
-                 pad_end: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike | PendingFile, layout: Literal["v1", "v2"] = "v2", *,
+                 pad_end: bool = True, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False) -> None:
         if layout not in ("v1", "v2"):
             raise WriteError(f"unknown layout {layout!r}", code="bad-layout")
-        self.path = os.fspath(path)
+        if isinstance(path, PendingFile):  # the caller checked the destination and commits it itself
+            self._out, self._owns = path, False
+        else:
+            check_output_file(path, tuple(inputs), force=overwrite)
+            self._out, self._owns = PendingFile(path), True
+        self.path = self._out.dest
         self.layout = layout
         self.pad_end = pad_end  # False: pre-2025 V1 files, which end right after the last padded blob
         self._keys: list[bytes] = []
         self._ranges: list[tuple[int, int]] = []
         self._pending: list = []  # V1: memoryviews, or (key, nbytes, chunks) for streamed blobs
-        d = os.path.dirname(os.path.abspath(self.path))
-        fd, self._tmp = tempfile.mkstemp(prefix=".sbs-", suffix=".tmp", dir=d)
-        os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
-        self._f = os.fdopen(fd, "wb")
+        self._f = self._out.file
         self._pos = 0
         if layout == "v2":
             self._f.write(_header(0, V2_PLACEHOLDER_FILE_BYTES).ljust(BLOB_ALIGN, b"\0"))
@@ -133,7 +131,8 @@ class BlobWriter:
         self._pos += mv.nbytes + pad
 
     def finish(self) -> int:
-        """Write the directory, fsync and rename into place. Returns the file size."""
+        """Write the directory, fsync and (unless the caller handed in its own PendingFile) rename into
+        place. Returns the file size."""
         try:
             n = len(self._keys)
             if n == 0:
@@ -160,10 +159,9 @@ class BlobWriter:
                 file_bytes = round_up(self._pos + round_up(HEADER_BYTES + dir_bytes, BLOB_ALIGN), END_ALIGN)
                 self._write_zeros(file_bytes - self._pos - dir_bytes - HEADER_BYTES)
                 self._f.write(_directory(self._keys, self._ranges) + _header(n, file_bytes))
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            os.replace(self._tmp, self.path)
+            self._out.close()
+            if self._owns:
+                self._out.commit()
             return file_bytes
         except BaseException:
             self.abort()
@@ -178,10 +176,7 @@ class BlobWriter:
 
     def abort(self) -> None:
         """Discard the temporary file."""
-        if not self._f.closed:
-            self._f.close()
-        if os.path.exists(self._tmp):
-            os.unlink(self._tmp)
+        self._out.discard()
 
     def __enter__(self) -> "BlobWriter":
         return self
@@ -192,9 +187,9 @@ class BlobWriter:
 
 
 def write_blobstore(path: str | os.PathLike, blobs: Iterable[tuple[str, BytesLike]],
-                    layout: Literal["v1", "v2"] = "v2", *, pad_end: bool = True) -> int:
+                    layout: Literal["v1", "v2"] = "v2", *, pad_end: bool = True, overwrite: bool = False) -> int:
     """Write ``(key, bytes)`` pairs, in order, as a BlobStore. Returns the file size."""
-    w = BlobWriter(path, layout, pad_end=pad_end)
+    w = BlobWriter(path, layout, pad_end=pad_end, overwrite=overwrite)
     try:
         for key, data in blobs:
             w.add(key, data)
@@ -206,10 +201,10 @@ def write_blobstore(path: str | os.PathLike, blobs: Iterable[tuple[str, BytesLik
 
 def write_model(path: str | os.PathLike, config: ModelConfig,
                 tensors: Iterable[tuple[TocRecord, BytesLike]], tokenizer: bytes | None = None,
-                layout: Literal["v1", "v2"] = "v2") -> int:
+                layout: Literal["v1", "v2"] = "v2", *, overwrite: bool = False) -> int:
     """Write a single-file model the way gemma.cpp's ``SbsWriter`` orders it:
     tensor blobs (toc records in the same order), then ``config``, ``tokenizer``, ``toc``."""
-    w = BlobWriter(path, layout)
+    w = BlobWriter(path, layout, overwrite=overwrite)
     try:
         records = []
         for rec, data in tensors:

@@ -85,7 +85,7 @@ def test_unreadable_containers(data, code):
 
 def _mutate(tmp_path, fn, layout="v2"):
     p = tmp_path / "a.sbs"
-    write_blobstore(p, BLOBS, layout=layout)
+    write_blobstore(p, BLOBS, layout=layout, overwrite=True)
     data = bytearray(p.read_bytes())
     fn(data)
     return _buf(bytes(data))
@@ -173,6 +173,6 @@ def test_blobwriter_streams_v2(tmp_path):
     w.add("a", np.ones(1000, dtype=np.float32))
     w._f.flush()
     import os
-    assert os.path.getsize(w._tmp) == 256 + 4096
+    assert os.path.getsize(w._out.path) == 256 + 4096
     w.finish()
-    assert not (tmp_path / w._tmp).exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith('.partial')]

@@ -99,8 +99,8 @@ def test_gguf_and_hf_give_the_same_tensors(tiny, tmp_path):
           for k, v in w.items()}
     write_hf(tmp_path / "hf", spec, w2, tokenizer=TOKENIZER)
     for t in ("f32", "bf16", "sfp"):
-        convert(path, tmp_path / "g.sbs", weight=t)
-        convert(tmp_path / "hf", tmp_path / "h.sbs", weight=t)
+        convert(path, tmp_path / "g.sbs", weight=t, overwrite=True)
+        convert(tmp_path / "hf", tmp_path / "h.sbs", weight=t, overwrite=True)
         with sbs_tools.open(tmp_path / "g.sbs") as a, sbs_tools.open(tmp_path / "h.sbs") as b:
             assert list(a.tensors) == list(b.tensors)
             for n in a.tensors:

@@ -85,9 +85,13 @@ def test_cli_export(tmp_path, capsys):
     assert main(["export", str(src), str(tmp_path / "h"), "--hf", "--raw"]) == 2
     assert main(["export", str(src), str(tmp_path / "h"), "--hf"]) == 0
     assert (tmp_path / "h" / "config.json").exists() and (tmp_path / "h" / "tokenizer.model").exists()
-    # re-export replaces the directory atomically
-    assert main(["export", str(src), str(tmp_path / "h"), "--hf", "--no-tokenizer"]) == 0
-    assert not (tmp_path / "h" / "tokenizer.model").exists()
+    # a second export into the now non-empty directory needs --force, and then replaces only what it
+    # writes: the tokenizer of the first export stays (nothing is ever deleted)
+    before = (tmp_path / "h" / "config.json").read_bytes()
+    assert main(["export", str(src), str(tmp_path / "h"), "--hf", "--no-tokenizer"]) == 2
+    assert "output-not-empty" in capsys.readouterr().err
+    assert main(["export", str(src), str(tmp_path / "h"), "--hf", "--no-tokenizer", "--force"]) == 0
+    assert (tmp_path / "h" / "tokenizer.model").exists() and (tmp_path / "h" / "config.json").read_bytes() == before
 
 
 def test_export_errors(tmp_path):

@@ -92,7 +92,7 @@ def test_check_reports_scale_type_missing_extra(tmp_path):
     changed = [(TocRecord.make(r.name, r.type, r.rows, r.cols, 2.0 if r.name == "att_ein_0" else r.scale), d)
                for r, d in tensors if r.name != "key_norm_5"]
     changed.append((TocRecord.make("extra_w", 2, 1, 4), b"\0" * 8))
-    write_model(tmp_path / "a.sbs", cfg, changed, tok)
+    write_model(tmp_path / "a.sbs", cfg, changed, tok, overwrite=True)
     status = {ln.name: (ln.status, ln.detail) for ln in hashing.check(mpath)}
     assert status["att_ein_0"] == ("FAILED", "scale was 1, now 2")
     assert status["key_norm_5"][0] == "MISSING"

@@ -365,8 +365,10 @@ def test_in_place_with_backup(tmp_path):
 def test_output_must_differ_from_input(tmp_path):
     work = tmp_path / "model.sbs"
     shutil.copy(BROKEN / "broken-misaligned-offset.sbs", work)
-    with pytest.raises(SbsError, match="in-place"):
+    with pytest.raises(SbsError, match="is the input"):
         repair(work, work)
+    with pytest.raises(SbsError, match="is the input"):
+        repair(work, work, overwrite=True)
     with pytest.raises(SbsError, match="output path"):
         repair(work)
 

@@ -126,20 +126,24 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(["verify", clean, str(VIT_BROKEN)]) == 1
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"hello")
-    assert main(["verify", str(junk)]) == 1  # a result, not a crash
+    assert main(["verify", str(junk)]) == 2  # not a gemma.cpp file: unusable input, one error line
+    err = capsys.readouterr().err
+    assert err.startswith("error: [not-sbs] ") and err.count("\n") == 1
     assert main(["verify", str(tmp_path / "missing.sbs")]) == 2
+    assert main(["verify", clean, str(junk), str(VIT_BROKEN)]) == 2  # the others are still checked
+    assert "missing-tensor" in capsys.readouterr().out
     assert main(["verify"]) == 2
     legacy = str(LEGACY / "e2-gemma3-vit-type2-sfp.sbs")  # only a warning
     assert main(["verify", legacy]) == 0
     assert main(["verify", "--strict", legacy]) == 1
-    out = capsys.readouterr().out
-    assert "missing-tensor" in out and "not-sbs" in out
+    assert "FAIL" in capsys.readouterr().out
 
 
 def test_cli_json(capsys):
     paths = [str(CORPUS / "v2" / "gemma2-2b-tiny-sfp.sbs"), str(VIT_BROKEN), str(ROOT / "pyproject.toml")]
-    assert main(["verify", "--json", *paths]) == 1
+    assert main(["verify", "--json", *paths]) == 2  # pyproject.toml is no .sbs file
     doc = json.loads(capsys.readouterr().out)
+    assert doc["unreadable"] == 1 and [f["unreadable"] for f in doc["files"]] == [False, False, True]
     files = doc["files"]
     assert [f["path"] for f in files] == paths and [f["ok"] for f in files] == [True, False, False]
     for f in files:
@@ -162,7 +166,7 @@ def test_cli_deep_json(capsys):
 def test_cli_junit(tmp_path):
     out = tmp_path / "verify.xml"
     paths = [str(CORPUS / "v2" / "gemma2-2b-tiny-sfp.sbs"), str(VIT_BROKEN), str(ROOT / "README.md")]
-    assert main(["verify", "--junit", str(out), *paths]) == 1
+    assert main(["verify", "--junit", str(out), *paths]) == 2  # README.md is no .sbs file
     root = ET.parse(out).getroot()
     suites = root.findall("testsuite")
     assert [s.get("name") for s in suites] == paths

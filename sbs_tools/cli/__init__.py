@@ -1,29 +1,28 @@
 """The ``sbs`` command line: a thin layer over the Python API.
 
 Each command lives in its own ``cmd_*.py`` module that registers itself on
-the Typer app in :mod:`.common`; importing ``common`` discovers them all, so
-commands stay independent. Nothing heavy is imported until a command needs
-it: ``sbs inspect FILE --json`` (the CI pre-flight) even skips Typer, Rich
-and their dependencies altogether (:func:`_inspect_json_fast`), so it costs
-little more than ``import sbs_tools`` whatever the file size.
+the Typer app in :mod:`.common`. Nothing heavy is imported until a command needs
+it: ``sbs inspect FILE --json`` (the CI pre-flight) even skips Typer, Rich and
+their dependencies altogether (:func:`_inspect_json_fast`).
 
-Exit codes: 0 success; 1 the file has errors (``verify``/``repair`` findings);
-2 unreadable input or usage error; 130 interrupted.
+Every failure leaves through :func:`main` as one line on stderr,
+``error: [code] message``, never a traceback. Exit codes, one rule for every
+command (``docs/errors.md``):
+
+* 0 — done, and the answer is good;
+* 1 — done, and the answer is bad: a file has errors (``verify``; ``repair``
+  could not produce a clean file), files differ (``diff``), digests do not match
+  (``hash --check``);
+* 2 — could not be done: a usage error, an input that is not a readable
+  ``.sbs`` file, an output the output policy refuses, a file that changed
+  while it was read;
+* 130 — interrupted (Ctrl-C or SIGTERM); nothing is left half-written.
 """
 from __future__ import annotations
 
 import sys
 
-EXIT_OK, EXIT_FINDINGS, EXIT_UNREADABLE = 0, 1, 2
-
-
-def __getattr__(name: str):
-    # ``sbs_tools.cli.app`` / ``.err_console`` / ``.console``: built (with every command) on first use.
-    if name in ("app", "console", "err_console"):
-        from . import common
-
-        return getattr(common, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _inspect_json_fast(argv: list[str]) -> int | None:
@@ -51,8 +50,19 @@ def _inspect_json_fast(argv: list[str]) -> int | None:
     return EXIT_OK
 
 
+def print_error(code: str, message: str) -> None:
+    """The one error format of the CLI: ``error: [code] message`` on one line of stderr."""
+    text = " ".join(message.split())  # newlines from click or the OS would break the one-line promise
+    sys.stderr.write(f"error: [{code}] {text}\n")
+    sys.stderr.flush()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: temporary outputs are removed on the way out
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``sbs`` script; turns every :class:`SbsError` into one line and exit 2."""
+    """Entry point of the ``sbs`` script; returns the exit code (see the module docstring)."""
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         fast = _inspect_json_fast(args)
@@ -60,22 +70,73 @@ def main(argv: list[str] | None = None) -> int:
         fast = None
     if fast is not None:
         return fast
+    import typer
+
     from ..errors import SbsError
-    from .common import app, err_console
+    from .common import ClickException, app
+
+    previous = _install_sigterm()
+    try:
+        rv = app(args=args, prog_name="sbs", standalone_mode=False)
+    except ClickException as e:  # usage errors, bad values, missing arguments
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":  # plain `sbs` or `sbs CMD`: the help, as click prints it
+            print(ctx.get_help() if ctx is not None else str(e))
+            return EXIT_UNUSABLE
+        print_error("usage", e.format_message() + _help_hint(ctx, args))
+        return EXIT_UNUSABLE
+    except typer.Abort:
+        print_error("interrupted", "interrupted")
+        return EXIT_INTERRUPTED
+    except SbsError as e:
+        print_error(e.code, str(e)[len(f"[{e.code}] "):])
+        return EXIT_UNUSABLE
+    except KeyboardInterrupt:
+        print_error("interrupted", "interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_OK  # `sbs dump F | head`: the reader has what it wanted
+    finally:
+        _restore_sigterm(previous)
+    if rv == EXIT_INTERRUPTED:  # click turns Ctrl-C inside a command into Exit(130)
+        print_error("interrupted", "interrupted")
+    return rv if isinstance(rv, int) else EXIT_OK
+
+
+def _help_hint(ctx, args: list[str]) -> str:
+    """`` (see 'sbs CMD -h')`` for the command the arguments name, else ``sbs -h``."""
+    from .common import app
+
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}
+    cmd = ctx.info_name if ctx is not None and ctx.info_name in names else next((a for a in args if a in names), None)
+    return f" (see 'sbs {cmd} -h')" if cmd else " (see 'sbs -h')"
+
+
+def _install_sigterm():
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _restore_sigterm(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _silence_stdout() -> None:
+    import os
 
     try:
-        app(args=args, prog_name="sbs")
-    except SystemExit as e:  # click's standalone mode: usage errors exit 2, --help 0
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_UNREADABLE)
-    except SbsError as e:
-        from rich.markup import escape
-
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        return EXIT_UNREADABLE
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        return 130
-    return EXIT_OK
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def run() -> None:

@@ -2,27 +2,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import app, console, print_json
+from .common import app, console, exclusive, print_json, show_progress
+from .progress import progress_bar
 
 
 @app.command()
 def diff(
-    a: Path = typer.Argument(..., exists=True, dir_okay=False, help="First .sbs file."),
-    b: Path = typer.Argument(..., exists=True, dir_okay=False, help="Second .sbs file."),
-    atol: float = typer.Option(0.0, "--atol", min=0.0, help="Absolute tolerance for values."),
-    rtol: float = typer.Option(0.0, "--rtol", min=0.0, help="Relative tolerance (of |B|) for values."),
+    a: Path = typer.Argument(..., metavar="A", help="First .sbs file."),
+    b: Path = typer.Argument(..., metavar="B", help="Second .sbs file."),
+    atol: Optional[float] = typer.Option(None, "--atol", min=0.0, metavar="X",
+                                         help="Absolute tolerance for values [default: 0]."),
+    rtol: Optional[float] = typer.Option(None, "--rtol", min=0.0, metavar="X",
+                                         help="Relative tolerance (of |B|) for values [default: 0]."),
     no_values: bool = typer.Option(False, "--no-values", help="Compare bytes only; do not decode."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Compare two .sbs files by name. Exit 0 if equivalent (values within --atol/--rtol), 1 otherwise."""
     from sbs_tools.diff import diff as run
 
-    rep = run(a, b, atol=atol, rtol=rtol, values=not no_values)
+    exclusive(no_values=no_values, atol=atol is not None)
+    exclusive(no_values=no_values, rtol=rtol is not None)
+    with progress_bar("comparing", show_progress(quiet=quiet, json_out=json_out)) as bar:
+        rep = run(a, b, atol=atol or 0.0, rtol=rtol or 0.0, values=not no_values, progress=bar)
     if json_out:
         print_json(rep.to_dict())
     else:
@@ -52,10 +60,10 @@ def _render(rep) -> None:
     if rep.tensors:
         t = Table(show_edge=False, pad_edge=False)
         for col in ("tensor", "verdict", "changes", "max |a-b|", "max rel", "outside tol", "values"):
-            t.add_column(col)
+            t.add_column(col, overflow="fold")
         style = {"equal": "green", "close": "green", "different": "red", "incomparable": "red"}
         for td in rep.tensors:
             rel = td.max_rel if isinstance(td.max_rel, str) else f"{td.max_rel:.3g}"
-            t.add_row(td.name, f"[{style[td.verdict]}]{td.verdict}[/]" + ("" if not td.bytes_equal else " (bytes)"),
+            t.add_row(escape(td.name), f"[{style[td.verdict]}]{td.verdict}[/]" + ("" if not td.bytes_equal else " (bytes)"),
                       escape("; ".join(td.changes)), f"{td.max_abs:.3g}", rel, str(td.mismatched), str(td.values))
         console.print(t)

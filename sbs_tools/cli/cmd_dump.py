@@ -8,22 +8,30 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import app, console, print_json
+from .common import app, console, exclusive, print_json, requires
 
 
 @app.command()
 def dump(
-    file: Path = typer.Argument(..., help="The .sbs file."),
+    file: Path = typer.Argument(..., metavar="FILE", help="The .sbs file."),
     json_out: bool = typer.Option(False, "--json", help="One JSON document."),
     markdown: bool = typer.Option(False, "--markdown", help="Markdown tables (for issues and docs)."),
-    tensor: Optional[str] = typer.Option(None, "--tensor", "-t", help="Show one tensor instead."),
-    values: int = typer.Option(8, "--values", "-n", help="With --tensor: how many leading elements."),
+    tensor: Optional[str] = typer.Option(None, "--tensor", "-t", metavar="NAME", help="Show one tensor instead."),
+    values: Optional[int] = typer.Option(None, "--values", "-n", min=0, metavar="N",
+                                         help="With --tensor: how many leading elements [default: 8]."),
     stats: bool = typer.Option(False, "--stats", help="With --tensor: min/max/mean/std/zeros/non-finite."),
     raw: bool = typer.Option(False, "--raw", help="With --tensor: the packed bytes, not decoded values."),
 ) -> None:
     """Dump headers, the blob directory, the full config and the toc (or one tensor's values)."""
     import sbs_tools
     from sbs_tools.dump import dump as dump_data, tensor_report
+
+    exclusive(json=json_out, markdown=markdown)
+    exclusive(markdown=markdown, tensor=tensor is not None)
+    exclusive(stats=stats, raw=raw)
+    for flag, given in (("values", values is not None), ("stats", stats), ("raw", raw)):
+        requires(flag, given, "tensor", tensor is not None)
+    values = 8 if values is None else values
 
     with sbs_tools.open(file) as f:
         if tensor is not None:
@@ -117,7 +125,7 @@ def _render(data: dict[str, Any]) -> None:
     for title, headers, rows in _sections(data):
         t = Table(title=title, title_justify="left", title_style="bold")
         for hname in headers:
-            t.add_column(hname)
+            t.add_column(hname, overflow="fold")
         for r in rows:
             t.add_row(*(escape(str(c)) for c in r))  # keys, names and messages come from the file
         console.print(t)

@@ -11,7 +11,7 @@ from .common import app, console, human_bytes, print_json
 
 @app.command()
 def inspect(
-    file: Path = typer.Argument(..., help="The .sbs file."),
+    file: Path = typer.Argument(..., metavar="FILE", help="The .sbs file."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of the summary."),
 ) -> None:
     """Summarize a .sbs file: model, layout, layers by type, weight types, tokenizer."""
@@ -34,8 +34,8 @@ def _render(s: dict) -> None:
     title = s.get("specifier") or s["era"]
     console.print(f"[bold]{escape(s['path'])}[/]  [cyan]{escape(title)}[/]")
     t = Table.grid(padding=(0, 2))
-    t.add_column(style="bold")
-    t.add_column()
+    t.add_column(style="bold", no_wrap=True)
+    t.add_column(overflow="fold")
     if "model" in s:
         t.add_row("model", escape(f"{s['model']} ({s['family']}), display name {s['display_name']!r}"))
         t.add_row("weights", f"{s['weight']}, wrapping {s['wrapping']}, config schema {s['schema_revision']}")

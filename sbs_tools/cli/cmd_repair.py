@@ -2,66 +2,88 @@
 
 Exit codes: 0 repaired, or nothing to repair; 1 the file cannot be repaired
 (nothing is written), the written file failed verification (nothing is
-written), or ``--force`` wrote a partial file that still has errors; 2 the
-input is not a gemma.cpp file / cannot be read, or a usage error.
+written), or ``--partial`` wrote a partial file that still has errors; 2 the
+input is not a gemma.cpp file / cannot be read, the output policy refuses the
+output (it is the input, or exists without ``--force``), or a usage error.
 """
 from __future__ import annotations
 
 from collections import Counter
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.markup import escape
 
-from .common import app, console, print_json
+from sbs_tools.repair.targets import TARGETS
+
+from .common import app, console, exclusive, print_json, requires, show_progress, usage_error
+from .progress import status_line
 
 _STATUS_STYLE = {"fix": ("green", "fix"), "cannot-fix": ("bold red", "cannot fix"), "keep": ("yellow", "keep"),
                  "info": ("blue", "info")}
 
 
+Target = Enum("Target", {k: k for k in ("auto", "current", *TARGETS, "2025-05", "pre-2025")}, type=str)
+Layout = Enum("Layout", {"v1": "v1", "v2": "v2"}, type=str)
+Keep = Enum("Keep", {"first": "first", "last": "last"}, type=str)
+
+
 @app.command()
 def repair(
-    file: Path = typer.Argument(..., help="The .sbs file to repair (never modified, except with --in-place)."),
-    out: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write the repaired file."),
+    file: Path = typer.Argument(..., metavar="IN.sbs", help="The .sbs file to repair (never modified, except "
+                                                            "with --in-place --backup)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--output", metavar="OUT.sbs",
+                                       help="Where to write the repaired file (must not exist unless --force)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (each finding, the action that fixes "
                                                           "it or why none can) and write nothing."),
-    target: str = typer.Option("auto", "--target", help="gemma.cpp generation to make the file loadable by: "
-                               "auto (fix errors, keep the file's generation), current, 2025-09-05, 2025-07-31, "
-                               "2025-05 (= 2025-05-07), 2025-05-06, pre-2025."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="Container layout of the output: v1 (readable "
-                                         "by every gemma.cpp) or v2 (what gemma.cpp writes since 2025-07-31)."),
+    target: Target = typer.Option("auto", "--target", help="gemma.cpp generation to make the file loadable by: "
+                                  "auto (fix errors, keep the file's generation), current, a generation date, "
+                                  "2025-05 (= 2025-05-07), pre-2025."),
+    layout: Optional[Layout] = typer.Option(None, "--layout", help="Container layout of the output: v1 (readable "
+                                            "by every gemma.cpp) or v2 (what gemma.cpp writes since 2025-07-31)."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", metavar="FILE.spm",
                                              help="Embed this SentencePiece model (missing or damaged tokenizer; "
                                                   "pre-2025 migration)."),
     config_from: Optional[Path] = typer.Option(None, "--config-from", metavar="OTHER.sbs",
                                                help="Use the config of another .sbs file (missing or broken "
                                                     "config; pre-2025 migration)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Use gemma.cpp's canonical config: a specifier "
-                                        "(gemma3-1b-sfp, gemma2-2b-bf16-it) or a model name (GEMMA3_270M)."),
-    drop_duplicates: Optional[str] = typer.Option(None, "--drop-duplicates", metavar="first|last",
-                                                  help="For duplicate keys with different bytes: keep this one "
-                                                       "(gemma.cpp uses the last, pre-2025 readers the first)."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="SPECIFIER",
+                                        help="Use gemma.cpp's canonical config: a specifier (gemma3-1b-sfp, "
+                                             "gemma2-2b-bf16-it) or a model name (GEMMA3_270M)."),
+    drop_duplicates: Optional[Keep] = typer.Option(None, "--drop-duplicates",
+                                                   help="For duplicate keys with different bytes: keep this one "
+                                                        "(gemma.cpp uses the last, pre-2025 readers the first)."),
     drop_unused: bool = typer.Option(False, "--drop-unused", help="Also drop blobs nothing uses (no toc record, "
                                                                   "no layer, unusable key)."),
     in_place: bool = typer.Option(False, "--in-place", help="Replace the input (requires --backup)."),
     backup: Optional[str] = typer.Option(None, "--backup", metavar="SUFFIX",
-                                         help="With --in-place: keep the original as FILE+SUFFIX."),
-    force: bool = typer.Option(False, "--force", help="Write a partial file even when some errors cannot be "
-                                                      "fixed (verify still flags them; exit 1)."),
+                                         help="With --in-place: keep the original as IN.sbs+SUFFIX."),
+    partial: bool = typer.Option(False, "--partial", help="Write a partial file even when some errors cannot be "
+                                                          "fixed (verify still flags them; exit 1)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing OUT.sbs (never the input)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress spinner."),
 ) -> None:
     """Repair a broken .sbs file: re-lay blobs, rebuild metadata, migrate old formats, convert between
     gemma.cpp generations, and prove every tensor is byte-identical."""
     from sbs_tools.repair import repair as run_repair
 
-    if not file.exists():
-        from sbs_tools.errors import SbsError
-
-        raise SbsError(f"cannot open {file}: no such file", code="io-error")
-    result = run_repair(file, out, dry_run=dry_run, in_place=in_place, backup=backup, target=target,
-                        layout=layout, tokenizer=tokenizer, config_from=config_from, model=model,
-                        drop_duplicates=drop_duplicates, drop_unused=drop_unused, force=force)
+    exclusive(output=out is not None, in_place=in_place)
+    exclusive(config_from=config_from is not None, model=model is not None)
+    exclusive(dry_run=dry_run, force=force)
+    requires("backup", backup is not None, "in_place", in_place)
+    requires("in_place", in_place, "backup", backup is not None)
+    requires("force", force, "output", out is not None)
+    if out is None and not in_place and not dry_run:
+        usage_error("give -o OUT.sbs (or --in-place --backup SUFFIX, or --dry-run)")
+    with status_line("repairing", show_progress(quiet=quiet, json_out=json_out)) as say:
+        result = run_repair(file, out, dry_run=dry_run, in_place=in_place, backup=backup, overwrite=force,
+                            target=target.value, layout=layout.value if layout else None, tokenizer=tokenizer,
+                            config_from=config_from, model=model,
+                            drop_duplicates=drop_duplicates.value if drop_duplicates else None,
+                            drop_unused=drop_unused, force=partial, progress=say)
     if json_out:
         print_json(result.to_dict())
     else:
@@ -142,7 +164,7 @@ def _render(r) -> None:
         console.print("[bold green]nothing to repair[/] (no file written)")
     elif r.status == "unrepairable":
         console.print("[bold red]not repairable[/]: nothing was written" + (
-            " (--force writes a partial file without what cannot be recovered)"
+            " (--partial writes a partial file without what cannot be recovered)"
             if blocking and all(x.forceable for x in blocking) else ""), soft_wrap=True)
     elif r.status == "verification-failed":
         console.print("[bold red]the repaired file failed verification[/]; nothing was written:")

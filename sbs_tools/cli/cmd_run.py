@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import app, err_console
+from .common import app, err_console, requires, usage_error
 
 
 def _parse_ids(text: str) -> list[int]:
@@ -25,7 +25,7 @@ def _rate(n: float, seconds: float) -> str:
 
 @app.command()
 def run(
-    file: Path = typer.Argument(..., help="The .sbs file."),
+    file: Path = typer.Argument(..., metavar="FILE", help="The .sbs file."),
     prompt: str = typer.Option(None, "--prompt", "-p", help="Text prompt (tokenized with the file's own "
                                                                "tokenizer; BOS is prepended, no chat template)."),
     tokens: str = typer.Option(None, "--tokens", help="Prompt as token ids, e.g. 2,651,1234 (used as given); "
@@ -45,7 +45,9 @@ def run(
     from sbs_tools.errors import SbsError
 
     if (prompt is None) == (tokens is None):
-        raise typer.BadParameter("give exactly one of --prompt and --tokens", param_hint="--prompt/--tokens")
+        usage_error("give exactly one of --prompt and --tokens")
+    requires("top_k", top_k > 0, "temperature", temperature > 0)
+    requires("seed", seed is not None, "temperature", temperature > 0)
     if rope not in inference.ROPE_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(inference.ROPE_MODES)}", param_hint="--rope")
     if numerics not in inference.NUMERICS:

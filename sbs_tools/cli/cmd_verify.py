@@ -1,19 +1,21 @@
 """``sbs verify FILE...``: find what would make gemma.cpp abort, with location and advice.
 
 Exit codes: 0 no errors (warnings allowed unless ``--strict``); 1 at least one
-file has errors (or warnings with ``--strict``); 2 usage error (e.g. a path
-that does not exist). A file that is not a valid BlobStore is a *result*
-(``not-sbs``, ``bad-magic``, ...), never a crash.
+file has errors (or warnings with ``--strict``); 2 a usage error, or an input
+that could not be used at all (a bad path, or not a BlobStore: ``not-sbs``):
+each such file is one ``error: [code] …`` line on stderr and the other files
+are still checked. A damaged BlobStore (``bad-magic``, ...) is a result, exit 1.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 
-from .common import app, console, err_console, print_json
+from . import EXIT_FINDINGS, EXIT_UNUSABLE, print_error
+from .common import app, console, print_json, requires, show_progress
+from .progress import byte_bar
 
 #: Text output shows at most this many findings of one code per file (--json has all).
 MAX_PER_CODE = 8
@@ -22,56 +24,59 @@ _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "blue"}
 
 @app.command()
 def verify(
-    files: list[Path] = typer.Argument(..., help="One or more .sbs files.", exists=True, dir_okay=False,
-                                       readable=True, show_default=False),
+    files: list[Path] = typer.Argument(..., metavar="FILE", help="One or more .sbs files.",
+                                       show_default=False),
     deep: bool = typer.Option(False, "--deep", help="Also decode every tensor (streaming): NaN/Inf, all-zero, "
                                                     "invalid scales, SFP/NUQ encoding, suspicious norms."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document instead of the report."),
     junit: Path | None = typer.Option(None, "--junit", metavar="OUT.xml", dir_okay=False,
                                       help="Also write a JUnit XML report (one test case per check family)."),
     strict: bool = typer.Option(False, "--strict", help="Treat warnings as failures (exit 1)."),
+    force: bool = typer.Option(False, "--force", help="With --junit: replace an existing report file."),
 ) -> None:
     """Check .sbs files before gemma.cpp loads them: container, config, toc, tokenizer, the tensors every
     layer type needs, which gemma.cpp versions can load them, and with --deep the values."""
+    from sbs_tools.output import check_output_file, write_file
     from sbs_tools.verify import verify as run_verify
-    from sbs_tools.verify.junit import to_junit
 
+    requires("force", force, "junit", junit is not None)
+    if junit is not None:
+        check_output_file(junit, files, force=force)
     reports = []
-    show_progress = deep and not json_out and sys.stderr.isatty()
     for path in files:
-        if show_progress:
-            report = _with_progress(run_verify, path)
-        else:
-            report = run_verify(path, deep=deep)
+        report = _with_progress(run_verify, path) if show_progress(json_out=json_out) and deep else \
+            run_verify(path, deep=deep)
         reports.append(report)
-        if not json_out:
+        bad = report.unreadable
+        if bad is not None:
+            print_error(bad.code, f"{report.path}: {bad.message}" + (f" (fix: {bad.hint})" if bad.hint else ""))
+        elif not json_out:
             _render(report, strict)
+    unreadable = [r for r in reports if r.unreadable is not None]
     failed = [r for r in reports if not (r.ok_strict() if strict else r.ok)]
     if json_out:
-        print_json({"files": [r.to_dict() for r in reports], "ok": not failed, "strict": strict})
+        print_json({"files": [r.to_dict() for r in reports], "ok": not failed, "strict": strict,
+                    "unreadable": len(unreadable)})
     elif len(reports) > 1:
-        console.print(f"[bold]{len(reports) - len(failed)} of {len(reports)} file(s) passed[/]")
+        console.print(f"[bold]{len(reports) - len(failed)} of {len(reports)} file(s) passed[/]"
+                      + (f", {len(unreadable)} could not be read" if unreadable else ""))
     if junit is not None:
-        try:
-            junit.write_text(to_junit(reports, strict))
-        except OSError as e:
-            err_console.print(f"[bold red]error:[/] cannot write {escape(str(junit))}: {escape(e.strerror or str(e))}")
-            raise typer.Exit(2) from None
+        from sbs_tools.verify.junit import to_junit
+
+        write_file(junit, to_junit(reports, strict))
+    if unreadable:
+        raise typer.Exit(EXIT_UNUSABLE)
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FINDINGS)
 
 
 def _with_progress(run_verify, path: Path):
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, \
-        TransferSpeedColumn
-
-    total = path.stat().st_size
-    with Progress(TextColumn("[bold]decoding[/] {task.description}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), console=err_console, transient=True) as bar:
-        task = bar.add_task(escape(path.name), total=total)
-        report = run_verify(path, deep=True, progress=lambda n: bar.advance(task, n))
-        bar.update(task, completed=total)
-    return report
+    try:
+        total = path.stat().st_size
+    except OSError:
+        return run_verify(path, deep=True)  # verify reports the bad path itself
+    with byte_bar(f"decoding {path.name}", total, True) as advance:
+        return run_verify(path, deep=True, progress=advance)
 
 
 def _status(r, strict: bool) -> str:

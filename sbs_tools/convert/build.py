@@ -31,6 +31,8 @@ from ..errors import CodecError, SbsError
 from ..tensors import TensorSpec, canonical_tensors
 from ..toc import TocRecord, encode_toc
 from ..types import Type
+from ..inputs import check_input_dir_or_file, check_input_file
+from ..output import check_output_file
 from ..writer import BlobWriter
 from . import ConvertError, spm
 from .names import WEIGHT_TYPES, tensor_type
@@ -77,6 +79,7 @@ class ConvertResult:
 
 def detect_format(path: str | os.PathLike) -> str:
     """``"gguf"``, ``"safetensors"`` (a file, or a directory of them) or ``"sbs"``."""
+    check_input_dir_or_file(path)
     p = Path(path)
     if p.is_dir():
         if any(p.glob("*.safetensors")):
@@ -210,8 +213,15 @@ def _add_tensor(w: BlobWriter, src: Source, spec: TensorSpec, t: Type, cfg: Mode
     return TensorResult(spec.name, t.name, spec.rows, spec.cols, scale, len(data))
 
 
+#: A SentencePiece model is a few MiB; anything far larger is refused before it is read.
+MAX_TOKENIZER_BYTES = 256 << 20
+
+
 def _tokenizer(src: Source, path: str | os.PathLike | None, cfg: ModelConfig, notes: list[str]) -> bytes | None:
     if path is not None:
+        if check_input_file(path).st_size > MAX_TOKENIZER_BYTES:
+            raise ConvertError(f"tokenizer {path} is larger than {MAX_TOKENIZER_BYTES >> 20} MiB; "
+                               "that is no SentencePiece model", code="bad-tokenizer")
         try:
             data = Path(path).read_bytes()
         except OSError as e:
@@ -228,9 +238,18 @@ def _tokenizer(src: Source, path: str | os.PathLike | None, cfg: ModelConfig, no
     return data
 
 
+def _input_files(source: str | os.PathLike) -> list[str]:
+    """The files a conversion reads: the source, or every file of a checkpoint directory."""
+    p = os.fspath(source)
+    if os.path.isdir(p):
+        return [os.path.join(p, n) for n in sorted(os.listdir(p))]
+    return [p]
+
+
 def convert(source: str | os.PathLike, output: str | os.PathLike, *, weight: str | Type = "bf16",
             model: str | None = None, tokenizer: str | os.PathLike | None = None, layout: str = "v2",
-            wrapping: str | int | None = None, progress: bool | Progress = False) -> ConvertResult:
+            wrapping: str | int | None = None, progress: bool | Progress = False,
+            overwrite: bool = False) -> ConvertResult:
     """Convert a GGUF file or a Hugging Face safetensors checkpoint to a gemma.cpp ``.sbs`` file.
 
     ``weight``: f32, bf16, sfp, nuq or i8 — the type of the big matrices
@@ -240,7 +259,8 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, *, weight: str
     ``tokenizer.model`` to embed instead of the checkpoint's own.
     ``wrapping``: it/pt (overrides the guess from the checkpoint's name).
     ``progress``: True for a rich progress bar on stderr, or a callback
-    ``(done_values, total_values, tensor_name)``.
+    ``(done_values, total_values, tensor_name)``. The output policy applies
+    (:mod:`sbs_tools.output`): an existing ``output`` only with ``overwrite``, never an input.
     """
     from .. import canonical as C
 
@@ -251,6 +271,9 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, *, weight: str
     if layout not in ("v1", "v2"):
         raise ConvertError(f"--layout must be v1 or v2, not {layout!r}", code="bad-arguments")
     wrap = None if wrapping is None else C.wrapping_enum(wrapping)
+    check_input_dir_or_file(source)
+    inputs = _input_files(source) + ([os.fspath(tokenizer)] if tokenizer is not None else [])
+    check_output_file(output, inputs, force=overwrite)
     src = open_source(source)
     try:
         resolved: Resolved = resolve_config(src.arch, wt, specifier=model, wrapping=wrap)
@@ -266,7 +289,7 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, *, weight: str
             plan.append((spec, tensor_type(spec, wt)))
         total = sum(s.rows * s.cols for s, _ in plan)
         prog = _Progress(progress, total, f"{Path(source).name} -> {cfg.specifier}")
-        w = BlobWriter(output, layout)
+        w = BlobWriter(output, layout, inputs=inputs, overwrite=overwrite)
         results: list[TensorResult] = []
         try:
             for spec, t in plan:

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -28,6 +25,7 @@ import numpy as np
 from .. import canonical as C
 from ..config import ModelConfig
 from ..errors import SbsError
+from ..output import PendingFile, check_output_dir, make_output_dir, write_pending
 from ..sbsfile import SbsFile
 from . import names
 from .hf_import import LAYER_NORMS
@@ -171,40 +169,64 @@ def _unpatch(kernel: np.ndarray, patch: int) -> np.ndarray:
     return np.ascontiguousarray(kernel.reshape(Dv, patch, patch, -1).transpose(0, 3, 1, 2))
 
 
+#: The files of a Hugging Face checkpoint directory that :func:`write_hf` writes (and only ever replaces).
+HF_FILES = ("config.json", "model.safetensors", "tokenizer.model")
+
+
 def write_hf(f: SbsFile, out: str | os.PathLike, *, tokenizer: bool = True,
-             tick: Callable[[str], None] = lambda n: None) -> int:
-    """Write the Hugging Face directory ``out``; returns the bytes written. Replaces ``out`` atomically
-    (a sibling temporary directory renamed into place)."""
+             tick: Callable[[str], None] = lambda n: None, overwrite: bool = False) -> int:
+    """Write the Hugging Face directory ``out``; returns the bytes written.
+
+    The output policy applies (:func:`~sbs_tools.output.check_output_dir`): a non-empty ``out`` needs
+    ``overwrite=True``, and then only :data:`HF_FILES` are replaced; nothing else in it is touched.
+    Every file goes to a temporary file first; all are renamed into place only once all are written."""
     if f.config is None:
         raise SbsError(f"{f.path}: no config", code="no-config")
     cfg = f.config
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SbsError(f"{out} exists and is not a directory", code="bad-arguments")
-    tmp = Path(tempfile.mkdtemp(prefix=".hf-", dir=out.parent if str(out.parent) else "."))
+    tok = f.tokenizer_bytes if tokenizer else None
+    names = [n for n in HF_FILES if n != "tokenizer.model" or tok]
+    check_output_dir(out, names, [f.path], force=overwrite)
+    created = not os.path.isdir(out)
+    make_output_dir(out)
+    pending = {n: PendingFile(os.path.join(out, n)) for n in names}
     try:
-        (tmp / "config.json").write_text(json.dumps(hf_config(cfg), indent=2) + "\n")
-        tensors = hf_tensors(f)
-        # Shapes must be known before the header is written: compute each tensor once, cache small
-        # ones, and recompute the large ones while streaming (one tensor in memory at a time).
-        shapes = {}
-        for name, prod in tensors:
-            shapes[name] = _expected_shape(f, name, prod)
-        items = [StItem(name, "F32", shapes[name], lambda p=prod, n=name: [_checked(p(), shapes[n], n)])
-                 for name, prod in tensors]
-        size = write_safetensors(tmp / "model.safetensors", items, {"format": "pt", "source": "sbs-export"},
-                                 progress=lambda it: tick(it.name))
-        tok = f.tokenizer_bytes if tokenizer else None
-        if tok:
-            (tmp / "tokenizer.model").write_bytes(tok)
-            size += len(tok)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        size = 0
+        for name in names:
+            if name == "config.json":
+                size += write_pending(pending[name], json.dumps(hf_config(cfg), indent=2) + "\n")
+            elif name == "tokenizer.model":
+                size += write_pending(pending[name], tok)
+            else:
+                size += _write_hf_tensors(f, pending[name], tick)
+        for p in pending.values():
+            p.commit()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for p in pending.values():
+            p.discard()
+        if created:
+            _remove_if_empty(out)
         raise
     return size
+
+
+def _write_hf_tensors(f: SbsFile, pending: PendingFile, tick: Callable[[str], None]) -> int:
+    tensors = hf_tensors(f)
+    # Shapes must be known before the header is written: compute each tensor once, cache small
+    # ones, and recompute the large ones while streaming (one tensor in memory at a time).
+    shapes = {}
+    for name, prod in tensors:
+        shapes[name] = _expected_shape(f, name, prod)
+    items = [StItem(name, "F32", shapes[name], lambda p=prod, n=name: [_checked(p(), shapes[n], n)])
+             for name, prod in tensors]
+    return write_safetensors(pending, items, {"format": "pt", "source": "sbs-export"},
+                             progress=lambda it: tick(it.name))
+
+
+def _remove_if_empty(d: str | os.PathLike) -> None:
+    try:
+        os.rmdir(d)  # only succeeds on an empty directory: never deletes anything else
+    except OSError:
+        pass
 
 
 def _checked(a: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:

@@ -17,13 +17,13 @@ import json
 import mmap
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
 
 from ..errors import SbsError
+from ..output import PendingFile
 from . import ConvertError
 
 #: safetensors dtype name -> numpy dtype (BF16/F8 through ml_dtypes).
@@ -142,9 +142,11 @@ def write_chunks(fh, chunks: Iterable[bytes | np.ndarray | memoryview]) -> int:
     return n
 
 
-def write_safetensors(path: str | os.PathLike, items: list[StItem], metadata: dict[str, str] | None = None,
+def write_safetensors(path: str | os.PathLike | PendingFile, items: list[StItem],
+                      metadata: dict[str, str] | None = None,
                       progress: Callable[[StItem], None] | None = None) -> int:
-    """Write ``items`` in order; returns the file size. Atomic (temporary file + rename)."""
+    """Write ``items`` in order; returns the file size. Atomic (temporary file + rename); given a
+    :class:`~sbs_tools.output.PendingFile`, it is only fsynced and the caller commits it."""
     header: dict = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -156,23 +158,20 @@ def write_safetensors(path: str | os.PathLike, items: list[StItem], metadata: di
         pos += it.nbytes
     hb = json.dumps(header, separators=(",", ":")).encode("utf-8")
     hb += b" " * (-len(hb) % 8)
-    d = os.path.dirname(os.path.abspath(os.fspath(path)))
-    fd, tmp = tempfile.mkstemp(prefix=".st-", suffix=".tmp", dir=d)
+    pending = path if isinstance(path, PendingFile) else PendingFile(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(struct.pack("<Q", len(hb)) + hb)
-            for it in items:
-                n = write_chunks(fh, it.chunks())
-                if n != it.nbytes:
-                    raise SbsError(f"{it.name}: wrote {n} bytes, declared {it.nbytes}", code="stream-size-mismatch")
-                if progress:
-                    progress(it)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        fh = pending.file
+        fh.write(struct.pack("<Q", len(hb)) + hb)
+        for it in items:
+            n = write_chunks(fh, it.chunks())
+            if n != it.nbytes:
+                raise SbsError(f"{it.name}: wrote {n} bytes, declared {it.nbytes}", code="stream-size-mismatch")
+            if progress:
+                progress(it)
+        pending.close()
+        if pending is not path:
+            pending.commit()
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        pending.discard()
         raise
     return 8 + len(hb) + pos

@@ -17,9 +17,11 @@ from __future__ import annotations
 import os
 import sys
 import types
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import SbsError
+from ..inputs import check_input_file
+from ..output import check_output_file
 from .analyze import Analysis, analyze, tokenizer_problem
 from .execute import RepairResult, execute
 from .plan import Options, Plan, make_plan
@@ -42,6 +44,7 @@ def _options(target: str | None = None, layout: str | None = None, tokenizer: st
             data, o.tokenizer_path = bytes(tokenizer), "the given tokenizer"
         else:
             o.tokenizer_path = os.fspath(tokenizer)
+            check_input_file(o.tokenizer_path)
             try:
                 with open(o.tokenizer_path, "rb") as fh:
                     data = fh.read()
@@ -91,7 +94,8 @@ def _plan(path: str | os.PathLike, findings=None, **options: Any) -> tuple[Plan,
 
 
 def repair(path: str | os.PathLike, out: str | os.PathLike | None = None, *, dry_run: bool = False,
-           in_place: bool = False, backup: str | None = None, **options: Any) -> RepairResult:
+           in_place: bool = False, backup: str | None = None, overwrite: bool = False,
+           progress: Callable[[str], None] | None = None, **options: Any) -> RepairResult:
     """Repair ``path`` into ``out``.
 
     Options: ``target`` (None/"auto", "current", "2025-05", "pre-2025" or a
@@ -102,12 +106,15 @@ def repair(path: str | os.PathLike, out: str | os.PathLike | None = None, *, dry
     ``force`` (write a partial file despite unfixable errors).
 
     ``in_place=True`` requires ``backup`` (a suffix such as ``".bak"``): the
-    original is kept under ``path + backup``. Returns a :class:`RepairResult`;
+    original is kept under ``path + backup``. ``out`` follows the output policy
+    (:mod:`sbs_tools.output`): never the input, an existing file only with
+    ``overwrite=True``. ``progress(stage)`` is told each stage as it starts. Returns a :class:`RepairResult`;
     ``status`` is "repaired", "nothing-to-repair", "unrepairable",
     "verification-failed" or (``dry_run``) "planned". Raises
     :class:`~sbs_tools.errors.SbsError` only for bad arguments.
     """
     path = os.fspath(path)
+    check_input_file(path, allow_empty=True)  # an empty file is a finding (not-sbs), not a bad path
     if in_place:
         if not backup:
             raise SbsError("--in-place requires --backup SUFFIX", code="bad-option")
@@ -119,16 +126,11 @@ def repair(path: str | os.PathLike, out: str | os.PathLike | None = None, *, dry
             raise SbsError(f"backup {backup} already exists; refusing to overwrite it", code="backup-exists")
     elif out is None and not dry_run:
         raise SbsError("an output path is required (-o OUT, or --in-place --backup SUFFIX)", code="bad-option")
-    elif out is not None and os.path.exists(out) and os.path.samefile(path, out):
-        raise SbsError("the output is the input file: use --in-place --backup SUFFIX", code="bad-option")
-    if not os.path.exists(path):
-        raise SbsError(f"cannot open {path}: no such file", code="io-error")
-    if out is not None and not dry_run:
-        out_dir = os.path.dirname(os.path.abspath(os.fspath(out)))
-        if os.path.isdir(os.fspath(out)):
-            raise SbsError(f"the output {os.fspath(out)} is a directory", code="bad-option")
-        if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
-            raise SbsError(f"cannot write into {out_dir}", code="io-error")
+    elif out is not None and not dry_run:
+        others = [options[k] for k in ("tokenizer", "config_from") if isinstance(options.get(k), (str, os.PathLike))]
+        check_output_file(out, [path, *others], force=overwrite)
+    say = progress or (lambda stage: None)
+    say("analyzing and planning")
     p, a = _plan(path, **options)
     if dry_run:
         return RepairResult("planned", path, None, p)
@@ -136,7 +138,7 @@ def repair(path: str | os.PathLike, out: str | os.PathLike | None = None, *, dry
         return RepairResult("unrepairable", path, None, p)
     if p.nothing_to_do:
         return RepairResult("nothing-to-repair", path, None, p)
-    return execute(p, a, os.fspath(out), backup=backup if in_place else None)
+    return execute(p, a, os.fspath(out), backup=backup if in_place else None, progress=say)
 
 
 class _CallableModule(types.ModuleType):

@@ -1,8 +1,8 @@
 """Write a planned repair safely and prove what it did.
 
 1. The output is written to a temporary file in the target directory
-   (gemma.cpp's layout, via :class:`~sbs_tools.writer.BlobWriter`, which
-   fsyncs it).
+   (:class:`~sbs_tools.output.PendingFile`, in gemma.cpp's layout via
+   :class:`~sbs_tools.writer.BlobWriter`) and fsynced.
 2. The temporary file is checked with ``sbs verify``: it must have no errors
    (unless ``--force``), none of the findings the plan claimed to fix, and,
    with ``--target``, that gemma.cpp generation must load it.
@@ -20,14 +20,14 @@ import hashlib
 import mmap
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .. import blobstore
 from ..errors import SbsError
+from ..output import PendingFile, fsync_dir
 from ..sbsfile import MOCK_TOKENIZER
 from ..writer import BlobWriter
 from .analyze import Analysis
@@ -140,10 +140,10 @@ def _sha(data) -> str:
     return hashlib.sha256(memoryview(np.ascontiguousarray(data)).cast("B")).hexdigest()
 
 
-def write_state(plan: Plan, a: Analysis, path: str) -> None:
-    """Write ``plan.state`` to ``path`` (atomically, via the BlobWriter's own temp + fsync + rename)."""
+def write_state(plan: Plan, a: Analysis, out: PendingFile) -> None:
+    """Write ``plan.state`` into the temporary file ``out`` and fsync it (the caller commits it)."""
     s = plan.state
-    w = BlobWriter(path, s.layout, pad_end=s.pad_end)
+    w = BlobWriter(out, s.layout, pad_end=s.pad_end)
     try:
         for b in s.blobs:
             w.add(b.key, b.data if b.data is not None else a.data(b.src))
@@ -218,20 +218,21 @@ def check_output(plan: Plan, report) -> list[str]:
     return problems
 
 
-def execute(plan: Plan, a: Analysis, out: str, *, backup: str | None = None) -> "RepairResult":
+def execute(plan: Plan, a: Analysis, out: str, *, backup: str | None = None,
+            progress: Callable[[str], None] = lambda stage: None) -> "RepairResult":
     """Write, verify, prove, then rename into place. ``backup``: in-place mode (``out`` is the input)."""
     from ..verify import verify
 
-    out = os.path.abspath(out)
-    d = os.path.dirname(out)
-    fd, tmp = tempfile.mkstemp(prefix=".sbs-repair-", suffix=".tmp", dir=d)
-    os.close(fd)
+    pending = PendingFile(out)
     result = RepairResult("verification-failed", a.path, None, plan, forced=bool(plan.options.force
                                                                                  and plan.refusals))
     try:
-        write_state(plan, a, tmp)
-        result.report = verify(tmp)
-        result.proof = prove(plan, a, tmp)
+        progress("writing")
+        write_state(plan, a, pending)
+        progress("verifying the output")
+        result.report = verify(pending.path)
+        progress("proving every tensor")
+        result.proof = prove(plan, a, pending.path)
         result.problems = check_output(plan, result.report)
         for p in result.proof:
             if p.status == "DIFFERENT":
@@ -244,15 +245,11 @@ def execute(plan: Plan, a: Analysis, out: str, *, backup: str | None = None) -> 
         if backup is not None:
             _backup(a.path, backup)
             result.backup = backup
-        os.replace(tmp, out)
-        tmp = None
-        _fsync_dir(d)
+        result.output = pending.commit()
         result.status = "repaired"
-        result.output = out
         return result
     finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        pending.discard()
 
 
 def _backup(src: str, dst: str) -> None:
@@ -262,17 +259,6 @@ def _backup(src: str, dst: str) -> None:
         os.link(src, dst)  # the original inode becomes the backup; its bytes are never touched
     except OSError:
         shutil.copy2(src, dst)
-    _fsync_dir(os.path.dirname(os.path.abspath(dst)))
+    fsync_dir(os.path.dirname(os.path.abspath(dst)))
 
 
-def _fsync_dir(d: str) -> None:
-    try:
-        fd = os.open(d or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -20,11 +20,11 @@ from typing import Callable
 from .compat import GENERATIONS, compat_findings, evaluate
 from .container import open_checked
 from .deep import check_deep
-from .findings import CODES, FAMILIES, Finding, Generation, Report, finding
+from .findings import CODES, FAMILIES, UNREADABLE_CODES, Finding, Generation, Report, finding
 from .layers import check_layers, check_pre2025_names
 from .metadata import check_metadata
 
-__all__ = ["verify", "Report", "Finding", "Generation", "CODES", "FAMILIES", "GENERATIONS"]
+__all__ = ["verify", "unusable", "Report", "Finding", "Generation", "CODES", "FAMILIES", "GENERATIONS"]
 
 #: Problems ``SbsFile`` records itself that verify passes through (pre-2025 ``Fscales``).
 _PASSTHROUGH = ("scales-invalid", "scales-extra")
@@ -74,6 +74,15 @@ def verify(path: str | os.PathLike, deep: bool = False,
     finally:
         f.close()
     return report
+
+
+def unusable(path: str | os.PathLike) -> Finding | None:
+    """Why ``path`` cannot be used as a ``.sbs`` input at all (a bad path, or not a BlobStore), else None.
+    Cheap: only the header and directory are read. A damaged BlobStore is usable: verify diagnoses it."""
+    f, found = open_checked(path)
+    if f is not None:
+        f.close()
+    return next((x for x in found if x.code in UNREADABLE_CODES), None)
 
 
 class _CallableModule(types.ModuleType):

@@ -14,6 +14,7 @@ import struct
 from .. import blobstore
 from ..blobstore import END_ALIGN, HEADER_BYTES, KEY_BYTES, MAGIC, V2_PLACEHOLDER_FILE_BYTES, Problem
 from ..errors import ContainerError, SbsError
+from ..inputs import InputError, check_input_file
 from ..sbsfile import SbsFile
 from ..tensors import split_name
 from .findings import Finding, finding
@@ -130,9 +131,9 @@ def open_checked(path: str | os.PathLike) -> tuple[SbsFile | None, list[Finding]
     """
     path = os.fspath(path)
     try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        return None, [finding("io-error", f"cannot read {path}: {e.strerror}")]
+        size = check_input_file(path, allow_empty=True).st_size
+    except InputError as e:
+        return None, [finding(e.code, e.message)]
     if size == 0:
         return None, _unopenable(path, 0, ContainerError("empty", code="empty-file"))
     try:

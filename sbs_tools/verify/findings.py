@@ -34,11 +34,22 @@ FAMILIES = {
 
 _E, _W, _I = "error", "warning", "info"
 
+#: Findings that mean "this input could not be used at all" (exit 2), not "this .sbs file has errors".
+UNREADABLE_CODES = frozenset({"not-sbs", "io-error", "not-found", "is-directory", "not-regular-file",
+                              "permission-denied", "stdin-unsupported"})
+
 CODES: dict[str, CodeInfo] = {
     # format
     "not-sbs": CodeInfo(_E, "format", "Not a BlobStore: names the format when recognisable (GGUF, safetensors, "
                                       "HDF5/Keras, zip/.task, git-lfs pointer, HTML, empty)."),
     "io-error": CodeInfo(_E, "format", "The file cannot be opened or read."),
+    "not-found": CodeInfo(_E, "format", "No file at that path."),
+    "is-directory": CodeInfo(_E, "format", "The path is a directory, not a file."),
+    "not-regular-file": CodeInfo(_E, "format", "The path is a FIFO, device or socket: never opened (it could "
+                                               "block)."),
+    "permission-denied": CodeInfo(_E, "format", "The file exists but cannot be read by this user."),
+    "stdin-unsupported": CodeInfo(_E, "format", "'-' was given: .sbs files are read by random access, not from "
+                                                "a pipe."),
     # container
     "bad-magic": CodeInfo(_E, "container", "The header that gemma.cpp would use lacks the 'SBS\\n' magic "
                                            "(damaged header, or a V2 file whose trailer is gone)."),
@@ -234,6 +245,12 @@ class Report:
         """No errors (warnings allowed)."""
         return not self.errors
 
+    @property
+    def unreadable(self) -> "Finding | None":
+        """The finding that made the input unusable (a bad path, or not a BlobStore at all), else None.
+        The CLI reports such a file as one ``error:`` line and exits 2, like every other command."""
+        return next((f for f in self.findings if f.code in UNREADABLE_CODES), None)
+
     def ok_strict(self) -> bool:
         """No errors and no warnings."""
         return not self.errors and not self.warnings
@@ -246,6 +263,7 @@ class Report:
         return [f for f in self.findings if f.code == code]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "ok": self.ok, "deep": self.deep, "facts": self.facts,
+        return {"path": self.path, "ok": self.ok, "unreadable": self.unreadable is not None, "deep": self.deep,
+                "facts": self.facts,
                 "findings": [f.to_dict() for f in self.findings],
                 "compat": [g.to_dict() for g in self.compat]}

@@ -192,7 +192,12 @@ READ_PATH = {
     "no-such-tensor": "`SbsFile.tensor(name)` / `dump.tensor_report`: no tensor `name`.",
     "tensor-size-mismatch": "`SbsFile.tensor(name)`: the blob is shorter than type x rows x cols needs (or the "
                             "type has no size), so it cannot be decoded.",
-    "io-error": "The file cannot be opened (`SbsFile`: `os.open` failed).",
+    "io-error": "The file cannot be opened (`SbsFile`: `os.open` failed; `inputs`: another OS error).",
+    "not-found": "No file at the path, or a parent is not a directory (`inputs.check_input_file`).",
+    "is-directory": "The path is a directory (`inputs.check_input_file`): never memory-mapped.",
+    "not-regular-file": "A FIFO, device or socket (`inputs.check_input_file`): never opened, so nothing blocks.",
+    "permission-denied": "The file exists but this user cannot read it (`inputs.check_input_file`).",
+    "stdin-unsupported": "The path is `-`: `.sbs` files need random access, so standard input is refused.",
     "bad-key": "Writer: a key that is not 1..16 ASCII characters (`writer.key_bytes`).",
     "duplicate-key": "Writer: the same key added twice (`BlobWriter.add`).",
     "zero-size-blob": "Writer: an empty blob (`BlobWriter.add`, `add_stream`).",
@@ -204,7 +209,8 @@ READ_PATH = {
 }
 
 #: Read-path modules (``sbs_tools.<name>``) whose codes section 1 lists.
-READ_MODULES = ("blobstore", "fields", "config", "toc", "sbsfile", "writer", "dump", "summary", "types", "errors")
+READ_MODULES = ("blobstore", "fields", "config", "toc", "sbsfile", "writer", "dump", "summary", "types", "errors",
+                "inputs")
 
 PROBLEMS = {
     "bad-placeholder": "warning/info: V2 front placeholder damaged (gemma.cpp ignores it) or its `file_bytes` is "
@@ -252,7 +258,7 @@ def markdown() -> str:
         "",
         "Everything `sbs_tools` (and `inference`) refuses is an `SbsError` (or a subclass) with a stable",
         "kebab-case `code`, a message, and where known the byte `offset`, `blob`, `tensor` and `layer`.",
-        "The CLI prints `error: [code] message (location)` on one line and exits 2. No other exception",
+        "The CLI prints `error: [code] message (location)` on one line of stderr and exits 2. No other exception",
         "escapes a loader, whatever the input bytes: the fuzz suite (`tests/fuzz`) checks exactly that for",
         "every public entry point (`open`, every accessor, `tensor()`, `dump`, `summarize`, `verify(deep=True)`,",
         "`sbs repair --dry-run`, `sbs inspect/dump --json`, `inference.load`), together with a CPU-time bound",
@@ -265,6 +271,39 @@ def markdown() -> str:
         "2. **Problems** `open()` records in `SbsFile.problems` instead of raising (section 3); `verify`",
         "   reports them as findings.",
         "3. **`verify` findings** (section 4): what `sbs verify` reports; never raised.",
+        "",
+        "## Exit codes",
+        "",
+        "One rule for every command:",
+        "",
+        "| exit | meaning |",
+        "|---|---|",
+        "| 0 | done, and the answer is good |",
+        "| 1 | done, and the answer is bad: a file has errors (`verify`; `repair` could not produce a clean file, "
+        "or `--partial` wrote one that still has errors), files differ (`diff`), digests do not match or files "
+        "are missing (`hash --check`) |",
+        "| 2 | could not be done: a usage error (`error: [usage] …`: a conflicting or meaningless flag combination, "
+        "an invalid value), an input that is not a readable `.sbs` file (bad path: `not-found`, `is-directory`, "
+        "`not-regular-file`, `permission-denied`, `stdin-unsupported`; or not a BlobStore: `not-sbs`), an output "
+        "the output policy refuses (`output-*`), a file that changed while it was read (`file-changed`) |",
+        "| 130 | interrupted (Ctrl-C, SIGTERM): temporary outputs are removed |",
+        "",
+        "`sbs verify` checks every file it is given: an unusable one is an `error:` line on stderr (and an entry",
+        "with `\"unreadable\": true` in `--json`) and makes the exit code 2; a damaged BlobStore (`bad-magic`,",
+        "`file-size-mismatch`, ...) is a finding like any other (exit 1). `-` never means standard input:",
+        "`.sbs` files are read by random access, so a pipe is refused (`stdin-unsupported`); save the stream to",
+        "a file first. `sbs report -o -` writes the page to standard output.",
+        "",
+        "## Output policy",
+        "",
+        "Every command that writes (`repair`, `convert`, `export` incl. `--hf`, `report`, `verify --junit`) goes",
+        "through `sbs_tools.output`: an output that is one of the inputs (same path, another spelling, a",
+        "symlink or a hard link) is refused (`output-is-input`) even with `--force`; an existing file",
+        "(`output-exists`) or a non-empty directory (`output-not-empty`, `export --hf`) only with `--force`,",
+        "and then only the files the command writes are replaced; nothing is ever deleted. Each file is",
+        "written to a hidden temporary file beside it, fsynced and renamed into place; on an error or Ctrl-C",
+        "the temporary file is removed. `sbs repair --in-place --backup SUFFIX` is the one way to replace an",
+        "input, and it keeps the original under the backup name.",
         "",
         "This file is generated from the source by `python -m tests.fuzz.error_codes --write`;",
         "`tests/fuzz/test_error_docs.py` fails when a code in the source is missing here.",

@@ -102,7 +102,7 @@ def test_writer_matches_spec_layout(plan, tmp_path_factory):
     tensors = [(TocRecord.make(tp.name, tp.t, tp.rows, tp.cols, tp.scale),
                 M.make_payload(tp.t, tp.rows * tp.cols, rng, kind=tp.kind)) for tp in plan.tensors]
     out = tmp_path_factory.getbasetemp() / "writer.sbs"
-    n = write_model(out, plan.config, tensors, tokenizer=plan.tokenizer, layout=plan.layout)
+    n = write_model(out, plan.config, tensors, tokenizer=plan.tokenizer, layout=plan.layout, overwrite=True)
     written = out.read_bytes()
     assert n == len(written) == len(data)
     assert written == data
