@@ -194,11 +194,11 @@ def export(source: str | os.PathLike, output: str | os.PathLike, *, raw: bool = 
     import sbs_tools
 
     t0 = time.perf_counter()
+    if not hf:
+        check_output_file(output, [source], force=overwrite)
     fmt = _format_for(output, hf)
     if raw and hf:
         raise ExportError("--raw and --hf exclude each other", code="bad-arguments")
-    if not hf:
-        check_output_file(output, [source], force=overwrite)
     with sbs_tools.open(source) as f:
         if f.config is None and hf:
             raise ExportError(f"{source}: no config blob, so no Hugging Face config can be written",

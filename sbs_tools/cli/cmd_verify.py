@@ -29,7 +29,7 @@ def verify(
     deep: bool = typer.Option(False, "--deep", help="Also decode every tensor (streaming): NaN/Inf, all-zero, "
                                                     "invalid scales, SFP/NUQ encoding, suspicious norms."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document instead of the report."),
-    junit: Path | None = typer.Option(None, "--junit", metavar="OUT.xml", dir_okay=False,
+    junit: Path | None = typer.Option(None, "--junit", metavar="OUT.xml",
                                       help="Also write a JUnit XML report (one test case per check family)."),
     strict: bool = typer.Option(False, "--strict", help="Treat warnings as failures (exit 1)."),
     force: bool = typer.Option(False, "--force", help="With --junit: replace an existing report file."),
