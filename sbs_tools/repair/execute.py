@@ -28,7 +28,6 @@ import numpy as np
 
 from .. import blobstore
 from ..errors import SbsError
-from ..sbsfile import MOCK_TOKENIZER
 from ..writer import BlobWriter
 from .analyze import Analysis
 from .plan import Plan
@@ -145,16 +144,8 @@ def write_state(plan: Plan, a: Analysis, path: str) -> None:
     s = plan.state
     w = BlobWriter(path, s.layout, pad_end=s.pad_end)
     try:
-        for b in s.blobs:
-            w.add(b.key, b.data if b.data is not None else a.data(b.src))
-        if s.single_file:
-            cfg = s.config_bytes()
-            if cfg is not None:
-                w.add("config", cfg)
-            w.add("tokenizer", s.tokenizer if s.tokenizer else MOCK_TOKENIZER)
-            toc = s.toc_bytes()
-            if toc:
-                w.add("toc", toc)
+        for key, x in s.output_blobs():
+            w.add(key, x if isinstance(x, bytes) else x.data if x.data is not None else a.data(x.src))
     except BaseException:
         w.abort()
         raise

@@ -137,7 +137,7 @@ def migrate_pre2025(p) -> None:
     s.pad_end = True
     s.tokenizer = o.tokenizer  # None: "unavailable"
     p.specs = specs
-    p._migrated = True
+    p.migrated = True
     n_scaled = sum(1 for v in scales.values() if v != 1.0)
     p.act("migrate-pre-2025",
           f"convert the pre-2025 multi-file format to single-file: strip the type prefixes of {len(records)} "
