@@ -35,11 +35,10 @@ def skeleton(p: Ctx) -> Skeleton:
 
 
 def write_skeleton(path: str, layout: str, pad_end: bool, blobs: Skeleton) -> None:
-    """Lay ``blobs`` out as :class:`~sbs_tools.writer.BlobWriter` does, leaving holes for unwritten bytes."""
-    keys = [key_bytes(k) for k, _, _ in blobs]
+    """Lay ``blobs`` out as :class:`~sbs_tools.writer.BlobWriter` does, leaving holes for unwritten bytes
+    (the caller checks what the writer would refuse: no blobs, too many, empty or duplicate ones)."""
+    keys = [key_bytes(k) for k, _, _ in blobs]  # raises WriteError, as the writer would
     n = len(blobs)
-    if not n or n >= MAX_BLOBS_HEAD or len(set(keys)) != n or any(size <= 0 for _, size, _ in blobs):
-        raise SbsError("the writer would refuse this blob list", code="bad-skeleton")
     pos = v1_first_blob_offset(n) if layout == "v1" else BLOB_ALIGN
     ranges = []
     for _, size, _ in blobs:
@@ -73,6 +72,9 @@ def simulate(p: Ctx) -> list[Finding] | None:
         blobs = skeleton(p)
     except SbsError:
         return None
+    sizes_ok = all(size > 0 for _, size, _ in blobs) and len({k for k, _, _ in blobs}) == len(blobs)
+    if not blobs or len(blobs) >= MAX_BLOBS_HEAD or not sizes_ok:
+        return None  # the writer would refuse this blob list
     with tempfile.TemporaryDirectory(prefix="sbs-repair-sim-") as d:
         path = os.path.join(d, "planned.sbs")
         try:

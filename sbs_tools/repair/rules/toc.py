@@ -66,7 +66,8 @@ def toc(p: Ctx) -> None:
                 p.refuse("toc-undecodable" if a.toc_error else "toc-missing", b.key,
                          f"no toc record for {b.key} and {why} (--force leaves it out of the toc)")
             elif b.key in p.specs:
-                p.refuse("blob-not-in-toc", b.key, f"{b.key} has no toc record and {why}")
+                p.refuse("blob-not-in-toc", b.key, f"the blob of {b.key} is in the file but its toc record is not, "
+                         f"and the record cannot be rebuilt unambiguously: {why}")
             else:
                 b.kind = "other"
             continue
@@ -79,10 +80,13 @@ def toc(p: Ctx) -> None:
         elif a.toc_error is not None:
             summary = (f"rebuild the damaged toc: {len(a.toc)} records recovered intact, {len(rebuilt)} "
                        "rebuilt from the config shapes and blob sizes")
+        elif len(rebuilt) <= 3:
+            summary = "restore the toc record of " + "; ".join(f"{k}: {why}" for k, why in rebuilt) + \
+                      " (its blob was in the file)"
         else:
             summary = f"add toc records for {len(rebuilt)} tensors that had none"
         p.act("rebuild-toc", summary, ("toc-missing", None), ("toc-undecodable", None),
-              *[("blob-not-in-toc", k) for k, _ in rebuilt],
+              *[(c, k) for k, _ in rebuilt for c in ("blob-not-in-toc", "missing-tensor")],
               records={k: why for k, why in rebuilt})
     check_records(p)
 
