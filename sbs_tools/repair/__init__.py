@@ -7,8 +7,9 @@
 
 Pipeline: :func:`.analyze.analyze` reads the input read-only and locates every
 blob's bytes (:mod:`.relayout`); ``sbs verify`` lists the findings;
-:func:`.plan.make_plan` decides, per finding, the action that fixes it or why
-none can, and builds the output model; :func:`.execute.execute` writes it to
+:func:`.plan.make_plan` applies the rules of :mod:`.rules` to a model of the
+output and re-verifies it until nothing changes (:mod:`.driver`), then says per
+finding the action that fixes it or why none can; :func:`.execute.execute` writes it to
 a temporary file, verifies it, hashes every tensor against the input, and
 renames it into place. See ``docs/repair.md``.
 """
