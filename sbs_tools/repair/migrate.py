@@ -47,13 +47,18 @@ def _scale_consumers(cfg, present: set[str]) -> list[str]:
     return [t.name for t in expected_tensors(cfg) if t.base in bases and t.name in present]
 
 
-def _deduce(p, names: list[str], types: dict[str, Type]):
+def deduce_from_names(p, names: list[str]) -> tuple[int, int]:
+    """gemma.cpp's ``DeduceModel``: (model enum or 0, LLM layer count) from tensor names and the ViT image size."""
     idx = [split_name(n)[1] for n in names if split_name(n)[1] is not None and split_name(n)[0] not in VIT_LAYER_BASES]
     layers = max(idx) + 1 if idx else 0
     vit = any(n.startswith("qkv_ein_w") for n in names)
     b = p.s.find("img_pos_emb")
     image_448 = b is not None and b.size > 448 * 448 * 5 * 2
-    model = deduce_model(layers, vit, image_448)
+    return deduce_model(layers, vit, image_448), layers
+
+
+def _deduce(p, names: list[str], types: dict[str, Type]):
+    model, layers = deduce_from_names(p, names)
     if not model:
         return None, f"its {layers} layers match no model gemma.cpp knows, so the model cannot be deduced"
     # gemma.cpp: weight type = the smallest-bits prefix type held by at least 4 blobs.

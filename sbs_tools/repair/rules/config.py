@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 
-from ...canonical import canonical_config, deduce_model
+from ...canonical import canonical_config
 from ...config import VIT_TYPE, ModelConfig
 from ...errors import SbsError
 from ...tensors import VIT_LAYER_BASES, by_name, expected_tensors, split_name
 from ...types import Type
 from ..actions import size_ok, weight_type
 from ..context import Ctx
+from ..migrate import deduce_from_names
 from .dims import fix_layer_dims, period, piece_count, uniform
 
 
@@ -59,14 +60,7 @@ def config_source(p: Ctx) -> None:
 
 def deduce_config(p: Ctx) -> tuple[ModelConfig | None, str]:
     """Canonical config from the layer count, checked against every toc shape."""
-    names = [p.tensor_name(b.key) for b in p.s.blobs if b.kind == "tensor"]
-    idx = [split_name(n)[1] for n in names if split_name(n)[1] is not None
-           and split_name(n)[0] not in VIT_LAYER_BASES]
-    layers = max(idx) + 1 if idx else 0
-    vit = any(n.startswith("qkv_ein_w") for n in names)
-    pos = p.s.find("img_pos_emb")
-    image_448 = pos is not None and pos.size > 448 * 448 * 5 * 2
-    model = deduce_model(layers, vit, image_448)
+    model, layers = deduce_from_names(p, [p.tensor_name(b.key) for b in p.s.blobs if b.kind == "tensor"])
     if not model:
         return None, f"its {layers} layers match no model gemma.cpp knows"
     recs = {r.name: r for r in (p.s.toc or [])}
