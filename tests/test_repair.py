@@ -101,8 +101,8 @@ def test_corpus_missing_att_ein(tmp_path):
     r = run(src, tmp_path / "out.sbs")
     assert r.status == "unrepairable" and r.exit_code == 1
     assert [(x.code, x.name) for x in r.plan.blocking] == [("missing-tensor", "att_ein_1")]
-    # --force writes the partial file, which verify still flags; exit 1.
-    r = run(src, tmp_path / "partial.sbs", force=True)
+    # --partial writes the partial file, which verify still flags; exit 1.
+    r = run(src, tmp_path / "partial.sbs", partial=True)
     assert r.status == "repaired" and r.forced and r.exit_code == 1
     rep = sbs_tools.verify(tmp_path / "partial.sbs")
     assert rep.codes("error") == ["missing-tensor"]
@@ -420,7 +420,7 @@ def test_proof_catches_changed_bytes(tmp_path, monkeypatch):
 
 def test_truncated_salvage_with_reference(tmp_path):
     """With a reference file of the same architecture, the tensors before the cut are located and
-    (with --force) written out; each is byte-identical to the intact file's."""
+    (with --partial) written out; each is byte-identical to the intact file's."""
     ref = tmp_path / "ref.sbs"  # the intact model both broken corpus files were derived from
     assert run(BROKEN / "broken-misaligned-offset.sbs", ref).status == "repaired"
     src = BROKEN / "broken-truncated.sbs"
@@ -429,7 +429,7 @@ def test_truncated_salvage_with_reference(tmp_path):
     assert "15 of 32 tensors located" in r.plan.actions[0].summary
     assert [x.code for x in r.plan.blocking] == ["toc-blob-missing"] and "17 tensors" in r.plan.blocking[0].reason
     out = tmp_path / "partial.sbs"
-    r = run(src, out, config_from=ref, force=True, tokenizer=SP256)
+    r = run(src, out, config_from=ref, partial=True, tokenizer=SP256)
     assert r.status == "repaired" and r.forced and r.exit_code == 1
     assert r.proof_summary() == "15/15 tensors identical"
     with sbs_tools.open(out) as f, sbs_tools.open(ref) as g:
@@ -504,3 +504,100 @@ def test_auto_keeps_obsolete_model_for_its_generation(tmp_path):
     assert any("kept for the generation" in n for n in r.plan.notes)
     r = run(src, tmp_path / "out.sbs", target="current")
     assert r.status == "unrepairable"
+
+
+# -- a blob without its toc record (issue #14) ---------------------------------------------------------------
+def _unlisted(src: Path, tmp_path: Path, name: str, replace: dict | None = None) -> Path:
+    """``src`` rewritten by the project's writer with ``name``'s toc record left out and its blob kept."""
+    from .mutations import rebuild
+
+    return rebuild(src, tmp_path / "unlisted.sbs", drop_records=(name,), replace=replace)
+
+
+@pytest.mark.parametrize("src, name", [(G2_V2, "att_ein_1"), (VIT, "att_ein_1"), (VIT, "qkv_ein_w_1"),
+                                       (VIT, "c_final_norm")],
+                         ids=["gemma2-att_ein_1", "vit-att_ein_1", "vit-qkv_ein_w_1", "vit-c_final_norm"])
+def test_blob_without_toc_record_is_restored(src, name, tmp_path):
+    """Every byte is there, only the record is gone: verify says `sbs repair` restores it, and repair does --
+    the output verifies clean and every tensor and toc record is the original's, byte for byte."""
+    bad = _unlisted(src, tmp_path, name)
+    rep = sbs_tools.verify(bad)
+    missing = [f for f in rep.errors if f.code == "missing-tensor" and f.tensor == name]
+    assert missing and all("`sbs repair` restores" in f.hint for f in missing), [f.to_dict() for f in rep.errors]
+    assert "re-export" not in " ".join(f.hint for f in missing)
+    out = tmp_path / "fixed.sbs"
+    r = run(bad, out)
+    assert r.status == "repaired" and r.exit_code == 0, [(i.finding.code, i.status, i.reason) for i in r.plan.items]
+    assert not r.plan.refusals
+    items = {(i.finding.code, i.finding.tensor or i.finding.blob): i for i in r.plan.items}
+    assert items[("missing-tensor", name)].status == "fix"
+    assert items[("missing-tensor", name)].action.kind == "rebuild-toc"
+    rep = sbs_tools.verify(out)
+    assert rep.ok and not rep.warnings, [f.to_dict() for f in rep.findings]
+    assert model_of(out)["tensors"] == model_of(src)["tensors"]
+    same, total = r.proof_counts()
+    assert same == total == len(model_of(src)["tensors"])
+
+
+def test_blob_without_toc_record_cli(tmp_path):
+    """The same through the CLI, with the input hashed before and after."""
+    import subprocess
+    import sys
+
+    bad = _unlisted(G2_V2, tmp_path, "att_ein_1")
+    before = sha(bad)
+    out = tmp_path / "fixed.sbs"
+    p = subprocess.run([sys.executable, "-m", "sbs_tools", "repair", str(bad), "-o", str(out)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert sha(bad) == before
+    assert "restore the toc record of att_ein_1" in p.stdout and "18/18 tensors identical" in p.stdout
+    assert "verify: clean" in p.stdout and "cannot fix" not in p.stdout
+
+
+def _sfp_query_norm(name: str) -> dict:
+    """``name`` (a 1 x 32 norm of the ViT fixture) stored as SFP: 32 bytes, which NUQ's 32 values also take."""
+    from sbs_tools.toc import TocRecord
+    from sbs_tools.types import Type
+
+    return {name: (TocRecord.make(name, Type.SFP, 1, 32, 1.0), bytes(range(0x10, 0x30)))}
+
+
+@pytest.mark.parametrize("src, name, replace, why", [
+    (VIT, "query_norm_1", _sfp_query_norm("query_norm_1"), "several element types (SFP, NUQ)"),
+    (G2_V2, "linear_w_0", None, "the scale is lost"),
+], ids=["type-ambiguous", "scale-lost"])
+def test_blob_without_toc_record_not_derivable(src, name, replace, why, tmp_path):
+    """When the blob size fits two types, or the SFP bytes reach 1.875 (the scale is lost), the record cannot be
+    rebuilt: the tensor stays missing, the reason says why, nothing is written."""
+    bad = _unlisted(src, tmp_path, name, replace)
+    out = tmp_path / "fixed.sbs"
+    r = run(bad, out)
+    assert r.status == "unrepairable" and r.exit_code == 1
+    item = next(i for i in r.plan.items if i.finding.code == "missing-tensor" and i.finding.tensor == name)
+    assert item.status == "cannot-fix"
+    assert "cannot be rebuilt unambiguously" in item.reason and why in item.reason, item.reason
+
+
+def test_skeleton_is_the_written_layout(tmp_path):
+    """The simulated output has exactly the directory and size of the file execute writes."""
+    import os
+
+    from sbs_tools import blobstore
+    from sbs_tools.repair.simulate import skeleton, write_skeleton
+
+    for layout in ("v1", "v2"):
+        out = tmp_path / f"{layout}.sbs"
+        r = run(BROKEN / "broken-misaligned-offset.sbs", out, layout=layout)
+        assert r.status == "repaired"
+        from sbs_tools.repair.context import Ctx
+
+        p = Ctx(None, r.plan.options, None, r.plan, set(), s=r.plan.state)
+        p.a = importlib.import_module("sbs_tools.repair.analyze").analyze(BROKEN / "broken-misaligned-offset.sbs")
+        sk = tmp_path / f"{layout}.skeleton"
+        write_skeleton(str(sk), r.plan.state.layout, r.plan.state.pad_end, skeleton(p))
+        assert os.path.getsize(sk) == os.path.getsize(out)
+        d_sk = blobstore.read_directory(np.fromfile(sk, np.uint8))
+        d_out = blobstore.read_directory(np.fromfile(out, np.uint8))
+        assert [(e.key, e.offset, e.size) for e in d_sk.entries] == [(e.key, e.offset, e.size) for e in d_out.entries]
+        assert d_sk.header == d_out.header

@@ -83,7 +83,7 @@ def repair(
                             target=target.value, layout=layout.value if layout else None, tokenizer=tokenizer,
                             config_from=config_from, model=model,
                             drop_duplicates=drop_duplicates.value if drop_duplicates else None,
-                            drop_unused=drop_unused, force=partial, progress=say)
+                            drop_unused=drop_unused, partial=partial, progress=say)
     if json_out:
         print_json(result.to_dict())
     else:

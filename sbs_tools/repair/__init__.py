@@ -7,8 +7,9 @@
 
 Pipeline: :func:`.analyze.analyze` reads the input read-only and locates every
 blob's bytes (:mod:`.relayout`); ``sbs verify`` lists the findings;
-:func:`.plan.make_plan` decides, per finding, the action that fixes it or why
-none can, and builds the output model; :func:`.execute.execute` writes it to
+:func:`.plan.make_plan` applies the rules of :mod:`.rules` to a model of the
+output and re-verifies it until nothing changes (:mod:`.driver`), then says per
+finding the action that fixes it or why none can; :func:`.execute.execute` writes it to
 a temporary file, verifies it, hashes every tensor against the input, and
 renames it into place. See ``docs/repair.md``.
 """
@@ -32,13 +33,13 @@ __all__ = ["repair", "plan", "RepairResult", "Plan", "Options", "TARGETS"]
 
 def _options(target: str | None = None, layout: str | None = None, tokenizer: str | os.PathLike | bytes | None = None,
              config_from: str | os.PathLike | None = None, model: str | None = None,
-             drop_duplicates: str | None = None, drop_unused: bool = False, force: bool = False) -> Options:
+             drop_duplicates: str | None = None, drop_unused: bool = False, partial: bool = False) -> Options:
     get_target(target)  # validates
     if layout not in (None, "v1", "v2"):
         raise SbsError(f"unknown layout {layout!r} (v1 or v2)", code="bad-layout")
     if drop_duplicates not in (None, "first", "last"):
         raise SbsError(f"--drop-duplicates must be 'first' or 'last', not {drop_duplicates!r}", code="bad-option")
-    o = Options(target=target, layout=layout, drop_duplicates=drop_duplicates, drop_unused=drop_unused, force=force)
+    o = Options(target=target, layout=layout, drop_duplicates=drop_duplicates, drop_unused=drop_unused, partial=partial)
     if tokenizer is not None:
         if isinstance(tokenizer, (bytes, bytearray)):
             data, o.tokenizer_path = bytes(tokenizer), "the given tokenizer"
@@ -103,7 +104,7 @@ def repair(path: str | os.PathLike, out: str | os.PathLike | None = None, *, dry
     (path or bytes of a SentencePiece model), ``config_from`` (another .sbs
     whose config to use), ``model`` (specifier or model name: gemma.cpp's
     canonical config), ``drop_duplicates`` ("first"/"last"), ``drop_unused``,
-    ``force`` (write a partial file despite unfixable errors).
+    ``partial`` (write a partial file despite unfixable errors).
 
     ``in_place=True`` requires ``backup`` (a suffix such as ``".bak"``): the
     original is kept under ``path + backup``. ``out`` follows the output policy

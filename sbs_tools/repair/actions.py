@@ -46,7 +46,7 @@ class Action:
 
 @dataclass
 class Refusal:
-    """Something repair will not do; blocks the output unless ``forceable`` and ``--force``."""
+    """Something repair will not do; blocks the output unless ``forceable`` and ``--partial``."""
 
     code: str  # the finding code it concerns (or a repair-specific one)
     name: str | None
@@ -123,6 +123,21 @@ class State:
         if self.toc is None:
             return None
         return next((r for r in self.toc if r.name == name), None)
+
+    def output_blobs(self) -> list[tuple[str, "OutBlob | bytes"]]:
+        """What is written, in order: every blob, then (single-file) config, tokenizer and toc."""
+        from ..sbsfile import MOCK_TOKENIZER
+
+        out: list[tuple[str, OutBlob | bytes]] = [(b.key, b) for b in self.blobs]
+        if self.single_file:
+            cfg = self.config_bytes()
+            if cfg is not None:
+                out.append(("config", cfg))
+            out.append(("tokenizer", self.tokenizer if self.tokenizer else MOCK_TOKENIZER))
+            toc = self.toc_bytes()
+            if toc:
+                out.append(("toc", toc))
+        return out
 
     def config_bytes(self) -> bytes | None:
         if self.config is None:
@@ -206,3 +221,11 @@ def weight_type(records: list[TocRecord]) -> int | None:
 def plain_itemsize(t: int) -> int | None:
     """Bytes per value for types stored one value per fixed-width element (byte-splittable)."""
     return {Type.F32: 4, Type.BF16: 2, Type.SFP: 1}.get(Type(t)) if t in Type._value2member_map_ else None
+
+
+def size_ok(rec: TocRecord, size: int) -> bool:
+    """Whether the record's type and shape give exactly ``size`` packed bytes."""
+    try:
+        return packed_bytes(rec.type, rec.rows * rec.cols) == size
+    except SbsError:
+        return False

@@ -528,6 +528,6 @@ def _salvage_notes(buf: np.ndarray, e: SbsError) -> list[str]:
             notes.append(
                 "To salvage what survives, pass a file with the same architecture and tensor types with "
                 "--config-from: gemma.cpp writes tensors back to back from offset 256, so its blob sizes locate "
-                "the tensors lying entirely before the cut; the rest are lost, and --force writes the survivors "
+                "the tensors lying entirely before the cut; the rest are lost, and --partial writes the survivors "
                 "as a partial file.")
     return notes

@@ -4,7 +4,7 @@
    (:class:`~sbs_tools.output.PendingFile`, in gemma.cpp's layout via
    :class:`~sbs_tools.writer.BlobWriter`) and fsynced.
 2. The temporary file is checked with ``sbs verify``: it must have no errors
-   (unless ``--force``), none of the findings the plan claimed to fix, and,
+   (unless ``--partial``), none of the findings the plan claimed to fix, and,
    with ``--target``, that gemma.cpp generation must load it.
 3. Every tensor of the input is hashed where its bytes were found and
    compared with the output blob it became: the proof ("312/312 tensors
@@ -28,7 +28,6 @@ import numpy as np
 from .. import blobstore
 from ..errors import SbsError
 from ..output import PendingFile, fsync_dir
-from ..sbsfile import MOCK_TOKENIZER
 from ..writer import BlobWriter
 from .analyze import Analysis
 from .plan import Plan
@@ -145,16 +144,8 @@ def write_state(plan: Plan, a: Analysis, out: PendingFile) -> None:
     s = plan.state
     w = BlobWriter(out, s.layout, pad_end=s.pad_end)
     try:
-        for b in s.blobs:
-            w.add(b.key, b.data if b.data is not None else a.data(b.src))
-        if s.single_file:
-            cfg = s.config_bytes()
-            if cfg is not None:
-                w.add("config", cfg)
-            w.add("tokenizer", s.tokenizer if s.tokenizer else MOCK_TOKENIZER)
-            toc = s.toc_bytes()
-            if toc:
-                w.add("toc", toc)
+        for key, x in s.output_blobs():
+            w.add(key, x if isinstance(x, bytes) else x.data if x.data is not None else a.data(x.src))
     except BaseException:
         w.abort()
         raise
@@ -198,7 +189,7 @@ def prove(plan: Plan, a: Analysis, path: str) -> list[ProofLine]:
 def check_output(plan: Plan, report) -> list[str]:
     """Why the written file is not acceptable (empty list: it is)."""
     problems = []
-    forced = plan.options.force and plan.refusals
+    forced = plan.options.partial and plan.refusals
     if not forced:
         for f in report.errors:
             problems.append(f"verify reports {f.code}: {f.message}")
@@ -224,7 +215,7 @@ def execute(plan: Plan, a: Analysis, out: str, *, backup: str | None = None,
     from ..verify import verify
 
     pending = PendingFile(out)
-    result = RepairResult("verification-failed", a.path, None, plan, forced=bool(plan.options.force
+    result = RepairResult("verification-failed", a.path, None, plan, forced=bool(plan.options.partial
                                                                                  and plan.refusals))
     try:
         progress("writing")

@@ -47,13 +47,18 @@ def _scale_consumers(cfg, present: set[str]) -> list[str]:
     return [t.name for t in expected_tensors(cfg) if t.base in bases and t.name in present]
 
 
-def _deduce(p, names: list[str], types: dict[str, Type]):
+def deduce_from_names(p, names: list[str]) -> tuple[int, int]:
+    """gemma.cpp's ``DeduceModel``: (model enum or 0, LLM layer count) from tensor names and the ViT image size."""
     idx = [split_name(n)[1] for n in names if split_name(n)[1] is not None and split_name(n)[0] not in VIT_LAYER_BASES]
     layers = max(idx) + 1 if idx else 0
     vit = any(n.startswith("qkv_ein_w") for n in names)
     b = p.s.find("img_pos_emb")
     image_448 = b is not None and b.size > 448 * 448 * 5 * 2
-    model = deduce_model(layers, vit, image_448)
+    return deduce_model(layers, vit, image_448), layers
+
+
+def _deduce(p, names: list[str], types: dict[str, Type]):
+    model, layers = deduce_from_names(p, names)
     if not model:
         return None, f"its {layers} layers match no model gemma.cpp knows, so the model cannot be deduced"
     # gemma.cpp: weight type = the smallest-bits prefix type held by at least 4 blobs.
@@ -110,7 +115,7 @@ def migrate_pre2025(p) -> None:
         spec = specs.get(name)
         if spec is None:
             p.refuse("unexpected-tensor", b.key, f"{b.key}: {source} has no tensor {name}, so its shape is "
-                     "unknown (--force leaves it out)")
+                     "unknown (--partial leaves it out)")
             p.dropped[name] = "unknown to the config"
             continue
         want = packed_bytes(t, spec.rows * spec.cols)
@@ -137,7 +142,7 @@ def migrate_pre2025(p) -> None:
     s.pad_end = True
     s.tokenizer = o.tokenizer  # None: "unavailable"
     p.specs = specs
-    p._migrated = True
+    p.migrated = True
     n_scaled = sum(1 for v in scales.values() if v != 1.0)
     p.act("migrate-pre-2025",
           f"convert the pre-2025 multi-file format to single-file: strip the type prefixes of {len(records)} "

@@ -31,7 +31,21 @@ def _loc(t: TensorSpec, info: TensorInfo | None = None) -> dict:
             "offset": info.offset if info else None, "blob": info.key if info else None}
 
 
-def _missing_choice(c: Choice, specs: dict[str, TensorSpec]) -> Finding:
+def _unlisted(names: list[str], f: SbsFile) -> list[str]:
+    """Those of ``names`` whose blob is in the file although the toc has no record for them."""
+    return [n for n in names if n in f.blobs and n not in f.tensors]
+
+
+def _missing_hint(names: list[str], f: SbsFile, default: str) -> str:
+    """The fix for missing tensors: `sbs repair` when the bytes are all there and only the toc records are not."""
+    unlisted = _unlisted(names, f)
+    if unlisted and len(unlisted) == len(names):
+        return (f"the blob of {' + '.join(unlisted)} is in the file but the toc has no record for it: `sbs repair` "
+                "restores the record (from the config's shape and the blob size)")
+    return default
+
+
+def _missing_choice(c: Choice, specs: dict[str, TensorSpec], f: SbsFile) -> Finding:
     kind = c.key.rsplit("_", 1)[0]
     alts = " or ".join(" + ".join(f"{n} ({_shape(specs[n])})" for n in form) for form in c.forms)
     msg = (f"layer {c.layer} ({c.layer_type}): missing {c.what}: need {alts}. gemma.cpp loads the file but aborts "
@@ -40,9 +54,10 @@ def _missing_choice(c: Choice, specs: dict[str, TensorSpec]) -> Finding:
         msg += (" — the reshape of the attention einsum into att_weights; May-2025 builds fail the same way with "
                 "'Assert att_weights.HasPtr()'")
     first = specs[c.forms[0][0]]
+    form = next((form for form in c.forms if _unlisted(list(form), f) == list(form)), c.forms[0])
     return finding("missing-tensor", msg, **_loc(first),
-                   hint=f"re-export layer {c.layer} from the source checkpoint; the tensor cannot be recreated "
-                        "from the others")
+                   hint=_missing_hint(list(form), f, f"re-export layer {c.layer} from the source checkpoint; the "
+                                                      "tensor cannot be recreated from the others"))
 
 
 def check_layers(f: SbsFile, cfg: ModelConfig) -> list[Finding]:
@@ -65,7 +80,7 @@ def check_layers(f: SbsFile, cfg: ModelConfig) -> list[Finding]:
                     msg = (f"{t.where}: missing {t.name} ({_shape(t)}, {t.meaning}): gemma.cpp aborts "
                            f"'Tensor {t.name} is required but not found'")
                 out.append(finding("missing-tensor", msg, **_loc(t),
-                                   hint="re-export the model from its source checkpoint"))
+                                   hint=_missing_hint([t.name], f, "re-export the model from its source checkpoint")))
             continue
         if (info.rows, info.cols) != (t.rows, t.cols):
             if t.name == "c_embedding" and info.cols == D and info.rows != V:
@@ -112,9 +127,9 @@ def check_layers(f: SbsFile, cfg: ModelConfig) -> list[Finding]:
                             f"layer {c.layer} ({c.layer_type}): {' + '.join(other)} present but {n} "
                             f"({_shape(by_name[n])}) missing: gemma.cpp needs both halves or the fused "
                             f"{c.forms[0][0]} ('{_XOR_ASSERT[c.key.rsplit('_', 1)[0]]}')", **_loc(by_name[n]),
-                            hint="re-export the layer"))
+                            hint=_missing_hint([n], f, "re-export the layer")))
         elif not complete:
-            out.append(_missing_choice(c, by_name))
+            out.append(_missing_choice(c, by_name, f))
 
     n_llm, n_vit = len(cfg.layer_configs), len(cfg.vit_config.layer_configs)
     for name, info in tensors.items():

@@ -17,6 +17,7 @@ from ..config import SCHEMAS, ModelConfig, decode_config
 from ..errors import SbsError
 from ..fields import Field, Schema, as_words
 from ..sbsfile import METADATA_KEYS, MOCK_TOKENIZER, SbsFile
+from ..tensors import expected_tensors
 from ..toc import TocRecord, decode_toc
 from ..types import TYPE_BITS, Type, element_bytes, num_elements, packed_bytes, type_name
 from .findings import Finding, finding
@@ -280,12 +281,24 @@ def check_toc(f: SbsFile, md: Metadata) -> list[Finding]:
             out.append(finding("scale-invalid", f"tensor {r.name!r} has scale 0: every value decodes to 0",
                                offset=at, blob="toc", tensor=r.name,
                                hint="re-export the tensor; the scale should be max|x|/1.875 (SFP/NUQ) or 1"))
+    needed = _expected_names(md.config)
     for b in f.directory.entries:
         if b.key not in NON_TENSOR_KEYS and b.key not in seen:
+            hint = ("a tensor the config needs: `sbs repair` restores its toc record" if b.key in needed else
+                    "harmless; `sbs repair` can drop it")
             out.append(finding("blob-not-in-toc", f"blob {b.key!r} ({b.size} bytes) has no toc record: gemma.cpp "
-                                                  "ignores it", offset=b.offset, blob=b.key,
-                               hint="harmless; `sbs repair` can drop it"))
+                                                  "ignores it", offset=b.offset, blob=b.key, hint=hint))
     return out
+
+
+def _expected_names(cfg: ModelConfig | None) -> set[str]:
+    """Tensor names the config implies (empty when there is no usable config)."""
+    if cfg is None:
+        return set()
+    try:
+        return {t.name for t in expected_tensors(cfg)}
+    except Exception:  # noqa: BLE001 - absurd dims in a config verify reports elsewhere
+        return set()
 
 
 def check_weight_type(md: Metadata, f: SbsFile) -> list[Finding]:
