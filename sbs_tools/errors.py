@@ -39,6 +39,13 @@ class SbsError(Exception):
         loc = {"offset": self.offset, "blob": self.blob, "tensor": self.tensor, "layer": self.layer}
         return {k: v for k, v in loc.items() if v is not None}
 
+    def in_file(self, path: str) -> "SbsError":
+        """This error with ``path`` named at the start of its message (once), for one-line reports."""
+        if not self.message.startswith(f"{path}:"):
+            self.message = f"{path}: {self.message}"
+            self.args = (self.message,)
+        return self
+
     def __str__(self) -> str:
         where = ", ".join(f"{k} {v}" for k, v in self.location().items())
         return f"[{self.code}] {self.message}" + (f" ({where})" if where else "")

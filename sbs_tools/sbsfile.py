@@ -120,12 +120,20 @@ class SbsFile:
             os.close(fd)
         self.file_bytes = size
         self.problems: list[Problem] = []
+        try:
+            self._load(strict)
+        except SbsError as e:
+            self.close()
+            raise e.in_file(self.path) from None
+
+    def _load(self, strict: bool) -> None:
+        """Directory, layout problems and metadata: everything ``open`` reads."""
         self.directory: Directory = blobstore.read_directory(self.buf)
         self.problems += blobstore.check_layout(self.directory)
         if strict:
             for p in self.problems:
                 if p.code == "blob-out-of-bounds" or (p.code == "file-size-mismatch"
-                                                      and self.directory.header.file_bytes > size):
+                                                      and self.directory.header.file_bytes > self.file_bytes):
                     raise ContainerError(p.message, code=p.code, offset=p.offset, blob=p.blob)
         self.blobs: dict[str, BlobEntry] = self.directory.by_key()
         self.layout = self.directory.layout

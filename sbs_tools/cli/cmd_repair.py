@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from sbs_tools.repair.targets import TARGETS
 
-from .common import app, console, exclusive, print_json, requires, show_progress, usage_error
+from .common import app, console, exclusive, print_json, refuse_unusable, requires, show_progress, usage_error
 from .progress import status_line
 
 _STATUS_STYLE = {"fix": ("green", "fix"), "cannot-fix": ("bold red", "cannot fix"), "keep": ("yellow", "keep"),
@@ -78,6 +78,7 @@ def repair(
     requires("force", force, "output", out is not None)
     if out is None and not in_place and not dry_run:
         usage_error("give -o OUT.sbs (or --in-place --backup SUFFIX, or --dry-run)")
+    refuse_unusable(file)
     with status_line("repairing", show_progress(quiet=quiet, json_out=json_out)) as say:
         result = run_repair(file, out, dry_run=dry_run, in_place=in_place, backup=backup, overwrite=force,
                             target=target.value, layout=layout.value if layout else None, tokenizer=tokenizer,
