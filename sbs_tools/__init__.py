@@ -4,7 +4,14 @@
 >>> with sbs_tools.open("fixtures/corpus/v2/gemma2-2b-tiny-sfp.sbs") as f:
 ...     f.config.specifier
 'gemma2-2b-sfp-it'
+
+``sbs_tools.verify_file(path)`` and ``sbs_tools.repair_file(path, out)`` are the two commands as
+functions; they import their subpackages (``sbs_tools.verify``, ``sbs_tools.repair``) on first use,
+so ``import sbs_tools`` stays light.
 """
+import os
+from typing import TYPE_CHECKING, Any, Callable
+
 from .errors import (CodecError, ConfigError, ContainerError, FieldsError, SbsError, TensorError,
                      TocError, WriteError)
 from .sbsfile import SbsFile, TensorInfo, open
@@ -12,22 +19,27 @@ from .types import Type
 
 __version__ = "0.1.0"
 
-#: Callable subpackages, imported on first use so that ``import sbs_tools`` (and ``sbs inspect``)
-#: stay light: ``sbs_tools.verify(path, deep=False) -> Report``,
-#: ``sbs_tools.repair(path, out, **options) -> RepairResult``.
-_LAZY_SUBPACKAGES = ("verify", "repair")
+if TYPE_CHECKING:
+    from . import repair, verify
 
 
-def __getattr__(name: str):
-    if name in _LAZY_SUBPACKAGES:
-        import importlib
 
-        return importlib.import_module(f"{__name__}.{name}")  # also binds it on this package
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def verify_file(path: str | os.PathLike, deep: bool = False,
+                progress: Callable[[int], None] | None = None) -> "verify.Report":
+    """``sbs verify`` of one file: a :class:`sbs_tools.verify.Report` (never raises for a bad file)."""
+    from .verify import verify
+
+    return verify(path, deep=deep, progress=progress)
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_SUBPACKAGES))
+def repair_file(path: str | os.PathLike, out: str | os.PathLike | None = None,
+                **options: Any) -> "repair.RepairResult":
+    """``sbs repair`` of one file into ``out``; see :func:`sbs_tools.repair.repair` for the options."""
+    from .repair import repair
+
+    return repair(path, out, **options)
+
 
 __all__ = ["open", "SbsFile", "TensorInfo", "Type", "SbsError", "ContainerError", "FieldsError",
-           "ConfigError", "TocError", "TensorError", "CodecError", "WriteError", "verify", "repair", "__version__"]
+           "ConfigError", "TocError", "TensorError", "CodecError", "WriteError", "verify_file", "repair_file",
+           "__version__"]

@@ -48,7 +48,7 @@ def test_make_large_writes_valid_full_structure(tmp_path, model, weight):
         big = {t.type_name for t in f.tensors.values() if t.name.startswith(("gating_ein", "att_ein"))}
         assert big == {weight.upper()}
         assert check_deep(f) == []  # random but valid values: nothing for --deep to report
-    report = sbs_tools.verify(path)
+    report = sbs_tools.verify_file(path)
     assert report.ok, [(x.code, x.message) for x in report.errors]
 
 

@@ -56,7 +56,7 @@ def run(path: Path, out: Path, **kw):
 
 
 def assert_clean(path: Path) -> None:
-    rep = sbs_tools.verify(path)
+    rep = sbs_tools.verify_file(path)
     assert rep.ok, [f.to_dict() for f in rep.errors]
     assert not [f for f in rep.warnings if f.code not in TOLERATED_WARNINGS], [f.to_dict() for f in rep.warnings]
 
@@ -104,7 +104,7 @@ def test_corpus_missing_att_ein(tmp_path):
     # --partial writes the partial file, which verify still flags; exit 1.
     r = run(src, tmp_path / "partial.sbs", partial=True)
     assert r.status == "repaired" and r.forced and r.exit_code == 1
-    rep = sbs_tools.verify(tmp_path / "partial.sbs")
+    rep = sbs_tools.verify_file(tmp_path / "partial.sbs")
     assert rep.codes("error") == ["missing-tensor"]
 
 
@@ -437,7 +437,7 @@ def test_truncated_salvage_with_reference(tmp_path):
         for name in f.tensors:
             assert f.raw(name).tobytes() == g.raw(name).tobytes()
             assert f.tensors[name].record.values() == g.tensors[name].record.values()
-    assert "missing-tensor" in sbs_tools.verify(out).codes("error")
+    assert "missing-tensor" in sbs_tools.verify_file(out).codes("error")
 
 
 def test_target_2025_05_fuses_split_forms(tmp_path):
@@ -461,7 +461,7 @@ def test_target_2025_05_fuses_split_forms(tmp_path):
         (TocRecord.make("qkv2_w_1", 2, 2 * K * Dh, D), "qkv2_w_1", qkv[q1:]),
         (TocRecord.make("gating1_w_1", 2, F, D), "gating1_w_1", gat[:g1]),
         (TocRecord.make("gating2_w_1", 2, F, D), "gating2_w_1", gat[g1:])])
-    assert sbs_tools.verify(split).ok  # current gemma.cpp accepts the split forms
+    assert sbs_tools.verify_file(split).ok  # current gemma.cpp accepts the split forms
     out = tmp_path / "may.sbs"
     r = run(split, out, target="2025-05")
     assert r.status == "repaired", r.plan.to_dict()
@@ -521,7 +521,7 @@ def test_blob_without_toc_record_is_restored(src, name, tmp_path):
     """Every byte is there, only the record is gone: verify says `sbs repair` restores it, and repair does --
     the output verifies clean and every tensor and toc record is the original's, byte for byte."""
     bad = _unlisted(src, tmp_path, name)
-    rep = sbs_tools.verify(bad)
+    rep = sbs_tools.verify_file(bad)
     missing = [f for f in rep.errors if f.code == "missing-tensor" and f.tensor == name]
     assert missing and all("`sbs repair` restores" in f.hint for f in missing), [f.to_dict() for f in rep.errors]
     assert "re-export" not in " ".join(f.hint for f in missing)
@@ -532,7 +532,7 @@ def test_blob_without_toc_record_is_restored(src, name, tmp_path):
     items = {(i.finding.code, i.finding.tensor or i.finding.blob): i for i in r.plan.items}
     assert items[("missing-tensor", name)].status == "fix"
     assert items[("missing-tensor", name)].action.kind == "rebuild-toc"
-    rep = sbs_tools.verify(out)
+    rep = sbs_tools.verify_file(out)
     assert rep.ok and not rep.warnings, [f.to_dict() for f in rep.findings]
     assert model_of(out)["tensors"] == model_of(src)["tensors"]
     same, total = r.proof_counts()

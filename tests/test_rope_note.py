@@ -24,7 +24,7 @@ def _as_270m(tmp_path, model: int = 18):
 
 def test_270m_gets_the_note(tmp_path, capsys):
     path = _as_270m(tmp_path)
-    rep = sbs_tools.verify(path)
+    rep = sbs_tools.verify_file(path)
     assert rep.ok
     notes = [x for x in rep.findings if x.code == "rope-quirk"]
     assert len(notes) == 1 and notes[0].severity == "info" and "10,000" in notes[0].message
@@ -37,6 +37,6 @@ def test_270m_gets_the_note(tmp_path, capsys):
 
 def test_other_models_do_not(tmp_path, capsys):
     path = _as_270m(tmp_path, model=15)  # Gemma 3 1B: gemma.cpp uses 1e6 on global layers itself
-    assert "rope-quirk" not in sbs_tools.verify(path).codes()
+    assert "rope-quirk" not in sbs_tools.verify_file(path).codes()
     assert main(["inspect", str(path)]) == 0
     assert "10,000" not in capsys.readouterr().out

@@ -182,7 +182,7 @@ def test_cli_junit(tmp_path):
 
 # -- API and registry ----------------------------------------------------------------------------------------------
 def test_python_api():
-    r = sbs_tools.verify(VIT_BROKEN)
+    r = sbs_tools.verify_file(VIT_BROKEN)
     assert isinstance(r, sbs_tools.verify.Report) and not r.ok
     assert r.to_dict()["findings"][0]["code"] == "missing-tensor"
     assert sbs_tools.verify.verify is not None

@@ -16,8 +16,6 @@ renames it into place. See ``docs/repair.md``.
 from __future__ import annotations
 
 import os
-import sys
-import types
 from typing import Any, Callable
 
 from ..errors import SbsError
@@ -140,14 +138,3 @@ def repair(path: str | os.PathLike, out: str | os.PathLike | None = None, *, dry
     if p.nothing_to_do:
         return RepairResult("nothing-to-repair", path, None, p)
     return execute(p, a, os.fspath(out), backup=backup if in_place else None, progress=say)
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``sbs_tools.repair(path, out, ...)`` call :func:`repair` while ``sbs_tools.repair.plan`` etc.
-    still name this package's contents (the same trick as ``sbs_tools.verify``)."""
-
-    def __call__(self, path: str | os.PathLike, out: str | os.PathLike | None = None, **kwargs: Any) -> RepairResult:
-        return repair(path, out, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -587,7 +587,7 @@ class FileModel:
 def build_file_model(path: str | os.PathLike, deep: bool = False,
                      progress: Callable[[str], None] | None = None) -> FileModel:
     """Open, verify and (``deep``) decode one file into a :class:`FileModel`. Never raises for a bad file."""
-    from .. import verify as run_verify
+    from ..verify import verify as run_verify
     from ..summary import summarize
 
     path = os.fspath(path)

@@ -1,7 +1,7 @@
 """``sbs verify``: find what would make gemma.cpp abort, before gemma.cpp does.
 
 >>> import sbs_tools
->>> report = sbs_tools.verify("fixtures/corpus/v2/gemma2-2b-tiny-sfp.sbs")
+>>> report = sbs_tools.verify_file("fixtures/corpus/v2/gemma2-2b-tiny-sfp.sbs")
 >>> report.ok, report.codes("error")
 (True, [])
 
@@ -13,8 +13,6 @@ metadata, tokenizer, layers, compat and (``deep=True``) the decoded values.
 from __future__ import annotations
 
 import os
-import sys
-import types
 from typing import Callable
 
 from .compat import GENERATIONS, compat_findings, evaluate
@@ -83,15 +81,3 @@ def unusable(path: str | os.PathLike) -> Finding | None:
     if f is not None:
         f.close()
     return next((x for x in found if x.code in UNREADABLE_CODES), None)
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``sbs_tools.verify(path)`` call :func:`verify` while ``sbs_tools.verify.Report`` etc.
-    still name this package's contents."""
-
-    def __call__(self, path: str | os.PathLike, deep: bool = False,
-                 progress: Callable[[int], None] | None = None) -> Report:
-        return verify(path, deep=deep, progress=progress)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -166,8 +166,8 @@ def _module(name: str):
 
 
 def verify_fn() -> Callable | None:
-    """``sbs_tools.verify(path, deep=...)`` -> report with ``.ok`` and ``.findings``, if it exists."""
-    f = getattr(sbs_tools, "verify", None)
+    """``sbs_tools.verify_file(path, deep=...)`` -> report with ``.ok`` and ``.findings``, if it exists."""
+    f = getattr(sbs_tools, "verify_file", None)
     if callable(f):
         return f
     mod = _module("sbs_tools.verify")

@@ -101,7 +101,7 @@ def test_truncated_at_every_boundary(plan):
 def _verify_or_skip():
     vf = H.verify_fn()
     if vf is None:
-        pytest.skip("sbs_tools.verify(path, deep=...) does not exist yet")
+        pytest.skip("sbs_tools.verify_file(path, deep=...) does not exist yet")
     return vf
 
 

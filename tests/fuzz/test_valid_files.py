@@ -154,7 +154,7 @@ EXPECTED_ON_VALID = {
 def test_verify_accepts_valid_files(plan):
     vf = H.verify_fn()
     if vf is None:
-        pytest.skip("sbs_tools.verify(path, deep=...) does not exist yet")
+        pytest.skip("sbs_tools.verify_file(path, deep=...) does not exist yet")
     data = M.build(plan)
     rep = vf(str(H.scratch_file(data)), deep=True)
     note(str([(x.code, x.severity, x.message) for x in rep.findings]))

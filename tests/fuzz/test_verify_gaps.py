@@ -27,8 +27,8 @@ def _e0_file(rename: tuple[str, str] | None = None) -> bytes:
 
 
 def _new_problems(data: bytes) -> set[str]:
-    base = sbs_tools.verify(str(H.scratch_file(_e0_file(), "gap-base.sbs")), deep=True)
-    rep = sbs_tools.verify(str(H.scratch_file(data, "gap.sbs")), deep=True)
+    base = sbs_tools.verify_file(str(H.scratch_file(_e0_file(), "gap-base.sbs")), deep=True)
+    rep = sbs_tools.verify_file(str(H.scratch_file(data, "gap.sbs")), deep=True)
     return {f.code for f in rep.findings if f.severity != "info"} - {f.code for f in base.findings}
 
 
