@@ -265,6 +265,17 @@ def _scan(f: SbsFile, info: TensorInfo, t: Type, st: _Stats, out_buf: np.ndarray
         st.values = np.concatenate(kept) if kept else np.zeros(0, np.float32)
 
 
+def _median(v: np.ndarray) -> float:
+    """``np.median`` of finite values, without its NaN check (which imports ``numpy.ma``, ~20 ms of
+    start-up for one norm statistic)."""
+    n = v.size
+    k = n // 2
+    if n % 2:
+        return float(np.partition(v, k)[k])
+    part = np.partition(v, [k - 1, k])
+    return float(np.mean(part[k - 1:k + 1]))
+
+
 def _rowcol(info: TensorInfo, idx: int) -> str:
     if info.cols:
         return f"flat index {idx} (row {idx // info.cols}, col {idx % info.cols})"
@@ -346,7 +357,7 @@ def check_deep(f: SbsFile, progress: Progress | None = None) -> list[Finding]:
             n_norms += 1
             v = st.values
             if v is not None and v.size and np.isfinite(v).all():
-                med = float(np.median(v))
+                med = _median(v)
                 negative = float(np.mean(v < 0))
                 if med > NORM_MEDIAN_LIMIT and negative < NORM_NEGATIVE_LIMIT:
                     norm_stats.append((info, med, float(v.min())))
