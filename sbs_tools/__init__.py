@@ -5,8 +5,8 @@
 ...     f.config.specifier
 'gemma2-2b-sfp-it'
 """
-from .errors import (CodecError, ConfigError, ContainerError, FieldsError, SbsError, TensorError,
-                     TocError, WriteError)
+from .errors import (CodecError, ConfigError, ContainerError, FieldsError, FileChangedError, SbsError,
+                     TensorError, TocError, WriteError)
 from .sbsfile import SbsFile, TensorInfo, open
 from .types import Type
 
@@ -30,4 +30,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY_SUBPACKAGES))
 
 __all__ = ["open", "SbsFile", "TensorInfo", "Type", "SbsError", "ContainerError", "FieldsError",
-           "ConfigError", "TocError", "TensorError", "CodecError", "WriteError", "verify", "repair", "__version__"]
+           "ConfigError", "TocError", "FileChangedError", "TensorError", "CodecError", "WriteError", "verify", "repair", "__version__"]
