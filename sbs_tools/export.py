@@ -84,12 +84,11 @@ def iter_values(f: SbsFile, name: str, chunk_values: int = CHUNK_VALUES) -> Iter
         raise SbsError(f"no tensor named {name!r}", code="no-such-tensor", tensor=name)
     t = Type(info.type)
     n = info.num_values
-    size = f.blobs[info.key].size
+    size = f.raw(info.key).size  # a view, never read (a blob outside the file: blob-out-of-bounds)
     need = info.expected_bytes
     if need is None or need > size:
         raise SbsError(f"tensor {name!r}: {info.type_name} {info.rows}x{info.cols} needs {need} bytes but its blob "
                        f"has {size}", code="tensor-size-mismatch", tensor=name)
-    f.raw(info.key)  # a blob outside the file: blob-out-of-bounds
     step = max(256, chunk_values // 256 * 256)
     scale = np.float32(info.scale)
     buf = read_buffer(codecs.packed_size(t, min(step, n)) if n else 1)

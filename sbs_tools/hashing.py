@@ -158,7 +158,7 @@ def hash_file(path: str | os.PathLike, *, per: str = "tensor", algo: str = "xxh6
     with sbs_tools.open(path) as f:
         out = FileHashes(os.fspath(path), f.file_bytes)
         if per == "file":
-            buf = read_buffer(_PIECE)
+            buf = read_buffer(min(_PIECE, f.file_bytes))
             out.entries.append(Entry(os.path.basename(f.path), "file", f.file_bytes,
                                      _digest_range(f, 0, f.file_bytes, algo, buf)))
             return out
@@ -179,7 +179,7 @@ def hash_file(path: str | os.PathLike, *, per: str = "tensor", algo: str = "xxh6
         def job(j: tuple[Entry, str]) -> str:
             buf = getattr(local, "buf", None)
             if buf is None:
-                buf = local.buf = read_buffer(_PIECE)
+                buf = local.buf = read_buffer(min(_PIECE, f.file_bytes))
             e = f.blobs[j[1]]
             return _digest_range(f, e.offset, e.size, algo, buf)
 

@@ -313,13 +313,12 @@ class SbsFile:
         from . import codecs  # local: codecs are not needed to open a file
 
         e = self._entry(info.key)
+        blobstore.blob_view(self.buf, e)  # a blob outside the file: blob-out-of-bounds (touches no page)
         expected = info.expected_bytes
         if expected is None or expected > e.size:
             raise TensorError(f"tensor {name!r}: {info.type_name} {info.rows}x{info.cols} needs {expected} "
                               f"bytes but its blob has {e.size}", code="tensor-size-mismatch", tensor=name,
                               offset=info.offset)
-        if e.offset + expected > self.file_bytes:
-            blobstore.blob_view(self.buf, e)  # raises blob-out-of-bounds
         values = codecs.decode(info.type_name, self.read(e.offset, expected), info.num_values)
         if info.scale != 1.0:
             values *= np.float32(info.scale)
