@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import functools
 
-import ml_dtypes
 import numpy as np
+
+from sbs_tools.codecs.bf16 import round_f32
 
 F32 = np.float32
 EPS = 1e-6  # RMSNorm epsilon (gemma.cpp ops-inl.h)
@@ -18,7 +19,7 @@ ROPE_MODES = ("gemmacpp", "reference")
 
 def bf16_round(x: np.ndarray) -> np.ndarray:
     """Round float32 values to the nearest bf16 (ties to even), returned as float32."""
-    return np.asarray(x, dtype=F32).astype(ml_dtypes.bfloat16).astype(F32)
+    return round_f32(x)
 
 
 def rmsnorm(x: np.ndarray, w: np.ndarray) -> np.ndarray:

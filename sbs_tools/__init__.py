@@ -12,8 +12,8 @@ so ``import sbs_tools`` stays light.
 import os
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import (CodecError, ConfigError, ContainerError, FieldsError, SbsError, TensorError,
-                     TocError, WriteError)
+from .errors import (CodecError, ConfigError, ContainerError, FieldsError, FileChangedError, SbsError,
+                     TensorError, TocError, WriteError)
 from .sbsfile import SbsFile, TensorInfo, open
 from .types import Type
 
@@ -21,7 +21,6 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from . import repair, verify
-
 
 
 def verify_file(path: str | os.PathLike, deep: bool = False,
@@ -41,5 +40,5 @@ def repair_file(path: str | os.PathLike, out: str | os.PathLike | None = None,
 
 
 __all__ = ["open", "SbsFile", "TensorInfo", "Type", "SbsError", "ContainerError", "FieldsError",
-           "ConfigError", "TocError", "TensorError", "CodecError", "WriteError", "verify_file", "repair_file",
-           "__version__"]
+           "ConfigError", "TocError", "FileChangedError", "TensorError", "CodecError", "WriteError", "verify_file",
+           "repair_file", "__version__"]

@@ -11,7 +11,7 @@ accept, as :class:`Problem` records that ``open`` and ``verify`` share.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -238,12 +238,14 @@ def _clean_payload_end(d: Directory) -> int | None:
     return int(ends[-1])
 
 
-def check_layout(d: Directory, buf: np.ndarray | None = None) -> list[Problem]:
+def check_layout(d: Directory, buf: np.ndarray | None = None,
+                 read: Callable[[int, int], np.ndarray] | None = None) -> list[Problem]:
     """Every departure from the layout gemma.cpp writes and checks (§1.5, §1.7).
 
     Errors are what makes gemma.cpp HEAD abort (or would make blob access
     unsafe); warnings are what older readers reject or what is merely unusual.
-    Passing ``buf`` also checks that padding bytes are zero (reads the padding).
+    Passing ``buf`` (the file's bytes) or ``read(offset, length) -> uint8 array``
+    (e.g. ``SbsFile.read``) also checks that padding bytes are zero (reads the padding).
     """
     out: list[Problem] = list(d.notes)
     size, hdr = d.file_size, d.header
@@ -329,11 +331,17 @@ def check_layout(d: Directory, buf: np.ndarray | None = None) -> list[Problem]:
                            f"file size {size} is not a multiple of {END_ALIGN} as the V2 writer pads it "
                            "(gemma.cpp then cannot mmap it)", offset=size))
     if buf is not None:
-        out += _check_padding(d, buf)
+        out += _check_padding(d, lambda a, n: buf[a:a + n])
+    elif read is not None:
+        out += _check_padding(d, read)
     return out
 
 
-def _check_padding(d: Directory, buf: np.ndarray) -> list[Problem]:
+#: Padding is read in pieces of at most this many bytes (a damaged directory can leave gigabytes of it).
+PADDING_PIECE = 16 << 20
+
+
+def _check_padding(d: Directory, read: Callable[[int, int], np.ndarray]) -> list[Problem]:
     """Every byte not in a blob, the directory or a header must be zero (all writers write zeros)."""
     used = []
     if d.layout == "v1":
@@ -349,12 +357,15 @@ def _check_padding(d: Directory, buf: np.ndarray) -> list[Problem]:
     pos = 0
     for a, b in used + [(d.file_size, d.file_size)]:
         if a > pos:
-            region = buf[pos:a]
-            nz = np.flatnonzero(region)
-            if nz.size:
-                first = pos + int(nz[0])
+            count, first = 0, None
+            for p in range(pos, a, PADDING_PIECE):
+                nz = np.flatnonzero(read(p, min(PADDING_PIECE, a - p)))
+                if nz.size:
+                    count += int(nz.size)
+                    first = p + int(nz[0]) if first is None else first
+            if count:
                 out.append(Problem("nonzero-padding", "warning",
-                                   f"{nz.size} non-zero byte(s) in padding [{pos}, {a}), first at {first}",
+                                   f"{count} non-zero byte(s) in padding [{pos}, {a}), first at {first}",
                                    offset=first))
         pos = max(pos, b)
     return out

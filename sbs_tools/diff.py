@@ -86,6 +86,16 @@ class DiffReport:
                 "tensors_changed": [t.to_dict() for t in self.tensors], "blobs": self.blobs}
 
 
+def _same_bytes(fa: SbsFile, ka: str, fb: SbsFile, kb: str) -> bool:
+    """Whether two blobs hold the same bytes, compared piecewise (``SbsFile.chunks``: ``pread`` into
+    bounded buffers, never the mapping, so a file truncated meanwhile raises ``file-changed``)."""
+    ea, eb = fa.blobs[ka], fb.blobs[kb]
+    fa.raw(ka), fb.raw(kb)  # a blob outside its file: blob-out-of-bounds
+    if ea.size != eb.size:
+        return False
+    return all(np.array_equal(a, b) for a, b in zip(fa.chunks(ea.offset, ea.size), fb.chunks(eb.offset, eb.size)))
+
+
 def _compare_values(fa: SbsFile, fb: SbsFile, name: str, atol: float, rtol: float, td: TensorDiff) -> None:
     from .export import iter_values
 
@@ -145,7 +155,7 @@ def diff(a: str | os.PathLike, b: str | os.PathLike, *, atol: float = 0.0, rtol:
                 changes.append(f"shape {x.rows}x{x.cols} -> {y.rows}x{y.cols}")
             if x.scale != y.scale:
                 changes.append(f"scale {x.scale:g} -> {y.scale:g}")
-            same_bytes = x.type == y.type and np.array_equal(fa.raw(x.key), fb.raw(y.key))
+            same_bytes = x.type == y.type and _same_bytes(fa, x.key, fb, y.key)
             if same_bytes and not changes:
                 rep.unchanged += 1
                 continue
@@ -168,7 +178,7 @@ def diff(a: str | os.PathLike, b: str | os.PathLike, *, atol: float = 0.0, rtol:
                 continue
             if key not in fa.blobs or key not in fb.blobs:
                 rep.blobs.append(f"{key}: only in {'B' if key not in fa.blobs else 'A'}")
-            elif not np.array_equal(fa.raw(key), fb.raw(key)):
+            elif not _same_bytes(fa, key, fb, key):
                 if key == "config" and not rep.config:
                     rep.blobs.append("config: same values, different bytes (e.g. schema revision or extra words)")
                 elif key != "config":

@@ -75,6 +75,13 @@ class TocError(FieldsError):
     code = "toc-undecodable"
 
 
+class FileChangedError(SbsError):
+    """The file was truncated, replaced or modified while it was being read (a short read, or its
+    size / inode / modification time differ from what was seen when it was opened)."""
+
+    code = "file-changed"
+
+
 class TensorError(SbsError):
     """A tensor is missing, or its bytes disagree with its declared type/shape."""
 

@@ -40,12 +40,13 @@ import numpy as np
 from . import __version__, codecs
 from .errors import SbsError
 from .output import PendingFile, check_output_file
-from .sbsfile import SbsFile
+from .sbsfile import SbsFile, read_buffer
 from .types import Type
 
 #: Values decoded per chunk; a multiple of every group size (NUQ 256, I8 128).
 CHUNK_VALUES = 1 << 22
 FORMAT_TAG = "sbs-export"
+_RAW_PIECE = 4 << 20  # bytes per piece of a --raw export
 _GROUP_BYTES = {Type.NUQ: (256, 144), Type.I8: (256, 264)}  # per 256 values
 
 
@@ -73,20 +74,24 @@ def iter_values(f: SbsFile, name: str, chunk_values: int = CHUNK_VALUES) -> Iter
     """A tensor's values, flattened row-major, as float32 chunks with the scale applied.
 
     Chunks hold a multiple of 256 values (whole NUQ/I8 groups), so any element
-    type decodes piecewise without ever materializing the whole tensor.
+    type decodes piecewise without ever materializing the whole tensor. The packed
+    bytes are read with ``SbsFile.read_into`` into one reusable buffer (never through
+    the mapping: a file truncated meanwhile raises ``file-changed``); each yielded
+    array is a fresh float32 array.
     """
     info = f.tensors.get(name)
     if info is None:
         raise SbsError(f"no tensor named {name!r}", code="no-such-tensor", tensor=name)
     t = Type(info.type)
     n = info.num_values
-    raw = f.raw(info.key)
+    size = f.raw(info.key).size  # a view, never read (a blob outside the file: blob-out-of-bounds)
     need = info.expected_bytes
-    if need is None or need > raw.size:
+    if need is None or need > size:
         raise SbsError(f"tensor {name!r}: {info.type_name} {info.rows}x{info.cols} needs {need} bytes but its blob "
-                       f"has {raw.size}", code="tensor-size-mismatch", tensor=name)
+                       f"has {size}", code="tensor-size-mismatch", tensor=name)
     step = max(256, chunk_values // 256 * 256)
     scale = np.float32(info.scale)
+    buf = read_buffer(codecs.packed_size(t, min(step, n)) if n else 1)
     for start in range(0, n, step):
         stop = min(n, start + step)
         if t in _GROUP_BYTES:
@@ -96,7 +101,9 @@ def iter_values(f: SbsFile, name: str, chunk_values: int = CHUNK_VALUES) -> Iter
         else:
             eb = codecs.packed_size(t, 1)
             a, b = start * eb, stop * eb
-        out = codecs.decode(t, raw[a:b], stop - start)
+        raw = buf[:b - a]
+        f.read_into(info.offset + a, raw)
+        out = codecs.decode(t, raw, stop - start)
         if scale != np.float32(1.0):
             out *= scale
         yield out
@@ -131,6 +138,12 @@ def export_metadata(f: SbsFile, kind: str) -> dict[str, str]:
 
 # -- writers ----------------------------------------------------------------------------------------------
 
+def _blob_chunks(f: SbsFile, key: str) -> Iterator[np.ndarray]:
+    """A blob's packed bytes in pieces (``SbsFile.chunks``, one reusable buffer)."""
+    e = f.blobs[key]
+    return f.chunks(e.offset, e.size, chunk_bytes=_RAW_PIECE)
+
+
 def _items(f: SbsFile, raw: bool, tokenizer: bool):
     """(name, dtype name, shape, chunk-callable) for every array of a decoded/raw export."""
     from .convert.safetensors_io import StItem
@@ -138,13 +151,13 @@ def _items(f: SbsFile, raw: bool, tokenizer: bool):
     items = []
     for name, info in f.tensors.items():
         if raw:
-            items.append(StItem(name, "U8", (f.raw(info.key).size,), lambda k=info.key: [f.raw(k)]))
+            items.append(StItem(name, "U8", (f.raw(info.key).size,), lambda k=info.key: _blob_chunks(f, k)))
         else:
             items.append(StItem(name, "F32", (info.rows, info.cols), lambda n=name: iter_values(f, n)))
     if raw:
         for key in ("config", "toc"):
             if key in f.blobs:
-                items.append(StItem(f"__{key}__", "U8", (f.blobs[key].size,), lambda k=key: [f.raw(k)]))
+                items.append(StItem(f"__{key}__", "U8", (f.blobs[key].size,), lambda k=key: _blob_chunks(f, k)))
     tok = f.tokenizer_bytes if tokenizer else None
     if tok:
         items.append(StItem("__tokenizer__", "U8", (len(tok),), lambda t=tok: [t]))

@@ -1,8 +1,10 @@
 """``sbs hash``: digests of a ``.sbs`` file per blob, per tensor or whole, and checking them later.
 
-Digests are computed directly over the memory-mapped file (``xxhash`` or
-``hashlib`` read the mapping through the buffer protocol; nothing is copied),
-blobs in parallel on a small thread pool (both libraries release the GIL).
+Digests are computed over the file's bytes read with ``pread`` in 1 MiB pieces
+into one reusable buffer per thread (``SbsFile.chunks``; small enough to stay
+in cache between the copy and the hash, and never through the mapping, so a
+file truncated meanwhile is a ``file-changed`` error, not SIGBUS), blobs in
+parallel on a small thread pool (both libraries release the GIL).
 
 Granularity (``per``):
 
@@ -29,7 +31,6 @@ import hashlib
 import json
 import os
 import shlex
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,8 @@ SEP = "::"
 _DIGEST_LEN = {"xxh64": 16, "sha256": 64}
 _HEX_LEN = {v: k for k, v in _DIGEST_LEN.items()}
 _CHUNK = 64 << 20
+#: Bytes read (pread) and hashed per piece by hash_file: stays in L2 between the copy and the hash.
+_PIECE = 1 << 20
 #: A manifest line is ~100 bytes: this allows millions of entries and refuses anything absurd unread.
 MAX_MANIFEST_BYTES = 256 << 20
 
@@ -136,10 +139,22 @@ def _quote(s: str) -> str:
     return shlex.quote(s) if any(c.isspace() for c in s) or s.startswith(("'", '"')) else s
 
 
+def _digest_range(f, offset: int, length: int, algo: str, buf: np.ndarray) -> str:
+    """Digest of ``length`` bytes of ``f`` at ``offset``, read piecewise into ``buf`` (``SbsFile.chunks``:
+    ``pread``, never the mapping, so a file truncated meanwhile raises ``file-changed``)."""
+    h = _hasher(algo)
+    for piece in f.chunks(offset, length, buf=buf):
+        h.update(piece)
+    return h.hexdigest()
+
+
 def hash_file(path: str | os.PathLike, *, per: str = "tensor", algo: str = "xxh64", threads: int = 2,
               progress: Callable[[int, int, str], None] | None = None) -> FileHashes:
     """Digests of one file (see the module docstring); ``progress(done, total, name)`` after each entry."""
+    import threading
+
     import sbs_tools
+    from sbs_tools.sbsfile import read_buffer
 
     if per not in PER:
         raise HashError(f"--per must be one of {', '.join(PER)}", code="bad-arguments")
@@ -147,26 +162,32 @@ def hash_file(path: str | os.PathLike, *, per: str = "tensor", algo: str = "xxh6
     with sbs_tools.open(path) as f:
         out = FileHashes(os.fspath(path), f.file_bytes)
         if per == "file":
+            buf = read_buffer(min(_PIECE, f.file_bytes))
             out.entries.append(Entry(os.path.basename(f.path), "file", f.file_bytes,
-                                     digest(f.buf, algo, release=f.release)))
+                                     _digest_range(f, 0, f.file_bytes, algo, buf)))
             return out
-        jobs: list[tuple[Entry, np.ndarray, int]] = []
+        jobs: list[tuple[Entry, str]] = []
         if per == "blob":
             for e in f.directory.entries:
-                jobs.append((Entry(e.key, "blob", e.size, ""), f.raw(e.key), f.blobs[e.key].offset))
+                jobs.append((Entry(e.key, "blob", e.size, ""), e.key))
         else:
             for name, t in f.tensors.items():
-                jobs.append((Entry(name, "tensor", t.bytes, "", t.type_name, t.rows, t.cols, float(t.scale)),
-                             f.raw(t.key), t.offset))
+                jobs.append((Entry(name, "tensor", t.bytes, "", t.type_name, t.rows, t.cols, float(t.scale)), t.key))
             for key in ("config", "tokenizer"):
                 if key in f.blobs:
-                    jobs.append((Entry(key, "blob", f.blobs[key].size, ""), f.raw(key), f.blobs[key].offset))
-
+                    jobs.append((Entry(key, "blob", f.blobs[key].size, ""), key))
+        for _, key in jobs:
+            f.raw(key)  # a blob outside the file: blob-out-of-bounds before any hashing
+        local = threading.local()
         done = [0]
         lock = threading.Lock()
 
-        def job(j: tuple[Entry, np.ndarray, int]) -> str:
-            d = digest(j[1], algo, release=lambda i, n: f.release(j[2] + i, n))
+        def job(j: tuple[Entry, str]) -> str:
+            buf = getattr(local, "buf", None)
+            if buf is None:
+                buf = local.buf = read_buffer(min(_PIECE, f.file_bytes))
+            e = f.blobs[j[1]]
+            d = _digest_range(f, e.offset, e.size, algo, buf)
             if progress is not None:
                 with lock:
                     done[0] += 1
@@ -175,7 +196,7 @@ def hash_file(path: str | os.PathLike, *, per: str = "tensor", algo: str = "xxh6
 
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             digests = list(pool.map(job, jobs))
-        for (entry, _, _), d in zip(jobs, digests):
+        for (entry, _), d in zip(jobs, digests):
             entry.digest = d
             out.entries.append(entry)
         return out

@@ -28,7 +28,7 @@ def _load(d: Path) -> dict[str, np.ndarray]:
     out = {}
     for p in sorted(Path(d).glob("*.safetensors")):
         st_ = SafetensorsFile(p)
-        out.update({k: np.array(st_.array(k), dtype=np.float32) for k in st_.entries})
+        out.update({k: st_.f32(k) for k in st_.entries})
         st_.close()
     return out
 

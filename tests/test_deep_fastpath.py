@@ -111,7 +111,7 @@ def _findings(path, fast: bool, monkeypatch) -> list[dict]:
 def small_chunks(monkeypatch):
     monkeypatch.setattr(deep, "CHUNK_VALUES", 1024)
     monkeypatch.setattr(deep, "FAST_BLOCK", 192)
-    monkeypatch.setattr(deep, "RELEASE_BYTES", 4096)
+    monkeypatch.setattr(deep, "READ_BYTES", 4096)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

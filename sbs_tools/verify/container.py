@@ -144,7 +144,7 @@ def open_checked(path: str | os.PathLike) -> tuple[SbsFile | None, list[Finding]
         return None, [finding("io-error", e.message)]
     except OSError as e:
         return None, [finding("io-error", f"cannot read {path}: {e.strerror}")]
-    out = [_from_problem(p) for p in blobstore.check_layout(f.directory, f.buf)]
+    out = [_from_problem(p) for p in blobstore.check_layout(f.directory, read=f.read)]
     if any(x.code in _PLACEMENT for x in out):
         # Padding is only defined relative to correct blob ranges: don't report the displaced data again.
         out = [x for x in out if x.code != "nonzero-padding"]

@@ -1,10 +1,11 @@
 """``--deep``: decode every tensor once, streaming, and look at the values.
 
-Tensors are read in chunks of whole codec groups straight from the file's
-memory map (no copy); every ``RELEASE_BYTES`` the pages already scanned are
-dropped from the process (``SbsFile.release``, ``MADV_DONTNEED``; the page
-cache keeps them), so resident memory stays bounded by a few tens of MiB
-whatever the file or tensor size.
+Tensors are read in chunks of whole codec groups of about ``READ_BYTES`` with
+``pread`` into one reusable buffer (``SbsFile.read_into``: the memory map is not
+touched, so a file truncated meanwhile is a ``file-changed`` error rather than
+SIGBUS, and resident memory stays bounded by a few tens of MiB whatever the
+file or tensor size). A chunk that size is still in the core's cache when the
+pre-check below reads it.
 
 Each chunk first goes through :func:`_fast_clean`, an exact pre-check on the
 packed bytes that needs no decoding (BF16/F32: two integer max-reductions find
@@ -21,18 +22,19 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import SbsError
-from ..sbsfile import SbsFile, TensorInfo
+from ..errors import FileChangedError, SbsError
+from ..sbsfile import SbsFile, TensorInfo, read_buffer
 from ..tensors import RMS_NORM_BASES, split_name
 from ..types import Type, packed_bytes
 from .findings import Finding, finding
 
-#: Values decoded per chunk (a multiple of every group size: NUQ 256, I8 128).
+#: At most this many values per chunk (a multiple of every group size: NUQ 256, I8 128).
 CHUNK_VALUES = 4 << 20
+#: Bytes read per chunk (rounded down to whole groups): copied from the page cache into one buffer
+#: that stays in L2 for the pre-check.
+READ_BYTES = 1 << 20
 #: Bytes the fast pre-check handles per numpy call: small enough that a block read twice stays in L2.
 FAST_BLOCK = 512 << 10
-#: Scanned pages are released from the process after this many bytes.
-RELEASE_BYTES = 64 << 20
 #: A norm tensor looks shifted by +1 when its median exceeds this and (almost) no value is negative.
 #: Real checkpoints store w with (1 + w) applied at run time: many of their norms (post-norms, q/k norms)
 #: have well over 2% negative values, while their pre-norms can have medians of 10-30, so a median test
@@ -174,39 +176,29 @@ def _fast_clean(t: Type, raw: np.ndarray, count: int, st: _Stats, scratch: np.nd
     return False
 
 
-class _Releaser:
-    """Drops the scanned pages of the mapping behind the scan (tensors are scanned in file order),
-    one ``madvise`` per ``RELEASE_BYTES`` rather than one per tensor."""
-
-    def __init__(self, f: SbsFile) -> None:
-        self.f = f
-        self.done = 0
-
-    def upto(self, pos: int) -> None:
-        if pos - self.done >= RELEASE_BYTES:
-            self.f.release(self.done, pos - self.done)
-            self.done = pos
+def _chunk_values(t: Type) -> int:
+    """Values per chunk of type ``t``: whole groups, about ``READ_BYTES``, at most ``CHUNK_VALUES``."""
+    group, gbytes = {Type.NUQ: (256, 144), Type.I8: (128, 132)}.get(t, (1, packed_bytes(t, 1)))
+    fit = max(1, READ_BYTES // gbytes) * group
+    return max(group, min(CHUNK_VALUES, fit) // group * group)
 
 
 def _scan(f: SbsFile, info: TensorInfo, t: Type, st: _Stats, out_buf: np.ndarray, scratch: np.ndarray,
-          keep: bool, progress: Progress | None, releaser: _Releaser) -> None:
+          keep: bool, progress: Progress | None, read_buf: np.ndarray) -> None:
     from .. import codecs
     from ..codecs import sfp
 
     n = info.num_values
     group = {Type.NUQ: 256, Type.I8: 128}.get(t, 1)
-    step = CHUNK_VALUES
+    step = _chunk_values(t)
     kept = [] if keep else None
     start = 0
     while start < n:
         count = min(step, n - start)
         b0 = packed_bytes(t, start)  # exact: start is a multiple of the group size
         nbytes = packed_bytes(t, start + count) - b0
-        at = info.offset + b0
-        raw = f.buf[at:at + nbytes]
-        if raw.size != nbytes:
-            raise OSError(f"short read in {info.name}")
-        releaser.upto(at)  # keep resident memory bounded
+        raw = read_buf[:nbytes]
+        f.read_into(info.offset + b0, raw)
         if not keep and _fast_clean(t, raw, count, st, scratch):
             if progress is not None:
                 progress(nbytes)
@@ -273,6 +265,17 @@ def _scan(f: SbsFile, info: TensorInfo, t: Type, st: _Stats, out_buf: np.ndarray
         st.values = np.concatenate(kept) if kept else np.zeros(0, np.float32)
 
 
+def _median(v: np.ndarray) -> float:
+    """``np.median`` of finite values, without its NaN check (which imports ``numpy.ma``, ~20 ms of
+    start-up for one norm statistic)."""
+    n = v.size
+    k = n // 2
+    if n % 2:
+        return float(np.partition(v, k)[k])
+    part = np.partition(v, [k - 1, k])
+    return float(np.mean(part[k - 1:k + 1]))
+
+
 def _rowcol(info: TensorInfo, idx: int) -> str:
     if info.cols:
         return f"flat index {idx} (row {idx // info.cols}, col {idx % info.cols})"
@@ -283,7 +286,7 @@ def check_deep(f: SbsFile, progress: Progress | None = None) -> list[Finding]:
     """Value findings for every tensor whose blob has the size its type and shape imply."""
     out: list[Finding] = []
     infos = sorted(f.tensors.values(), key=lambda i: i.offset)
-    largest = 0
+    largest = largest_bytes = 0
     todo: list[tuple[TensorInfo, Type]] = []
     for info in infos:
         try:
@@ -300,63 +303,64 @@ def check_deep(f: SbsFile, progress: Progress | None = None) -> list[Finding]:
                 progress(info.bytes)
             continue
         todo.append((info, t))
-        largest = max(largest, min(info.num_values, CHUNK_VALUES))
+        count = min(info.num_values, _chunk_values(t))
+        largest = max(largest, count)
+        largest_bytes = max(largest_bytes, packed_bytes(t, count))
     scratch = np.empty(FAST_BLOCK, dtype=np.uint8)
-    releaser = _Releaser(f)
+    read_buf = read_buffer(largest_bytes)
     out_buf = np.empty(max(largest, 1), dtype=np.float32)
     norm_stats: list[tuple[TensorInfo, float, float]] = []
     n_norms = 0
-    try:
-        for info, t in todo:
-            base, idx = split_name(info.name)
-            is_norm = base in RMS_NORM_BASES and info.num_values <= CHUNK_VALUES
-            st = _Stats()
-            try:
-                _scan(f, info, t, st, out_buf, scratch, is_norm, progress, releaser)
-            except (SbsError, OSError) as err:
-                out.append(finding("deep-skipped", f"{info.name} could not be decoded: {err}", tensor=info.name,
-                                   offset=info.offset, blob=info.key))
-                continue
-            loc = {"tensor": info.name, "offset": info.offset, "blob": info.key}
-            if st.bad_scale_groups:
-                g = st.first_bad_scale
-                out.append(finding("scale-invalid",
-                                   f"{info.name}: {st.bad_scale_groups} I8 group(s) with a non-finite or zero scale, "
-                                   f"or a zero point that is not an integer in int32 range, first group {g} "
-                                   f"(values {g * 128}..)",
-                                   **{**loc, "offset": info.offset + g * 132},
-                                   hint="the tensor is corrupt; re-export it"))
-            elif st.nonfinite:
-                out.append(finding("non-finite",
-                                   f"{info.name}: {st.nonfinite} NaN/Inf value(s), first at "
-                                   f"{_rowcol(info, st.first_nonfinite)}", **loc,
-                                   hint="the source checkpoint or the conversion produced NaN/Inf; re-export"))
-            if st.bad_tables:
-                g = st.first_bad_table
-                out.append(finding("nuq-table-invalid",
-                                   f"{info.name}: {st.bad_tables} NUQ group(s) whose cluster table is not ascending, "
-                                   f"first group {g}", **{**loc, "offset": info.offset + g * 144},
-                                   hint="the tensor is corrupt; re-export it"))
-            if st.neg_zero:
-                out.append(finding("sfp-noncanonical",
-                                   f"{info.name}: {st.neg_zero} SFP byte(s) 0x80 (negative zero, never written by "
-                                   f"gemma.cpp; debug builds assert), first at {_rowcol(info, st.first_neg_zero)}",
-                                   **loc, hint="`sbs repair` rewrites them as 0x00"))
-            if not st.any_nonzero and not st.nonfinite and not st.bad_scale_groups and info.num_values:
-                out.append(finding("all-zero", f"{info.name}: every value is 0" + (
-                    " (for a norm weight this means scale 1: plausible only for an untrained model)"
-                    if base in RMS_NORM_BASES else ""), **loc,
-                    hint="check the export; an all-zero weight usually means it was never filled in"))
-            if base in RMS_NORM_BASES:
-                n_norms += 1
-                v = st.values
-                if v is not None and v.size and np.isfinite(v).all():
-                    med = float(np.median(v))
-                    negative = float(np.mean(v < 0))
-                    if med > NORM_MEDIAN_LIMIT and negative < NORM_NEGATIVE_LIMIT:
-                        norm_stats.append((info, med, float(v.min())))
-    finally:
-        f.release(0, f.file_bytes)
+    for info, t in todo:
+        base, idx = split_name(info.name)
+        is_norm = base in RMS_NORM_BASES and info.num_values <= CHUNK_VALUES
+        st = _Stats()
+        try:
+            _scan(f, info, t, st, out_buf, scratch, is_norm, progress, read_buf)
+        except FileChangedError:
+            raise  # the file is no longer the one being checked: nothing below would be true
+        except (SbsError, OSError) as err:
+            out.append(finding("deep-skipped", f"{info.name} could not be decoded: {err}", tensor=info.name,
+                               offset=info.offset, blob=info.key))
+            continue
+        loc = {"tensor": info.name, "offset": info.offset, "blob": info.key}
+        if st.bad_scale_groups:
+            g = st.first_bad_scale
+            out.append(finding("scale-invalid",
+                               f"{info.name}: {st.bad_scale_groups} I8 group(s) with a non-finite or zero scale, "
+                               f"or a zero point that is not an integer in int32 range, first group {g} "
+                               f"(values {g * 128}..)",
+                               **{**loc, "offset": info.offset + g * 132},
+                               hint="the tensor is corrupt; re-export it"))
+        elif st.nonfinite:
+            out.append(finding("non-finite",
+                               f"{info.name}: {st.nonfinite} NaN/Inf value(s), first at "
+                               f"{_rowcol(info, st.first_nonfinite)}", **loc,
+                               hint="the source checkpoint or the conversion produced NaN/Inf; re-export"))
+        if st.bad_tables:
+            g = st.first_bad_table
+            out.append(finding("nuq-table-invalid",
+                               f"{info.name}: {st.bad_tables} NUQ group(s) whose cluster table is not ascending, "
+                               f"first group {g}", **{**loc, "offset": info.offset + g * 144},
+                               hint="the tensor is corrupt; re-export it"))
+        if st.neg_zero:
+            out.append(finding("sfp-noncanonical",
+                               f"{info.name}: {st.neg_zero} SFP byte(s) 0x80 (negative zero, never written by "
+                               f"gemma.cpp; debug builds assert), first at {_rowcol(info, st.first_neg_zero)}",
+                               **loc, hint="`sbs repair` rewrites them as 0x00"))
+        if not st.any_nonzero and not st.nonfinite and not st.bad_scale_groups and info.num_values:
+            out.append(finding("all-zero", f"{info.name}: every value is 0" + (
+                " (for a norm weight this means scale 1: plausible only for an untrained model)"
+                if base in RMS_NORM_BASES else ""), **loc,
+                hint="check the export; an all-zero weight usually means it was never filled in"))
+        if base in RMS_NORM_BASES:
+            n_norms += 1
+            v = st.values
+            if v is not None and v.size and np.isfinite(v).all():
+                med = _median(v)
+                negative = float(np.mean(v < 0))
+                if med > NORM_MEDIAN_LIMIT and negative < NORM_NEGATIVE_LIMIT:
+                    norm_stats.append((info, med, float(v.min())))
     if norm_stats and len(norm_stats) >= NORM_SHARE * n_norms:
         info, med, mn = min(norm_stats, key=lambda s: abs(s[1] - 1.0))  # the most telling example
         base, idx = split_name(info.name)

@@ -7,8 +7,6 @@ family of findings natively: a failing case lists its errors (and, with
 """
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-
 from .findings import FAMILIES, Report
 
 
@@ -23,6 +21,8 @@ def _text(findings) -> str:
 
 def to_junit(reports: list[Report], strict: bool = False) -> str:
     """Render reports as a JUnit XML document (string)."""
+    import xml.etree.ElementTree as ET  # only when a JUnit file is written (`sbs verify` imports this module)
+
     root = ET.Element("testsuites", name="sbs verify")
     total = failures = skipped_total = 0
     for r in reports:

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import blobstore
 from ..config import SCHEMAS, ModelConfig, decode_config
 from ..errors import SbsError
 from ..fields import Field, Schema, as_words
@@ -95,10 +94,9 @@ def _blob_words(f: SbsFile, key: str, out: list[Finding], code: str) -> np.ndarr
         out.append(finding(code, f"the {key} blob is {e.size} bytes, implausibly large for {key}",
                            offset=e.offset, blob=key))
         return None
-    try:
-        raw = blobstore.blob_view(f.buf, e)
-    except SbsError:
+    if e.offset + e.size > f.file_bytes:
         return None  # blob-out-of-bounds already reported by the container checks
+    raw = f.read(e.offset, e.size)
     try:
         return as_words(raw, key)
     except SbsError:
@@ -333,10 +331,9 @@ def check_tokenizer(f: SbsFile, md: Metadata) -> list[Finding]:
         return [finding("tokenizer-missing", "the file has no tokenizer blob: gemma.cpp needs --tokenizer "
                                              "PATH.spm, otherwise it loads but cannot encode text",
                         hint="pass --tokenizer to gemma.cpp, or embed the model with `sbs repair --tokenizer`")]
-    try:
-        data = blobstore.blob_view(f.buf, e).tobytes()
-    except SbsError:
-        return []
+    if e.offset + e.size > f.file_bytes:
+        return []  # blob-out-of-bounds already reported by the container checks
+    data = f.read(e.offset, e.size).tobytes()
     if data == MOCK_TOKENIZER:
         return [finding("tokenizer-missing", "the tokenizer blob is the placeholder 'unavailable' (written without "
                                              "a tokenizer): gemma.cpp needs --tokenizer PATH.spm, otherwise it "

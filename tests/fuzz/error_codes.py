@@ -173,8 +173,15 @@ READ_PATH = {
     "file-size-mismatch": "Header `file_bytes` != actual size. `open(strict=True)` raises it when the header "
                           "claims *more* bytes (truncated file); otherwise it is a problem (error) only.",
     "blob-out-of-bounds": "A directory range `[offset, offset+size)` extends past the end of the file. "
-                          "`open(strict=True)` raises it; `SbsFile.raw` / `blob_view` raise it for such a blob "
-                          "when opened leniently.",
+                          "`open(strict=True)` raises it; `SbsFile.raw` / `blob_view` / `read_blob` raise it for "
+                          "such a blob when opened leniently, `read_into` for a read past the end of an "
+                          "unchanged file.",
+    "file-changed": "`FileChangedError`: the file was truncated, replaced or modified while it was read. Bulk "
+                    "reads (`verify --deep`, `hash`, `export`, `diff`, `report --deep`, `SbsFile.tensor`) go "
+                    "through `SbsFile.read_into` / `chunks` (`pread` on the descriptor kept open since `open`, "
+                    "not the memory map, which would die with SIGBUS): a short read, or a size / inode / "
+                    "modification time differing from those seen at open, raises it. Offset = where the read "
+                    "came back short. Read the file again once the writer has finished.",
     "fields-structure": "IFields structure: a blob whose size is not a multiple of 4 (`as_words`); a length "
                         "prefix running past the blob; a string longer than its record; a vector claiming more "
                         "elements than words left in the blob (`read_struct`). Offset = byte in the blob.",
@@ -192,7 +199,8 @@ READ_PATH = {
     "no-such-tensor": "`SbsFile.tensor(name)` / `dump.tensor_report`: no tensor `name`.",
     "tensor-size-mismatch": "`SbsFile.tensor(name)`: the blob is shorter than type x rows x cols needs (or the "
                             "type has no size), so it cannot be decoded.",
-    "io-error": "The file cannot be opened (`SbsFile`: `os.open` failed; `inputs`: another OS error).",
+    "io-error": "The file cannot be opened (`SbsFile`: `os.open` failed; `inputs`: another OS error), a read of "
+                "it fails (`read_into`), or it is read after `close()`.",
     "not-found": "No file at the path, or a parent is not a directory (`inputs.check_input_file`).",
     "is-directory": "The path is a directory (`inputs.check_input_file`): never memory-mapped.",
     "not-regular-file": "A FIFO, device or socket (`inputs.check_input_file`): never opened, so nothing blocks.",
