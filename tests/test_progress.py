@@ -18,7 +18,9 @@ BROKEN = str(CORPUS / "broken" / "broken-misaligned-offset.sbs")
 CASES = {
     "hash": (["hash", A], b"hashing"),
     "diff": (["diff", A, B], b"comparing"),
-    "repair": (["repair", BROKEN, "-o", "OUT.sbs"], b"ing"),  # the stage shown last depends on the timing
+    # the stage shown last depends on the timing; the spinner is redrawn at least once when it stops
+    "repair": (["repair", BROKEN, "-o", "OUT.sbs"], (b"analyzing and planning", b"writing", b"verifying the output",
+                                                     b"proving every tensor")),
     "report": (["report", A, "-o", "OUT.html"], b"verifying"),
     "export": (["export", A, "OUT.npz"], b"exporting"),
     "verify-deep": (["verify", "--deep", A], b"decoding"),
@@ -47,7 +49,7 @@ def test_terminal_shows_progress(tmp_path, name):
         seen += chunk
     os.close(master)
     assert p.wait(timeout=60) in (0, 1)
-    assert needle in seen
+    assert any(n in seen for n in (needle if isinstance(needle, tuple) else (needle,)))
 
 
 @pytest.mark.parametrize("name", CASES)
