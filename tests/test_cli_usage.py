@@ -91,3 +91,11 @@ def test_choices_are_shown(capsys):
 def test_completion_is_available(capsys):
     assert main(["--help"]) == 0
     assert "--install-completion" in capsys.readouterr().out
+
+
+def test_target_choices_match_the_repair_targets():
+    from sbs_tools.cli.cmd_repair import TARGET_CHOICES
+    from sbs_tools.repair.targets import ALIASES, TARGETS
+
+    assert set(TARGETS) <= set(TARGET_CHOICES)
+    assert all(c in TARGETS or c == "auto" or ALIASES.get(c) in TARGETS for c in TARGET_CHOICES)

@@ -6,7 +6,6 @@ from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from .common import app, console, exclusive, print_json, show_progress
 from .progress import progress_bar
@@ -40,6 +39,8 @@ def diff(
 
 
 def _render(rep) -> None:
+    from rich.table import Table  # only the text output needs it
+
     if rep.identical:
         console.print(f"[green]identical[/]: {escape(rep.a)} and {escape(rep.b)} "
                       f"({rep.unchanged} tensors, same config and blobs)")

@@ -6,7 +6,6 @@ from typing import Any, Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from .common import app, console, exclusive, print_json, requires
 
@@ -122,6 +121,8 @@ def to_markdown(data: dict[str, Any]) -> str:
 
 
 def _render(data: dict[str, Any]) -> None:
+    from rich.table import Table  # only the text output needs it
+
     for title, headers, rows in _sections(data):
         t = Table(title=title, title_justify="left", title_style="bold")
         for hname in headers:

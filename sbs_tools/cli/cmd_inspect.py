@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from .common import app, console, human_bytes, print_json
 
@@ -29,6 +28,8 @@ def inspect(
 
 
 def _render(s: dict) -> None:
+    from rich.table import Table  # only the text output needs it
+
     from rich.markup import escape  # file-derived text (path, display name, keys in messages) is not markup
 
     title = s.get("specifier") or s["era"]

@@ -16,8 +16,6 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from sbs_tools.repair.targets import TARGETS
-
 from .common import app, console, exclusive, print_json, refuse_unusable, requires, show_progress, usage_error
 from .progress import status_line
 
@@ -25,7 +23,12 @@ _STATUS_STYLE = {"fix": ("green", "fix"), "cannot-fix": ("bold red", "cannot fix
                  "info": ("blue", "info")}
 
 
-Target = Enum("Target", {k: k for k in ("auto", "current", *TARGETS, "2025-05", "pre-2025")}, type=str)
+#: --target choices: "auto", "current", the generation keys of sbs_tools.repair.targets.TARGETS and the
+#: "2025-05" alias. Spelled out so that building the CLI does not import the repair package
+#: (tests/test_cli_usage.py checks they agree).
+TARGET_CHOICES = ("auto", "current", "2025-10-15", "2025-09-05", "2025-07-31", "2025-05", "2025-05-07",
+                  "2025-05-06", "pre-2025")
+Target = Enum("Target", {k: k for k in TARGET_CHOICES}, type=str)
 Layout = Enum("Layout", {"v1": "v1", "v2": "v2"}, type=str)
 Keep = Enum("Keep", {"first": "first", "last": "last"}, type=str)
 
