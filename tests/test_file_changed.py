@@ -116,7 +116,7 @@ def test_export_truncated_mid_scan(victim, tmp_path, raw):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind
 
 
-def test_diff_and_report_truncated(victim, tmp_path):
+def test_diff_and_report_truncated(victim, tmp_path, monkeypatch):
     """diff and report --deep read through the same place: a file already shorter than its directory says
     at the first bulk read is file-changed too (here: truncated between open and scan)."""
     from sbs_tools.diff import diff
@@ -130,36 +130,22 @@ def test_diff_and_report_truncated(victim, tmp_path):
             for name in f.tensors:
                 f.tensor(name)
         assert e.value.code == "file-changed" and "4096" in e.value.message
-    shutil.copy(FIXTURE, victim)
     import sbs_tools.export as export_mod
-
-    real = export_mod.iter_values
-
-    def truncating(f, name, *a, **k):
-        os.truncate(victim, 4096)
-        return real(f, name, *a, **k)
-
-    export_mod.iter_values = truncating
-    try:
-        with pytest.raises(FileChangedError):
-            diff(victim, other)
-    finally:
-        export_mod.iter_values = real
-    shutil.copy(FIXTURE, victim)
     import sbs_tools.report.model as model
 
-    real_stats = model.value_stats
+    for module, attr, run in ((export_mod, "iter_values", lambda: diff(victim, other)),
+                              (model, "value_stats", lambda: build_file_model(victim, deep=True))):
+        shutil.copy(FIXTURE, victim)
+        real = getattr(module, attr)
 
-    def stats(f, info, *a, **k):
-        os.truncate(victim, 4096)
-        return real_stats(f, info, *a, **k)
+        def truncating(*a, real=real, **k):
+            os.truncate(victim, 4096)  # the first tensor read finds the file shorter than at open
+            return real(*a, **k)
 
-    model.value_stats = stats
-    try:
+        monkeypatch.setattr(module, attr, truncating)
         with pytest.raises(FileChangedError):
-            build_file_model(victim, deep=True)
-    finally:
-        model.value_stats = real_stats
+            run()
+        monkeypatch.setattr(module, attr, real)
 
 
 def test_truncation_from_another_thread_while_hashing(tmp_path):
