@@ -56,8 +56,8 @@ def test_nothing_to_repair(capsys, tmp_path):
 
 
 def test_not_sbs_exit_2(capsys, tmp_path):
-    rc, text, _ = run(capsys, "repair", CORPUS / "README.md", "-o", tmp_path / "x.sbs")
-    assert rc == 2 and "not-sbs" in text
+    rc, text, err = run(capsys, "repair", CORPUS / "README.md", "-o", tmp_path / "x.sbs")
+    assert rc == 2 and err.startswith("error: [not-sbs] ") and not text
 
 
 def test_usage_errors_exit_2(capsys, tmp_path):
