@@ -25,6 +25,11 @@ from the published models (``vision="gemmacpp"``, the default, reproduces it):
 5. PaliGemma generation re-feeds the last prompt token at position len(prompt) (gemma.cc rewinds
    after a prefix prefill) and samples the first token from there; the published model samples
    from the last prompt position.
+6. Builds with native bf16 dot products (AVX-512 BF16, where the image references were made)
+   run the old text attention kernel, whose softmax also takes in the entries of its probability
+   buffer before a sliding window, left there by the buffer row's previous use; builds without
+   (the portable build of the text references) run flash attention. A run with an image follows
+   the former from its prompt on (``numerics="gemmacpp"``), a text run the latter.
 """
 from __future__ import annotations
 
@@ -433,15 +438,39 @@ def image_block_mask(lo: int, hi: int) -> MaskFn:
     return mask
 
 
-def attention_mask_for(slots: np.ndarray, pos: np.ndarray, wrapping: int, mode: str,
-                       prefix_end: int) -> MaskFn | None:
-    """The text layers' mask for a chunk holding image rows (None: plain causal)."""
+def embed_prompt(tokens: np.ndarray, pos: np.ndarray, rows: np.ndarray | None, wrapping: int, mode: str,
+                 embed: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, MaskFn | None]:
+    """The residual stream of a chunk of ``tokens`` at positions ``pos``, with image ``rows`` in
+    place of the placeholders (unscaled), and the text layers' mask for it (None: causal).
+    ``embed(ids)`` gives the scaled text embeddings."""
+    if rows is None:
+        return embed(tokens), None
+    slots = image_slots(tokens, pos, wrapping, rows.shape[0])
+    at = slots >= 0
+    x = embed(np.where(at, 0, tokens))
+    x[at] = rows[slots[at]]
     if wrapping == PALIGEMMA:
-        return prefix_mask(prefix_end)
+        return x, prefix_mask(int(pos[-1]) + 1)  # the chunk is the prompt, all of it the prefix
     if mode == "reference":
-        at = pos[slots >= 0]
-        return image_block_mask(int(at.min()), int(at.max()) + 1)
-    return None
+        return x, image_block_mask(int(pos[at].min()), int(pos[at].max()) + 1)
+    return x, None
+
+
+def describe(cfg, mode: str) -> str:
+    """One line: what ``mode`` does with images for this file's family."""
+    if cfg.wrapping == PALIGEMMA:
+        return ("prefix attention over image and prompt; " +
+                ("the last prompt token runs again before the first new token, as gemma.cpp" if mode == "gemmacpp"
+                 else "the first new token from the last prompt position, as the published model"))
+    if mode == "gemmacpp":
+        return "soft-embedding norm on the first image token only, causal attention over the image, as gemma.cpp"
+    return "soft-embedding norm on every image token, bidirectional attention within the image, as the published model"
+
+
+def refeeds_last_token(wrapping: int, mode: str) -> bool:
+    """gemma.cpp runs the last prompt token again at position len(prompt) after a PaliGemma prefix
+    prefill and samples the first new token there (``gemma.cc`` ``attend_to_last_token``)."""
+    return wrapping == PALIGEMMA and mode == "gemmacpp"
 
 
 def wrap(tokenizer, wrapping: int, text: str, image_rows: int | None) -> list[int]:
@@ -462,5 +491,6 @@ def wrap(tokenizer, wrapping: int, text: str, image_rows: int | None) -> list[in
     return [BOS_ID] + ids
 
 
-__all__ = ["VISION_MODES", "VitWeights", "load_vit", "read_image", "read_ppm", "resize", "patches", "encode",
-           "avg_pool", "layer_norm", "image_slots", "prefix_mask", "image_block_mask", "wrap", "num_image_tokens"]
+__all__ = ["VISION_MODES", "VitWeights", "load_vit", "check_vit", "read_image", "read_ppm", "resize", "patches",
+           "encode", "avg_pool", "layer_norm", "linear", "image_slots", "prefix_mask", "image_block_mask",
+           "embed_prompt", "refeeds_last_token", "wrap", "num_image_tokens"]
