@@ -318,3 +318,33 @@ def test_load_with_images_decodes_the_vit_and_drops_the_text_only_note():
     assert any("skipping the vision encoder" in n for n in notes)
     with pytest.raises(ValueError, match="vision must be"):
         inference.load(GEMMA3["sfp"], vision="published", progress=False)
+
+
+# -- sbs run --image --------------------------------------------------------------------------------
+def test_cli_run_with_image(capsys):
+    from sbs_tools.cli import main
+
+    md = meta("sfp")
+    rc = main(["run", str(GEMMA3["sfp"]), "--image", str(IMAGE), "--prompt", "Describe:", "-n", "8"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    tok = model(GEMMA3["sfp"]).tokenizer
+    text_ids = [t for t in md["prompt_ids"] if t >= 0]
+    assert out.out == tok.decode(text_ids + md["generated_ids"])[len(tok.decode(text_ids)):] + "\n"
+    assert "text-only" not in out.err and "4 image tokens" in out.err
+    assert "prompt: 33 tokens" in out.err
+
+
+def test_cli_run_image_errors(capsys, tmp_path):
+    from sbs_tools.cli import main
+
+    text_only = CORPUS / "v2" / "gemma3-1b-tiny-sfp.sbs"
+    assert main(["run", str(text_only), "--image", str(IMAGE), "--prompt", "x"]) == 2
+    assert "no vision encoder" in capsys.readouterr().err
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\xff\xd8 not really")
+    assert main(["run", str(GEMMA3["sfp"]), "--image", str(junk), "--prompt", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "[bad-image]" in err and len(err.strip().splitlines()[-1]) > 0 and "Traceback" not in err
+    assert main(["run", str(GEMMA3["sfp"]), "--image", str(IMAGE), "--tokens", "2,3"]) == 2
+    assert "--image only applies together with --prompt" in capsys.readouterr().err
