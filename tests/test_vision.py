@@ -348,3 +348,28 @@ def test_cli_run_image_errors(capsys, tmp_path):
     assert "[bad-image]" in err and len(err.strip().splitlines()[-1]) > 0 and "Traceback" not in err
     assert main(["run", str(GEMMA3["sfp"]), "--image", str(IMAGE), "--tokens", "2,3"]) == 2
     assert "--image only applies together with --prompt" in capsys.readouterr().err
+
+
+# -- verify / inspect --------------------------------------------------------------------------------
+def test_verify_and_inspect_name_the_vision_behaviours():
+    import dataclasses
+
+    import sbs_tools
+    from sbs_tools.canonical import canonical_config, vit_pool_grid_problem
+    from sbs_tools.summary import summarize
+    from sbs_tools.verify import verify
+
+    report = verify(GEMMA3["sfp"])
+    codes = {f.code: f for f in report.findings}
+    assert codes["vit-pool-grid"].severity == "warning" and "8x8" in codes["vit-pool-grid"].message
+    assert codes["vision-quirk"].severity == "info" and "first image token" in codes["vision-quirk"].message
+    with sbs_tools.open(GEMMA3["sfp"]) as f:
+        notes = summarize(f)["notes"]
+    assert any("AvgPool4x4" in n for n in notes) and any("vision=\"reference\"" in n for n in notes)
+    real = canonical_config("GEMMA3_4B", "sfp")  # 896 px / 14: the 64x64 grid gemma.cpp pools
+    assert vit_pool_grid_problem(real) is None
+    small = dataclasses.replace(real, vit_config=dataclasses.replace(real.vit_config, image_size=448, seq_len=1024))
+    assert "32x32" in vit_pool_grid_problem(small)
+    # PaliGemma and text-only files: neither finding
+    for path in (PALI, CORPUS / "v2" / "gemma3-1b-tiny-sfp.sbs"):
+        assert not {"vit-pool-grid", "vision-quirk"} & {f.code for f in verify(path).findings}
