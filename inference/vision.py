@@ -39,7 +39,7 @@ from typing import Callable
 
 import numpy as np
 
-from .ops import EPS, bf16_round, gelu, rmsnorm, softmax
+from .ops import bf16_round, gelu, rmsnorm, softmax
 from .tokenizer import BOS_ID
 from .weights import GELU, UnsupportedModel, _Reader
 
@@ -277,15 +277,12 @@ def k_block(k: int) -> int:
     """K columns per pass of gemma.cpp's MatMul (``kc``) in the first candidate of its autotuner,
     the one a first call runs (``GenerateCandidates::KC``; K <= 8192): it splits K whenever it
     can. K rounded down to a multiple of 32 if that is less than K; else the largest multiple of
-    32 below K that divides it, or K/2 rounded down to a multiple of 32; K itself if K <= 32."""
+    32 below K that divides it; K itself if K <= 32."""
     if k <= KC_STEP:
         return k
     if k % KC_STEP:
         return k // KC_STEP * KC_STEP
-    for kc in range(k - KC_STEP, KC_STEP - 1, -KC_STEP):
-        if k % kc == 0:
-            return kc
-    return max(KC_STEP, k // 2 // KC_STEP * KC_STEP)  # pragma: no cover - 32 always divides k here
+    return next(kc for kc in range(k - KC_STEP, 0, -KC_STEP) if k % kc == 0)  # 32 divides k: found
 
 
 def _block_sum(a: np.ndarray, w: np.ndarray, tree: bool = False) -> np.ndarray:
