@@ -13,18 +13,24 @@ import sys
 from .model import Model
 from .ops import ROPE_MODES
 from .tokenizer import Tokenizer
+from .vision import VISION_MODES
 from .weights import NUMERICS, UnsupportedModel
 
-__all__ = ["load", "Model", "Tokenizer", "UnsupportedModel", "ROPE_MODES", "NUMERICS"]
+__all__ = ["load", "Model", "Tokenizer", "UnsupportedModel", "ROPE_MODES", "NUMERICS", "VISION_MODES"]
 
 
-def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "gemmacpp",
-         progress: bool = True, log=None) -> Model:
+def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "gemmacpp", vision: str = "gemmacpp",
+         images: bool = False, progress: bool = True, log=None) -> Model:
     """Open ``path``, decode every text weight once to float32 and return a :class:`Model`.
 
     ``rope``: ``"gemmacpp"`` (what gemma.cpp 3ed403e computes: the 270M uses base 10,000 on all
     layers) or ``"reference"`` (base 1e6 on every Gemma 3 global layer, as the original models).
     ``numerics``: ``"gemmacpp"`` (bf16-rounded weights, I8 halves re-quantized) or ``"f32"``.
+    ``vision``: ``"gemmacpp"`` (gemma.cpp's image path: soft-embedding norm on the first pooled
+    token only, causal attention over Gemma 3 image tokens) or ``"reference"`` (the published
+    models: norm on every token, bidirectional attention within an image); see ``vision.py``.
+    ``images``: decode the vision encoder now (else on the first image) and leave out the
+    text-only notes.
     ``progress`` shows a progress bar on stderr; ``log(str)`` receives notes (skipped ViT layers,
     memory use); by default they go to stderr when ``progress`` is on.
     """
@@ -32,8 +38,11 @@ def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "ge
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .weights import load_weights
+    from . import vision as vis
+    from .weights import load_weights, text_only_notes
 
+    if vision not in VISION_MODES:
+        raise ValueError(f"vision must be one of {VISION_MODES}, not {vision!r}")
     if log is None:
         log = (lambda s: print(s, file=sys.stderr)) if progress else (lambda s: None)
     with sbs_tools.open(path) as f:
@@ -48,9 +57,16 @@ def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "ge
 
             weights = load_weights(f, rope=rope, numerics=numerics, progress=tick)
         tok = Tokenizer.from_sbs(f) if f.tokenizer_bytes else None  # SbsError on a damaged blob
-        model = Model(f.config, weights, tok, rope=rope, numerics=numerics, path=os.fspath(path))
+        vit = vis.load_vit(f, numerics) if images else None
+        model = Model(f.config, weights, tok, rope=rope, numerics=numerics, path=os.fspath(path), vision=vision,
+                      vit=vit)
+    skip = text_only_notes(f.config) if images else []
     for note in weights.notes:
-        log(f"note: {note}")
+        if note not in skip:
+            log(f"note: {note}")
+    if images:
+        log(f"note: vision encoder: {len(vit.layers)} ViT layers, {vit.num_tokens} image tokens per image, "
+            f"{vision} behaviour ({vis.describe(f.config, vision)})")
     log(f"loaded {model.config.specifier}: {len(weights.layers)} layers, weights {_mib(weights.nbytes)} "
         f"as float32{_rss()}")
     return model

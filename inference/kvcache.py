@@ -17,6 +17,8 @@ class KVCache:
         self._shape = (kv_heads, 0, qkv_dim)
         self.k = [np.zeros(self._shape, np.float32) for _ in range(num_layers)]
         self.v = [np.zeros(self._shape, np.float32) for _ in range(num_layers)]
+        self._probs: np.ndarray | None = None
+        self.stale_softmax = False  # emulate gemma.cpp's old attention kernel (inference.ops.attention)
 
     def _reserve(self, n: int) -> None:
         cap = self.k[0].shape[1]
@@ -39,6 +41,18 @@ class KVCache:
         self.k[layer][:, start:end] = k
         self.v[layer][:, start:end] = v
         return self.k[layer][:, :end], self.v[layer][:, :end]
+
+    def probs(self, rows: int, heads: int, end: int) -> np.ndarray:
+        """gemma.cpp's attention-probability buffer: (row of the batch, head, key position) for
+        rows 0..rows-1 and keys 0..end-1, zero until written; kept across layers and calls like
+        its ``Activations::att`` (see :func:`inference.ops.attention`)."""
+        b = self._probs
+        if b is None or b.shape[0] < rows or b.shape[2] < end:
+            old = b if b is not None else np.zeros((0, heads, 0), np.float32)
+            b = np.zeros((max(rows, old.shape[0]), heads, max(end, 2 * old.shape[2], 16)), np.float32)
+            b[:old.shape[0], :, :old.shape[2]] = old
+            self._probs = b
+        return b[:rows, :, :end]
 
     def advance(self, n: int) -> None:
         self.length += n

@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import ops
+from . import vision as vis
 from .kvcache import KVCache
 from .sampling import sample
 from .weights import LayerWeights, Weights
@@ -22,9 +23,13 @@ class Model:
     """A loaded text decoder. Build with :func:`inference.load`."""
 
     def __init__(self, config, weights: Weights, tokenizer=None, *, rope: str = "gemmacpp",
-                 numerics: str = "gemmacpp", path: str = "") -> None:
+                 numerics: str = "gemmacpp", path: str = "", vision: str = "gemmacpp",
+                 vit: "vis.VitWeights | None" = None) -> None:
+        if vision not in vis.VISION_MODES:
+            raise ValueError(f"vision must be one of {vis.VISION_MODES}, not {vision!r}")
         self.config, self.weights, self.tokenizer = config, weights, tokenizer
         self.rope, self.numerics, self.path = rope, numerics, path
+        self.vision, self._vit = vision, vit
         first = weights.layers[0]
         self.emb_mult = ops.embedding_multiplier(config.model_dim)
         self.q_scale = ops.query_scale(config.query_scale, config.model_dim, first.heads, first.qkv_dim)
@@ -43,15 +48,57 @@ class Model:
         first = self.weights.layers[0]
         return KVCache(len(self.weights.layers), first.kv_heads, first.qkv_dim, self.config.max_seq_len)
 
+    # -- images (inference/vision.py) ----------------------------------------------
+    @property
+    def vit(self) -> "vis.VitWeights":
+        """The vision encoder's weights, decoded from the file on first use."""
+        if self._vit is None:
+            import sbs_tools
+
+            vis.check_vit(self.config)
+            with sbs_tools.open(self.path) as f:
+                self._vit = vis.load_vit(f, self.numerics)
+        return self._vit
+
+    def image_tokens(self, image, stages: dict | None = None) -> np.ndarray:
+        """(num_image_tokens, model_dim) float32: what ``image`` (a path, or an (H, W, 3) uint8
+        array) contributes to the prompt. ``stages`` (a dict) receives the ViT's intermediates."""
+        return vis.encode(self.vit, vis.read_image(image), self.vision, stages)
+
+    def wrap(self, text: str, image=None) -> list[int]:
+        """The prompt ids gemma.cpp's ``WrapAndTokenize`` builds for this file's wrapping, with one
+        placeholder per image token when ``image`` is given (its pixels are not read here)."""
+        if self.tokenizer is None:
+            raise ValueError("the file carries no tokenizer")
+        rows = None
+        if image is not None:
+            vis.check_vit(self.config)
+            rows = vis.num_image_tokens(self.config)
+        return vis.wrap(self.tokenizer, self.config.wrapping, text, rows)
+
+    def _image_rows(self, image) -> np.ndarray | None:
+        """``image`` as rows for the prompt: None, rows from :meth:`image_tokens`, or an image."""
+        if image is None:
+            return None
+        if isinstance(image, np.ndarray) and image.ndim == 2:
+            if image.shape != (vis.num_image_tokens(self.config), self.config.model_dim):
+                raise ValueError(f"image rows must be (num_image_tokens, model_dim), not {image.shape}")
+            return image.astype(np.float32, copy=False)
+        return self.image_tokens(image)
+
     # -- forward -------------------------------------------------------------
-    def _check_tokens(self, tokens) -> np.ndarray:
+    def _check_tokens(self, tokens, image: bool = False) -> np.ndarray:
         t = np.asarray(tokens, dtype=np.int64).reshape(-1)
-        if t.size and (t.min() < 0 or t.max() >= self.vocab_size):
-            bad = int(t[(t < 0) | (t >= self.vocab_size)][0])
+        ok = (t >= 0) & (t < self.vocab_size)
+        if image and self.config.wrapping == vis.GEMMA_VLM:
+            ok |= t == vis.IMAGE_ID
+        if not ok.all():
+            bad = int(t[~ok][0])
             raise ValueError(f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})")
         return t
 
-    def _layer(self, x: np.ndarray, L: LayerWeights, pos: np.ndarray, cache: KVCache) -> np.ndarray:
+    def _layer(self, x: np.ndarray, L: LayerWeights, pos: np.ndarray, cache: KVCache,
+               mask_fn: vis.MaskFn | None = None) -> np.ndarray:
         T, H, K, Dh = x.shape[0], L.heads, L.kv_heads, L.qkv_dim
         h = ops.rmsnorm(x, L.pre_att_norm)
         q = (h @ L.w_q.T).reshape(T, H, Dh).transpose(1, 0, 2)  # (H, T, Dh)
@@ -62,9 +109,13 @@ class Model:
         q = ops.rope(q * self.q_scale, pos, L.rope_base)
         k = ops.rope(k, pos, L.rope_base)
         k_all, v_all = cache.append(L.index, k, v)
-        lo = max(0, int(pos[0]) - L.window + 1)  # no query of this chunk sees keys before lo
-        mask = ops.attention_mask(pos, np.arange(lo, k_all.shape[1]), L.window)
-        a = ops.attention(q, k_all[:, lo:], v_all[:, lo:], mask, self.config.att_cap) @ L.w_o.T
+        emulate = cache.stale_softmax  # gemma.cpp's old attention kernel (ops.attention, vision.py 6.)
+        lo = 0 if mask_fn or emulate else max(0, int(pos[0]) - L.window + 1)  # no query sees keys before lo
+        keys = np.arange(lo, k_all.shape[1])
+        mask = (mask_fn or ops.attention_mask)(pos, keys, L.window)
+        probs = cache.probs(T, H, k_all.shape[1]) if emulate else None
+        stale = keys[None, :] <= pos[:, None] - L.window if emulate else None
+        a = ops.attention(q, k_all[:, lo:], v_all[:, lo:], mask, self.config.att_cap, probs, stale) @ L.w_o.T
         if L.post_att_norm is not None:
             a = ops.rmsnorm(a, L.post_att_norm)
         x = x + a
@@ -74,18 +125,23 @@ class Model:
             f = ops.rmsnorm(f, L.post_ff_norm)
         return x + f
 
-    def forward(self, tokens, cache: KVCache, trace: list | None = None, last_only: bool = False) -> np.ndarray:
+    def forward(self, tokens, cache: KVCache, trace: list | None = None, last_only: bool = False,
+                image: np.ndarray | None = None) -> np.ndarray:
         """Run ``tokens`` at the next positions of ``cache`` (which they are appended to); return
         their logits (T, vocab), or only the last token's (1, vocab) with ``last_only``. With
-        ``trace`` (a list), append the residual stream after each layer and the final-norm output."""
-        t = self._check_tokens(tokens)
+        ``trace`` (a list), append the residual stream after each layer and the final-norm output.
+        ``image``: rows of :meth:`image_tokens` for the image placeholders of ``tokens``."""
+        t = self._check_tokens(tokens, image is not None)
         if t.size == 0:
             return np.zeros((0, self.vocab_size), np.float32)
         pos = np.arange(cache.length, cache.length + t.size)
+        if image is not None and self.numerics == "gemmacpp":
+            cache.stale_softmax = True  # from here on, as the build the image references come from
         w = self.weights
-        x = w.embedding[t] * self.emb_mult
+        x, mask_fn = vis.embed_prompt(t, pos, image, self.config.wrapping, self.vision,
+                                         lambda ids: w.embedding[ids] * self.emb_mult)
         for L in w.layers:
-            x = self._layer(x, L, pos, cache)
+            x = self._layer(x, L, pos, cache, mask_fn)
             if trace is not None:
                 trace.append(x)
         cache.advance(t.size)
@@ -94,18 +150,23 @@ class Model:
             trace.append(x)
         return ops.softcap(x @ w.unembedding.T, self.config.final_cap).astype(np.float32)
 
-    def logits(self, tokens) -> np.ndarray:
-        """Logits (len(tokens), vocab) float32 of a whole prompt, one batched pass."""
-        return self.forward(tokens, self.new_cache())
+    def logits(self, tokens, image=None) -> np.ndarray:
+        """Logits (len(tokens), vocab) float32 of a whole prompt, one batched pass; ``image`` (a
+        path, an (H, W, 3) uint8 array or :meth:`image_tokens` rows) fills its placeholders
+        (PaliGemma: ``tokens`` are its prefix)."""
+        return self.forward(tokens, self.new_cache(), image=self._image_rows(image))
 
     # -- generation -------------------------------------------------------------
     def stream(self, tokens, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
                seed: int | None = None, stop_at_eos: bool = True,
-               on_logits: Callable[[np.ndarray], None] | None = None) -> Iterator[int]:
+               on_logits: Callable[[np.ndarray], None] | None = None, image=None) -> Iterator[int]:
         """Yield up to ``max_new_tokens`` new tokens: one batched prefill of the prompt, then one
         cached decode step per token. Stops before an EOS id (not yielded) if ``stop_at_eos``.
-        Timings land in :attr:`stats` (prompt_tokens, prompt_seconds, decode_tokens, decode_seconds)."""
-        prompt = self._check_tokens(tokens)
+        ``image`` fills the prompt's image placeholders (see :meth:`logits`; build the prompt with
+        :meth:`wrap`). Timings land in :attr:`stats` (prompt_tokens, prompt_seconds,
+        decode_tokens, decode_seconds)."""
+        rows = self._image_rows(image)
+        prompt = self._check_tokens(tokens, rows is not None)
         if prompt.size == 0:
             raise ValueError("the prompt must contain at least one token")
         rng = np.random.default_rng(seed)
@@ -113,7 +174,14 @@ class Model:
         self.stats = {"prompt_tokens": prompt.size, "prompt_seconds": 0.0, "decode_tokens": 0,
                       "decode_seconds": 0.0}
         t0 = time.perf_counter()
-        row = self.forward(prompt, cache, last_only=True)[-1]
+        # As gemma.cpp: prefill all but the last prompt token, which runs as the first decode step;
+        # after a PaliGemma prefix all of the prompt, then the last token again (vision.py, 5.).
+        refeed = rows is not None and vis.refeeds_last_token(self.config.wrapping, self.vision)
+        if refeed or prompt.size > 1:
+            self.forward(prompt if refeed else prompt[:-1], cache, last_only=True, image=rows)
+        if cache.length >= cache.max_len:
+            return
+        row = self.forward(prompt[-1:], cache)[-1]
         self.stats["prompt_seconds"] = time.perf_counter() - t0
         for i in range(max_new_tokens):
             if cache.length >= cache.max_len:  # the new token would not fit in the context
@@ -132,11 +200,11 @@ class Model:
             self.stats["decode_tokens"] += 1
 
     def generate(self, tokens, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
-                 seed: int | None = None, stop_at_eos: bool = True) -> list[int]:
+                 seed: int | None = None, stop_at_eos: bool = True, image=None) -> list[int]:
         """The new tokens (not the prompt); greedy when ``temperature`` is 0."""
-        return list(self.stream(tokens, max_new_tokens, temperature, top_k, seed, stop_at_eos))
+        return list(self.stream(tokens, max_new_tokens, temperature, top_k, seed, stop_at_eos, image=image))
 
     def __repr__(self) -> str:
         c = self.config
         return (f"<Model {c.specifier} layers={len(self.weights.layers)} D={c.model_dim} vocab={c.vocab_size} "
-                f"rope={self.rope} numerics={self.numerics} weights={self.weights.nbytes / 2**20:.1f} MiB>")
+                f"rope={self.rope} numerics={self.numerics} vision={self.vision} weights={self.weights.nbytes / 2**20:.1f} MiB>")

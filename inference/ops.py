@@ -102,16 +102,30 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, att_cap: float) -> np.ndarray:
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, att_cap: float,
+              probs: np.ndarray | None = None, stale: np.ndarray | None = None) -> np.ndarray:
     """Grouped-query attention. q (H, Tq, Dh) already scaled and rotated; k, v (K, Tk, Dh);
-    mask (Tq, Tk). Query head h uses kv head h // (H/K). Returns (Tq, H*Dh)."""
+    mask (Tq, Tk). Query head h uses kv head h // (H/K). Returns (Tq, H*Dh).
+
+    gemma.cpp's softmax (``attention.cc``) runs over its whole probability buffer row up to the
+    last key, also the entries before a sliding window, which still hold what the row's previous
+    use left there (zero at first), and ``WeightedSumV`` then uses the window only. With
+    ``probs`` (Tq, H, Tk: that buffer, updated in place) the keys where ``stale`` (Tq, Tk) is
+    true take part in the softmax with their buffer values."""
     heads, tq, dh = q.shape
     kv_heads = k.shape[0]
     qg = q.reshape(kv_heads, heads // kv_heads, tq, dh)
     s = np.einsum("kgtd,ksd->kgts", qg, k)
+    if probs is not None:
+        s = np.where(stale, probs.transpose(1, 0, 2).reshape(s.shape), s)
     s = softcap(s, att_cap)
-    s = np.where(mask, s, F32(-np.inf))
-    o = np.einsum("kgts,ksd->kgtd", softmax(s), v)  # (K, G, Tq, Dh)
+    s = np.where(mask | stale if probs is not None else mask, s, F32(-np.inf))
+    p = softmax(s)
+    if probs is not None:
+        seen = mask | stale
+        probs[...] = np.where(seen[:, None], p.reshape(heads, tq, -1).transpose(1, 0, 2), probs)
+        p = np.where(mask, p, F32(0))
+    o = np.einsum("kgts,ksd->kgtd", p, v)  # (K, G, Tq, Dh)
     return o.reshape(heads, tq, dh).transpose(1, 0, 2).reshape(tq, heads * dh)
 
 

@@ -116,6 +116,11 @@ def check_supported(cfg) -> list[str]:
             refuse(f"{where}.kv_heads/qkv_dim", "differ from layer 0 (the KV cache assumes one shape)")
         if cfg.attention_window_sizes[i] <= 0:
             refuse(f"attention_window_sizes[{i}]", f"{cfg.attention_window_sizes[i]}")
+    return text_only_notes(cfg)
+
+
+def text_only_notes(cfg) -> list[str]:
+    """What a run without an image leaves out (a run with one decodes the ViT: ``inference.vision``)."""
     notes = []
     if cfg.vit_config.layer_configs:
         notes.append(f"skipping the vision encoder ({len(cfg.vit_config.layer_configs)} ViT layers and the "

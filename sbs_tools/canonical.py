@@ -288,6 +288,32 @@ def rope_discrepancy(config: ModelConfig) -> str | None:
             "Outputs follow gemma.cpp; `sbs run --rope reference` uses the original definition.")
 
 
+def vision_discrepancy(config: ModelConfig) -> str | None:
+    """A sentence about gemma.cpp's Gemma 3 image path where it differs from the published model
+    (soft-embedding norm on the first image token only, causal attention over image tokens), for
+    files with a ViT and GEMMA_VLM wrapping, else None (for verify/inspect)."""
+    if not config.vit_config.layer_configs or config.wrapping != 2:
+        return None
+    return ("gemma.cpp (3ed403e) applies the soft-embedding norm (mm_embed_norm) to the first image token only "
+            "and attends causally over the image tokens; the published Gemma 3 normalizes every image token and "
+            "attends bidirectionally within an image. Outputs follow gemma.cpp; "
+            "`inference.load(path, vision=\"reference\")` uses the published behaviour.")
+
+
+def vit_pool_grid_problem(config: ModelConfig) -> str | None:
+    """Why gemma.cpp's image path crashes on this Gemma 3 file, or None: its ``AvgPool4x4`` assumes a
+    64x64 patch grid (896 px / 14) and reads past its matrix on any other."""
+    v = config.vit_config
+    if not v.layer_configs or config.wrapping != 2 or v.patch_width <= 0:
+        return None
+    grid = v.image_size // v.patch_width
+    if grid == 64 and v.seq_len == 4096:
+        return None
+    return (f"the ViT patch grid is {grid}x{grid} ({v.image_size} px / patch {v.patch_width}, seq_len "
+            f"{v.seq_len}); gemma.cpp's AvgPool4x4 assumes 64x64 and reads past its matrix on any other grid: "
+            "its image path crashes (text-only runs are unaffected)")
+
+
 # -- comparing configs ------------------------------------------------------------------------------
 
 #: Fields that describe the network's shape and numerics (what must agree for weights to fit and behave).

@@ -61,9 +61,11 @@ def summarize(f: SbsFile) -> dict[str, Any]:
             s["vit"] = {"model_dim": v.model_dim, "seq_len": v.seq_len, "patch_width": v.patch_width,
                         "image_size": v.image_size}
     if cfg is not None:
-        from .canonical import rope_discrepancy
+        from .canonical import rope_discrepancy, vision_discrepancy, vit_pool_grid_problem
 
-        s["notes"] = [n for n in (rope_discrepancy(cfg),) if n]
+        pool = vit_pool_grid_problem(cfg)
+        s["notes"] = [n for n in (rope_discrepancy(cfg), pool and pool[0].upper() + pool[1:] + ".",
+                                  vision_discrepancy(cfg)) if n]
     s["problems"] = [{"code": p.code, "severity": p.severity, "message": p.message, **p.location()}
                      for p in f.problems]
     return s

@@ -57,11 +57,11 @@ def margins(logits: np.ndarray) -> np.ndarray:
 
 
 def decode_path(m: inference.Model, prompt: list[int], forced: list[int]) -> np.ndarray:
-    """Logits after a batched prefill of ``prompt`` and then one cached step per forced token."""
+    """Logits along gemma.cpp's generation path: a batched prefill of ``prompt`` but its last
+    token, then one cached step for that token and each forced token."""
     cache = m.new_cache()
-    rows = [m.forward(prompt, cache)[-1]]
-    rows += [m.forward([t], cache)[-1] for t in forced]
-    return np.array(rows)
+    m.forward(prompt[:-1], cache)
+    return np.array([m.forward([t], cache)[-1] for t in prompt[-1:] + forced])
 
 
 def tf_sequence(tf: dict) -> list[int]:

@@ -25,7 +25,7 @@ SP256 = CORPUS / "tiny_sp256.model"
 SP512 = CORPUS / "tiny_sp512.model"
 BROKEN = CORPUS / "broken"
 TOLERATED_WARNINGS = {"tokenizer-missing", "unexpected-tensor", "blob-not-in-toc", "scale-ignored", "legacy-only",
-                      "runtime-unsupported"}
+                      "runtime-unsupported", "vit-pool-grid"}  # vit-pool-grid: the tiny ViTs are 8x8
 
 
 def sha(path: Path) -> str:
@@ -533,7 +533,7 @@ def test_blob_without_toc_record_is_restored(src, name, tmp_path):
     assert items[("missing-tensor", name)].status == "fix"
     assert items[("missing-tensor", name)].action.kind == "rebuild-toc"
     rep = sbs_tools.verify_file(out)
-    assert rep.ok and not rep.warnings, [f.to_dict() for f in rep.findings]
+    assert rep.ok and not [f for f in rep.warnings if f.code != "vit-pool-grid"], [f.to_dict() for f in rep.findings]
     assert model_of(out)["tensors"] == model_of(src)["tensors"]
     same, total = r.proof_counts()
     assert same == total == len(model_of(src)["tensors"])

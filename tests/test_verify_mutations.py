@@ -24,7 +24,7 @@ def test_mutation_reports_exactly_its_code(m: Mutation, tmp_path):
     path, exp = m.apply(tmp_path)
     r = verify(path, deep=exp.deep)
     errors = {f.code for f in r.errors}
-    warnings = {f.code for f in r.warnings}
+    warnings = {f.code for f in r.warnings} - ({"vit-pool-grid"} - {exp.code})  # every tiny Gemma 3 ViT has it
     summary = [(f.code, f.severity, f.location(), f.message[:120]) for f in r.findings]
     if exp.severity == "error":
         assert errors - exp.also == {exp.code}, summary

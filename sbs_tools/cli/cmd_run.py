@@ -39,6 +39,9 @@ def run(
                                                         "(1e6 on all Gemma 3 global layers)."),
     numerics: str = typer.Option("gemmacpp", "--numerics", help="'gemmacpp' (bf16-rounded weights, I8 halves "
                                                                 "re-quantized) or 'f32' (decoded values as is)."),
+    image: Path = typer.Option(None, "--image", help="An image (PPM; PNG, JPEG, ... with Pillow) for a Gemma 3 "
+                                                     "or PaliGemma file: the prompt is wrapped as gemma.cpp does "
+                                                     "and the image tokens take their places in it."),
 ) -> None:
     """Generate from a prompt and stream the text; ends with prompt and generation speed."""
     import inference
@@ -48,6 +51,7 @@ def run(
         usage_error("give exactly one of --prompt and --tokens")
     requires("top_k", top_k > 0, "temperature", temperature > 0)
     requires("seed", seed is not None, "temperature", temperature > 0)
+    requires("image", image is not None, "prompt", prompt is not None)
     if rope not in inference.ROPE_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(inference.ROPE_MODES)}", param_hint="--rope")
     if numerics not in inference.NUMERICS:
@@ -57,13 +61,19 @@ def run(
     def log(message: str) -> None:
         err_console.print(message, style="dim", highlight=False, markup=False, soft_wrap=True)
 
-    model = inference.load(file, rope=rope, numerics=numerics, progress=True, log=log)
+    model = inference.load(file, rope=rope, numerics=numerics, images=image is not None, progress=True, log=log)
+    rows = None
     if ids is None:
         if model.tokenizer is None:
             raise SbsError(f"{file}: the file carries no tokenizer; pass token ids with --tokens",
                            code="no-tokenizer")
-        ids = model.tokenizer.encode(prompt)
-    bad = [t for t in ids if not 0 <= t < model.vocab_size]
+        ids = model.tokenizer.encode(prompt) if image is None else model.wrap(prompt, image=image)
+    if image is not None:
+        try:
+            rows = model.image_tokens(image)
+        except (OSError, ValueError, ImportError) as e:
+            raise SbsError(f"{image}: cannot use the image: {e}", code="bad-image") from None
+    bad = [t for t in ids if not 0 <= t < model.vocab_size and not (rows is not None and t == -2)]
     if bad:
         raise SbsError(f"token id {bad[0]} is outside the vocabulary (0..{model.vocab_size - 1})", code="bad-token")
     if len(ids) >= model.config.max_seq_len:
@@ -77,8 +87,8 @@ def run(
             out.write(("," if count > 1 else "") + str(t))
             out.flush()
     else:
-        decoder = inference.tokenizer.StreamDecoder(model.tokenizer, ids)
-        for count, t in enumerate(model.stream(ids, max_new_tokens, temperature, top_k, seed), 1):
+        decoder = inference.tokenizer.StreamDecoder(model.tokenizer, [t for t in ids if t >= 0])
+        for count, t in enumerate(model.stream(ids, max_new_tokens, temperature, top_k, seed, image=rows), 1):
             out.write(decoder.push(t))
             out.flush()
     out.write("\n")

@@ -36,7 +36,7 @@ from .plan import Plan
 TOLERATED = frozenset({"v1-end-padded", "config-missing-fields", "config-extra-fields", "pre-2025-format",
                        "tokenizer-missing", "unexpected-tensor", "blob-not-in-toc", "scale-ignored",
                        "runtime-unsupported", "legacy-only", "deep-skipped", "all-zero", "norm-suspicious",
-                       "sfp-noncanonical", "scales-extra"})
+                       "sfp-noncanonical", "scales-extra", "vit-pool-grid"})
 
 
 @dataclass

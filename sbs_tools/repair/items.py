@@ -38,6 +38,8 @@ KEEP_REASONS = {
     "sfp-noncanonical": "tensor values are never changed by repair",
     "norm-suspicious": "tensor values are never changed by repair",
     "deep-skipped": "informational",
+    "vit-pool-grid": "the patch grid is the model's own (image size and ViT weights); repair cannot change it, "
+                     "and gemma.cpp's text runs are unaffected",
     "scales-extra": "the extra scales are kept as they are",
 }
 CANNOT_REASONS = {

@@ -62,11 +62,12 @@ def verify(path: str | os.PathLike, deep: bool = False,
         report.compat = evaluate(f, md, report.findings)
         report.findings += compat_findings(report.compat, report.findings)
         if cfg is not None and md.config_ok:
-            from ..canonical import rope_discrepancy
+            from ..canonical import rope_discrepancy, vision_discrepancy, vit_pool_grid_problem
 
-            note = rope_discrepancy(cfg)
-            if note:
-                report.findings.append(finding("rope-quirk", note, blob="config"))
+            for code, note in (("rope-quirk", rope_discrepancy(cfg)), ("vit-pool-grid", vit_pool_grid_problem(cfg)),
+                               ("vision-quirk", vision_discrepancy(cfg))):
+                if note:
+                    report.findings.append(finding(code, note, blob="config"))
         if deep:
             report.findings += check_deep(f, progress)
     finally:

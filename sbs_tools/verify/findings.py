@@ -133,6 +133,11 @@ CODES: dict[str, CodeInfo] = {
                                                   "(e.g. NUQ attention weights)."),
     "rope-quirk": CodeInfo(_I, "compat", "Gemma 3 270M: gemma.cpp runs the global layers with RoPE base 10,000 "
                                          "where the original model uses 1,000,000."),
+    "vit-pool-grid": CodeInfo(_W, "compat", "Gemma 3 + ViT whose patch grid is not 64x64: gemma.cpp's "
+                                            "AvgPool4x4 reads past its matrix, so its image path crashes."),
+    "vision-quirk": CodeInfo(_I, "compat", "Gemma 3 + ViT: gemma.cpp normalizes only the first image token "
+                                           "(mm_embed_norm) and attends causally over the image; the published "
+                                           "model normalizes every token and attends bidirectionally."),
     # deep
     "non-finite": CodeInfo(_E, "deep", "NaN or Inf values (count and first index)."),
     "all-zero": CodeInfo(_W, "deep", "Every value of the tensor is zero."),

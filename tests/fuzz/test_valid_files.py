@@ -146,6 +146,7 @@ EXPECTED_ON_VALID = {
     "runtime-unsupported": "NUQ weights do not run in current gemma.cpp",
     "end-not-aligned": "E0/E1 files are not padded to 64 KiB",
     "v1-end-padded": "V1 single-file layout",
+    "vit-pool-grid": "Gemma 3 + ViT plans are tiny: their patch grids are not the 64x64 gemma.cpp's image path pools",
 }
 
 
