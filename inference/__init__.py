@@ -7,53 +7,93 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
-from .model import Model
+from .memory import MODES, choose_mode, parse_size
+from .model import Model, no_progress
 from .ops import ROPE_MODES
 from .tokenizer import Tokenizer
-from .weights import NUMERICS, UnsupportedModel
+from .weights import NUMERICS, StreamingWeights, UnsupportedModel, Weights
 
-__all__ = ["load", "Model", "Tokenizer", "UnsupportedModel", "ROPE_MODES", "NUMERICS"]
+__all__ = ["load", "Model", "Weights", "StreamingWeights", "Tokenizer", "UnsupportedModel", "ROPE_MODES",
+           "NUMERICS", "MODES", "choose_mode", "parse_size"]
 
 
-def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "gemmacpp",
-         progress: bool = True, log=None) -> Model:
-    """Open ``path``, decode every text weight once to float32 and return a :class:`Model`.
+def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "gemmacpp", mode: str = "auto",
+         max_memory: int | str | None = None, progress: bool = True, log=None) -> Model:
+    """Open ``path`` and return a :class:`Model` that runs it.
 
+    ``mode``: ``"resident"`` decodes every text weight once to float32 and keeps it;
+    ``"streaming"`` keeps the file memory-mapped and decodes each layer (and the tied embedding, in
+    vocabulary chunks) when the forward pass reaches it, so memory stays near one layer's float32
+    weights; ``"auto"`` is resident when the float32 weights fit ``max_memory`` (bytes, or a size
+    such as ``"4G"``; default: a fraction of the available memory), streaming otherwise. Both
+    modes give bit-identical logits.
     ``rope``: ``"gemmacpp"`` (what gemma.cpp 3ed403e computes: the 270M uses base 10,000 on all
     layers) or ``"reference"`` (base 1e6 on every Gemma 3 global layer, as the original models).
     ``numerics``: ``"gemmacpp"`` (bf16-rounded weights, I8 halves re-quantized) or ``"f32"``.
-    ``progress`` shows a progress bar on stderr; ``log(str)`` receives notes (skipped ViT layers,
-    memory use); by default they go to stderr when ``progress`` is on.
+    ``progress`` shows progress bars on stderr (decoding, and each streamed forward pass) when it
+    is a terminal; ``log(str)`` receives notes (the chosen mode and why, skipped ViT layers, memory
+    use); by default they go to stderr when ``progress`` is on.
     """
     import sbs_tools
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .weights import load_weights
 
     if log is None:
         log = (lambda s: print(s, file=sys.stderr)) if progress else (lambda s: None)
-    with sbs_tools.open(path) as f:
-        console = Console(stderr=True)
-        bar = Progress(TextColumn("decoding weights {task.description}"), BarColumn(), TimeElapsedColumn(),
-                       console=console, transient=True, disable=not (progress and console.is_terminal))
-        with bar:
-            task = bar.add_task("", total=len(f.config.layer_configs) if f.config else 0)
-
-            def tick(done: int, total: int, name: str) -> None:
-                bar.update(task, completed=done, description=name)
-
-            weights = load_weights(f, rope=rope, numerics=numerics, progress=tick)
+    console = Console(stderr=True)
+    show = progress and console.is_terminal
+    f = sbs_tools.open(path)
+    try:
+        planned = load_weights(f, rope=rope, numerics=numerics, decode=False)  # checks every tensor
+        chosen, why = choose_mode(planned.nbytes, mode, max_memory)
+        log(f"{chosen} mode: {why}")
+        if chosen == "streaming":
+            weights = StreamingWeights(f, rope=rope, numerics=numerics)
+        else:
+            with _bar(console, "decoding weights", show) as tick:
+                weights = load_weights(f, rope=rope, numerics=numerics,
+                                       progress=lambda done, total, name: tick(done, total, name))
         tok = Tokenizer.from_sbs(f) if f.tokenizer_bytes else None  # SbsError on a damaged blob
-        model = Model(f.config, weights, tok, rope=rope, numerics=numerics, path=os.fspath(path))
+    except BaseException:
+        f.close()
+        raise
+    if chosen == "resident":
+        f.close()
+    passes = (lambda total: _pass_bar(console, total)) if show and chosen == "streaming" else no_progress
+    model = Model(f.config, weights, tok, rope=rope, numerics=numerics, path=os.fspath(path), progress=passes)
     for note in weights.notes:
         log(f"note: {note}")
-    log(f"loaded {model.config.specifier}: {len(weights.layers)} layers, weights {_mib(weights.nbytes)} "
-        f"as float32{_rss()}")
+    if chosen == "streaming":
+        log(f"opened {model.config.specifier}: {weights.num_layers} layers, weights {_mib(weights.nbytes)} as "
+            f"float32 in total, decoded per layer (largest {_mib(weights.layer_nbytes)}){_rss()}")
+    else:
+        log(f"loaded {model.config.specifier}: {weights.num_layers} layers, weights {_mib(weights.nbytes)} "
+            f"as float32{_rss()}")
     return model
+
+
+@contextlib.contextmanager
+def _bar(console, what: str, show: bool):
+    """A transient rich progress bar; yields ``tick(done, total, name)``."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(what + " {task.description}"), BarColumn(), TimeElapsedColumn(),
+                   console=console, transient=True, disable=not show)
+    with bar:
+        task = bar.add_task("", total=None)
+        yield lambda done, total, name="": bar.update(task, completed=done, total=total, description=name)
+
+
+@contextlib.contextmanager
+def _pass_bar(console, total: int):
+    """One streamed forward pass: layers, then the logits."""
+    with _bar(console, "forward pass", True) as tick:
+        yield lambda done: tick(done, total, "logits" if done >= total - 1 else f"layer {done}")
 
 
 def _mib(n: int) -> str:

@@ -7,29 +7,48 @@
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator
 
 import numpy as np
 
 from . import ops
 from .kvcache import KVCache
 from .sampling import sample
-from .weights import LayerWeights, Weights
+from .weights import LayerWeights, StreamingWeights, Weights
+
+#: ``on_layer(index, x)``: called after each decoder layer with the residual stream x (T, D).
+LayerHook = Callable[[int, np.ndarray], None]
+#: ``progress(total)`` -> a context manager giving ``tick(done)``; wraps each forward pass.
+PassProgress = Callable[[int], ContextManager[Callable[[int], None]]]
+
+
+def no_progress(total: int) -> ContextManager[Callable[[int], None]]:
+    return contextlib.nullcontext(lambda done: None)
 
 
 class Model:
-    """A loaded text decoder. Build with :func:`inference.load`."""
+    """A loaded text decoder. Build with :func:`inference.load`.
 
-    def __init__(self, config, weights: Weights, tokenizer=None, *, rope: str = "gemmacpp",
-                 numerics: str = "gemmacpp", path: str = "") -> None:
+    ``weights`` is a :class:`Weights` (every matrix decoded, resident) or a
+    :class:`StreamingWeights` (each layer decoded when the forward pass reaches it); both give
+    bit-identical logits.
+    """
+
+    def __init__(self, config, weights: Weights | StreamingWeights, tokenizer=None, *, rope: str = "gemmacpp",
+                 numerics: str = "gemmacpp", path: str = "", progress: PassProgress = no_progress) -> None:
         self.config, self.weights, self.tokenizer = config, weights, tokenizer
-        self.rope, self.numerics, self.path = rope, numerics, path
-        first = weights.layers[0]
+        self.rope, self.numerics, self.path, self.progress = rope, numerics, path, progress
+        first = config.layer_configs[0]
         self.emb_mult = ops.embedding_multiplier(config.model_dim)
         self.q_scale = ops.query_scale(config.query_scale, config.model_dim, first.heads, first.qkv_dim)
         self.eos_ids = {config.eos_id, config.secondary_eos_id}
         self.stats: dict[str, float] = {}
+
+    @property
+    def streaming(self) -> bool:
+        return self.weights.streaming
 
     @property
     def vocab_size(self) -> int:
@@ -40,8 +59,13 @@ class Model:
         return self.weights.notes
 
     def new_cache(self) -> KVCache:
-        first = self.weights.layers[0]
-        return KVCache(len(self.weights.layers), first.kv_heads, first.qkv_dim, self.config.max_seq_len)
+        first = self.config.layer_configs[0]
+        return KVCache(self.weights.num_layers, first.kv_heads, first.qkv_dim, self.config.max_seq_len)
+
+    def close(self) -> None:
+        """Unmap the file (streaming mode); the model cannot run afterwards."""
+        if self.streaming:
+            self.weights.close()
 
     # -- forward -------------------------------------------------------------
     def _check_tokens(self, tokens) -> np.ndarray:
@@ -74,29 +98,41 @@ class Model:
             f = ops.rmsnorm(f, L.post_ff_norm)
         return x + f
 
-    def forward(self, tokens, cache: KVCache, trace: list | None = None, last_only: bool = False) -> np.ndarray:
+    def forward(self, tokens, cache: KVCache, trace: list | None = None, last_only: bool = False,
+                on_layer: LayerHook | None = None) -> np.ndarray:
         """Run ``tokens`` at the next positions of ``cache`` (which they are appended to); return
         their logits (T, vocab), or only the last token's (1, vocab) with ``last_only``. With
-        ``trace`` (a list), append the residual stream after each layer and the final-norm output."""
+        ``trace`` (a list), append the residual stream after each layer and the final-norm output;
+        ``on_layer(i, x)`` is called after layer i (raise in it to stop the pass)."""
         t = self._check_tokens(tokens)
         if t.size == 0:
             return np.zeros((0, self.vocab_size), np.float32)
         pos = np.arange(cache.length, cache.length + t.size)
         w = self.weights
-        x = w.embedding[t] * self.emb_mult
-        for L in w.layers:
-            x = self._layer(x, L, pos, cache)
+        n = w.num_layers
+        with self.progress(n + 1) as tick:
+            x = w.embed(t) * self.emb_mult
+            for i in range(n):
+                x = self._layer(x, w.layer(i), pos, cache)  # a streamed layer is freed on return
+                if trace is not None:
+                    trace.append(x)
+                if on_layer is not None:
+                    on_layer(i, x)
+                tick(i + 1)
+            cache.advance(t.size)
+            x = ops.rmsnorm(x[-1:] if last_only else x, w.final_norm)
             if trace is not None:
                 trace.append(x)
-        cache.advance(t.size)
-        x = ops.rmsnorm(x[-1:] if last_only else x, w.final_norm)
-        if trace is not None:
-            trace.append(x)
-        return ops.softcap(x @ w.unembedding.T, self.config.final_cap).astype(np.float32)
+            logits = np.empty((x.shape[0], self.vocab_size), np.float32)
+            for lo, rows in w.unembedding_chunks():
+                np.matmul(x, rows.T, out=logits[:, lo:lo + rows.shape[0]])
+                del rows  # a streamed chunk is freed before the next is decoded
+            tick(n + 1)
+        return ops.softcap(logits, self.config.final_cap).astype(np.float32, copy=False)
 
-    def logits(self, tokens) -> np.ndarray:
+    def logits(self, tokens, on_layer: LayerHook | None = None) -> np.ndarray:
         """Logits (len(tokens), vocab) float32 of a whole prompt, one batched pass."""
-        return self.forward(tokens, self.new_cache())
+        return self.forward(tokens, self.new_cache(), on_layer=on_layer)
 
     # -- generation -------------------------------------------------------------
     def stream(self, tokens, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
@@ -138,5 +174,6 @@ class Model:
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"<Model {c.specifier} layers={len(self.weights.layers)} D={c.model_dim} vocab={c.vocab_size} "
-                f"rope={self.rope} numerics={self.numerics} weights={self.weights.nbytes / 2**20:.1f} MiB>")
+        mode = "streaming" if self.streaming else "resident"
+        return (f"<Model {c.specifier} layers={self.weights.num_layers} D={c.model_dim} vocab={c.vocab_size} "
+                f"rope={self.rope} numerics={self.numerics} {mode} weights={self.weights.nbytes / 2**20:.1f} MiB>")

@@ -10,10 +10,12 @@ way at load. ``numerics="f32"`` uses the decoded values as they are.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
 from sbs_tools.errors import SbsError
+from sbs_tools.types import I8_GROUP, NUQ_GROUP
 
 from .ops import bf16_round, rope_base
 
@@ -22,6 +24,7 @@ BF16_EXACT = ("BF16", "SFP")  # decoded values are already bf16 numbers: roundin
 GELU = 0
 ROPE = 0
 SCALE_POST_NORM = 1
+VOCAB_CHUNK_BYTES = 32 << 20  # float32 bytes of the tied embedding per logits matmul
 
 
 class UnsupportedModel(SbsError):
@@ -56,18 +59,36 @@ class LayerWeights:
 
 @dataclass
 class Weights:
+    """Every text weight decoded to float32 and kept (resident mode)."""
+
     embedding: np.ndarray  # (V, D) for the lookup, scale applied, not rounded
     unembedding: np.ndarray  # (V, D) for the tied logits matmul (bf16-rounded under gemmacpp numerics)
     final_norm: np.ndarray
     layers: list[LayerWeights]
     notes: list[str] = field(default_factory=list)
 
+    streaming = False
+
     @property
     def nbytes(self) -> int:
-        arrays = {id(a): a for a in (self.embedding, self.unembedding, self.final_norm)}
-        for layer in self.layers:
-            arrays.update({id(a): a for a in vars(layer).values() if isinstance(a, np.ndarray)})
-        return sum(a.nbytes for a in arrays.values())
+        arrays = [self.embedding, self.unembedding, self.final_norm]
+        return _nbytes(arrays + [a for layer in self.layers for a in vars(layer).values()])
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def layer(self, i: int) -> LayerWeights:
+        return self.layers[i]
+
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        """Embedding rows of ``tokens`` (scale applied, before the sqrt(D) multiplier)."""
+        return self.embedding[tokens]
+
+    def unembedding_chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, rows) of the tied logits matrix, in :func:`vocab_chunks`."""
+        for lo, hi in vocab_chunks(*self.unembedding.shape):
+            yield lo, self.unembedding[lo:hi]
 
 
 def check_supported(cfg) -> list[str]:
@@ -126,12 +147,15 @@ def check_supported(cfg) -> list[str]:
 
 
 class _Reader:
-    """Decodes tensors of one file, applying the chosen numerics."""
+    """Decodes tensors of one file, applying the chosen numerics. The mapped pages of a tensor are
+    released from the process once it is decoded (the decoded arrays are copies). With
+    ``decode=False`` only names and sizes are checked and the arrays are zero-byte placeholders
+    of the right shape: a dry run of the loader that validates the file and sizes its weights."""
 
-    def __init__(self, f, numerics: str) -> None:
+    def __init__(self, f, numerics: str, decode: bool = True) -> None:
         if numerics not in NUMERICS:
             raise ValueError(f"numerics must be one of {NUMERICS}, not {numerics!r}")
-        self.f, self.numerics = f, numerics
+        self.f, self.numerics, self.decode = f, numerics, decode
         self.emulate = numerics == "gemmacpp"
 
     def has(self, name: str) -> bool:
@@ -143,24 +167,34 @@ class _Reader:
             raise UnsupportedModel(f"tensor {name!r} is missing", code="inference-missing-tensor", tensor=name)
         return info
 
-    def unscaled(self, name: str) -> np.ndarray:
-        """Decoded values (rows, cols) without the scale."""
+    def unscaled(self, name: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Decoded values of rows lo..hi (all rows by default) without the scale."""
         from sbs_tools import codecs
 
         info = self.info(name)
-        raw = self.f.tensor(name, decode=False)
-        n = info.num_values
-        size = codecs.packed_size(info.type_name, n)
-        if raw.size < size:
-            raise UnsupportedModel(f"tensor {name!r}: blob of {raw.size} bytes, {info.type_name} "
-                                   f"{info.rows}x{info.cols} needs {size}", code="tensor-size-mismatch", tensor=name)
-        return codecs.decode(info.type_name, raw[:size], n).reshape(info.rows, info.cols)
+        hi = info.rows if hi is None else hi
+        t, n, cols = info.type_name, info.num_values, info.cols
+        size = codecs.packed_size(t, n)
+        if info.bytes < size:
+            raise UnsupportedModel(f"tensor {name!r}: blob of {info.bytes} bytes, {t} "
+                                   f"{info.rows}x{cols} needs {size}", code="tensor-size-mismatch", tensor=name)
+        if not self.decode:
+            return _placeholder(hi - lo, cols)
+        group = GROUPS.get(t, 1)  # grouped codecs decode whole groups: start at the group of row lo
+        first = lo * cols // group * group
+        last = min(n, -(-hi * cols // group) * group)
+        b0, b1 = codecs.packed_size(t, first), codecs.packed_size(t, last)
+        raw = self.f.tensor(name, decode=False)[b0:b1]
+        values = codecs.decode(t, raw, last - first)
+        self.f.release(info.offset + b0, b1 - b0)
+        return values[lo * cols - first:hi * cols - first].reshape(hi - lo, cols)
 
     def vector(self, name: str, size: int) -> np.ndarray:
-        v = self.unscaled(name).reshape(-1) * np.float32(self.info(name).scale)
-        if v.size != size:
-            raise UnsupportedModel(f"tensor {name!r} has {v.size} values, expected {size}", tensor=name)
-        return v
+        info = self.info(name)
+        if info.num_values != size:
+            raise UnsupportedModel(f"tensor {name!r} has {info.num_values} values, expected {size}", tensor=name)
+        v = self.unscaled(name).reshape(-1)
+        return _scaled(v, info.scale) if self.decode else v
 
     def matrices(self, name: str, splits: list[int], shape: tuple[int, int], transform=None) -> list[np.ndarray]:
         """Tensor ``name`` as float32 with scale applied, reshaped/transformed, cut into row blocks
@@ -170,6 +204,8 @@ class _Reader:
             raise UnsupportedModel(f"tensor {name!r} is {info.rows}x{info.cols}, expected {shape[0]}x{shape[1]}",
                                    tensor=name)
         w = self.unscaled(name)
+        if not self.decode:
+            return [_placeholder(rows, shape[1]) for rows in splits]
         w = transform(w) if transform else w.reshape(shape)
         blocks = np.split(w, np.cumsum(splits)[:-1], axis=0) if len(splits) > 1 else [w]
         requant = self.emulate and info.type_name == "I8" and (len(splits) > 1 or transform is not None)
@@ -180,10 +216,21 @@ class _Reader:
                 b = self.requantize_i8(b)
             if self.emulate and (requant or info.type_name not in BF16_EXACT):
                 b = bf16_round(b)
-            if info.scale != 1.0:
-                b = b * np.float32(info.scale)
-            out.append(b)
+            out.append(_scaled(b, info.scale))
         return out
+
+    def embedding_rows(self, lo: int, hi: int, tied: bool) -> np.ndarray:
+        """Rows lo..hi of ``c_embedding``, scale applied: for the lookup, or (``tied``) for the
+        logits matmul, which gemma.cpp runs on bf16-rounded values."""
+        w = self.unscaled("c_embedding", lo, hi)
+        if tied and self.emulate and self.decode and not self.embedding_exact:
+            w = bf16_round(w)
+        return _scaled(w, self.info("c_embedding").scale) if self.decode else w
+
+    @property
+    def embedding_exact(self) -> bool:
+        """True when the tied logits use the lookup's values unchanged (no bf16 rounding to do)."""
+        return not self.emulate or self.info("c_embedding").type_name in BF16_EXACT
 
     @staticmethod
     def requantize_i8(w: np.ndarray) -> np.ndarray:
@@ -192,60 +239,133 @@ class _Reader:
         return codecs.decode("I8", codecs.encode("I8", w), w.size).reshape(w.shape)
 
 
-def load_weights(f, *, rope: str = "gemmacpp", numerics: str = "gemmacpp", progress=None) -> Weights:
+GROUPS = {"NUQ": NUQ_GROUP, "I8": I8_GROUP}  # values per independently decodable group
+
+
+def _placeholder(rows: int, cols: int) -> np.ndarray:
+    """A read-only (rows, cols) float32 array that occupies no memory (dry runs)."""
+    return np.broadcast_to(np.float32(0), (rows, cols))
+
+
+def _scaled(w: np.ndarray, scale: float) -> np.ndarray:
+    """``w * scale`` computed in place (``w`` is a fresh decoded array), skipped for scale 1."""
+    if scale != 1.0:
+        w *= np.float32(scale)
+    return w
+
+
+def vocab_chunks(vocab: int, dim: int) -> list[tuple[int, int]]:
+    """Row ranges of the tied embedding, each one matmul of the logits: the same in both modes, so
+    that streaming and resident logits are bit-identical (BLAS rounding depends on the blocking)."""
+    rows = max(1, VOCAB_CHUNK_BYTES // (4 * dim))
+    return [(lo, min(vocab, lo + rows)) for lo in range(0, vocab, rows)]
+
+
+def load_layer(r: _Reader, cfg, i: int, rope: str) -> LayerWeights:
+    """Decoder layer ``i``, decoded (or, from a dry reader, checked)."""
+    lc, D = cfg.layer_configs[i], cfg.model_dim
+    H, K, Dh, F = lc.heads, lc.kv_heads, lc.qkv_dim, lc.ff_hidden_dim
+    if r.has(f"qkv_ein_{i}"):
+        w_q, w_kv = r.matrices(f"qkv_ein_{i}", [H * Dh, 2 * K * Dh], ((H + 2 * K) * Dh, D))
+    else:
+        (w_q,) = r.matrices(f"qkv1_w_{i}", [H * Dh], (H * Dh, D))
+        (w_kv,) = r.matrices(f"qkv2_w_{i}", [2 * K * Dh], (2 * K * Dh, D))
+    if r.has(f"att_ein_{i}"):
+        # att_ein is [H, D, Dh]; att_w[m, h*Dh + d] = att_ein[h*D + m, d]
+        if r.info(f"att_ein_{i}").num_values != H * D * Dh:
+            raise UnsupportedModel(f"att_ein_{i} has {r.info(f'att_ein_{i}').num_values} values, "
+                                   f"expected {H * D * Dh}", tensor=f"att_ein_{i}")
+        (w_o,) = r.matrices(f"att_ein_{i}", [D], (D, H * Dh),
+                            transform=lambda w: w.reshape(H, D, Dh).transpose(1, 0, 2).reshape(D, H * Dh))
+    else:
+        (w_o,) = r.matrices(f"att_w_{i}", [D], (D, H * Dh))
+    if r.has(f"gating_ein_{i}"):
+        w_gate, w_up = r.matrices(f"gating_ein_{i}", [F, F], (2 * F, D))
+    else:
+        (w_gate,) = r.matrices(f"gating1_w_{i}", [F], (F, D))
+        (w_up,) = r.matrices(f"gating2_w_{i}", [F], (F, D))
+    (w_down,) = r.matrices(f"linear_w_{i}", [D], (D, F))
+    post = lc.post_norm == SCALE_POST_NORM
+    window = cfg.attention_window_sizes[i]
+    return LayerWeights(
+        index=i, heads=H, kv_heads=K, qkv_dim=Dh, window=window,
+        rope_base=rope_base(cfg.model, window, cfg.max_seq_len, rope),
+        w_q=w_q, w_kv=w_kv, w_o=w_o, w_gate=w_gate, w_up=w_up, w_down=w_down,
+        pre_att_norm=r.vector(f"pre_att_ns_{i}", D), pre_ff_norm=r.vector(f"pre_ff_ns_{i}", D),
+        post_att_norm=r.vector(f"post_att_ns_{i}", D) if post else None,
+        post_ff_norm=r.vector(f"post_ff_ns_{i}", D) if post else None,
+        query_norm=r.vector(f"query_norm_{i}", Dh) if lc.use_qk_norm else None,
+        key_norm=r.vector(f"key_norm_{i}", Dh) if lc.use_qk_norm else None,
+    )
+
+
+def _embedding(r: _Reader, V: int, D: int, tied: bool) -> np.ndarray:
+    """The whole (V, D) embedding, decoded one vocabulary chunk at a time (bounded temporaries)."""
+    if not r.decode:
+        return r.unscaled("c_embedding")  # size checks only
+    out = np.empty((V, D), np.float32)
+    for lo, hi in vocab_chunks(V, D):
+        out[lo:hi] = r.embedding_rows(lo, hi, tied)
+    return out
+
+
+def load_weights(f, *, rope: str = "gemmacpp", numerics: str = "gemmacpp", progress=None,
+                 decode: bool = True) -> Weights:
     """All text weights of an opened :class:`sbs_tools.SbsFile`. ``progress(done, total, name)``
-    is called after each layer if given."""
+    is called after each layer if given. ``decode=False``: check every tensor and return
+    placeholders (``nbytes`` is then what decoding would allocate)."""
     cfg = f.config
     notes = check_supported(cfg)
-    r = _Reader(f, numerics)
+    r = _Reader(f, numerics, decode)
     D, V = cfg.model_dim, cfg.vocab_size
-    emb = r.unscaled("c_embedding")
-    if emb.shape != (V, D):
-        raise UnsupportedModel(f"c_embedding is {emb.shape[0]}x{emb.shape[1]}, expected {V}x{D}", tensor="c_embedding")
-    scale = np.float32(r.info("c_embedding").scale)
-    exact = r.info("c_embedding").type_name in BF16_EXACT
-    unemb = bf16_round(emb) if r.emulate and not exact else emb  # shared when rounding changes nothing
-    embedding = emb * scale if scale != 1 else emb
-    unembedding = embedding if unemb is emb else (unemb * scale if scale != 1 else unemb)
+    info = r.info("c_embedding")
+    if (info.rows, info.cols) != (V, D):
+        raise UnsupportedModel(f"c_embedding is {info.rows}x{info.cols}, expected {V}x{D}", tensor="c_embedding")
+    embedding = _embedding(r, V, D, tied=False)
+    unembedding = embedding if r.embedding_exact else _embedding(r, V, D, tied=True)
     final_norm = r.vector("c_final_norm", D)
-    layers = []
     total = len(cfg.layer_configs)
     if progress:
         progress(0, total, "embedding")
-    for i, lc in enumerate(cfg.layer_configs):
-        H, K, Dh, F = lc.heads, lc.kv_heads, lc.qkv_dim, lc.ff_hidden_dim
-        if r.has(f"qkv_ein_{i}"):
-            w_q, w_kv = r.matrices(f"qkv_ein_{i}", [H * Dh, 2 * K * Dh], ((H + 2 * K) * Dh, D))
-        else:
-            (w_q,) = r.matrices(f"qkv1_w_{i}", [H * Dh], (H * Dh, D))
-            (w_kv,) = r.matrices(f"qkv2_w_{i}", [2 * K * Dh], (2 * K * Dh, D))
-        if r.has(f"att_ein_{i}"):
-            # att_ein is [H, D, Dh]; att_w[m, h*Dh + d] = att_ein[h*D + m, d]
-            if r.info(f"att_ein_{i}").num_values != H * D * Dh:
-                raise UnsupportedModel(f"att_ein_{i} has {r.info(f'att_ein_{i}').num_values} values, "
-                                       f"expected {H * D * Dh}", tensor=f"att_ein_{i}")
-            (w_o,) = r.matrices(f"att_ein_{i}", [D], (D, H * Dh),
-                                transform=lambda w: w.reshape(H, D, Dh).transpose(1, 0, 2).reshape(D, H * Dh))
-        else:
-            (w_o,) = r.matrices(f"att_w_{i}", [D], (D, H * Dh))
-        if r.has(f"gating_ein_{i}"):
-            w_gate, w_up = r.matrices(f"gating_ein_{i}", [F, F], (2 * F, D))
-        else:
-            (w_gate,) = r.matrices(f"gating1_w_{i}", [F], (F, D))
-            (w_up,) = r.matrices(f"gating2_w_{i}", [F], (F, D))
-        (w_down,) = r.matrices(f"linear_w_{i}", [D], (D, F))
-        post = lc.post_norm == SCALE_POST_NORM
-        window = cfg.attention_window_sizes[i]
-        layers.append(LayerWeights(
-            index=i, heads=H, kv_heads=K, qkv_dim=Dh, window=window,
-            rope_base=rope_base(cfg.model, window, cfg.max_seq_len, rope),
-            w_q=w_q, w_kv=w_kv, w_o=w_o, w_gate=w_gate, w_up=w_up, w_down=w_down,
-            pre_att_norm=r.vector(f"pre_att_ns_{i}", D), pre_ff_norm=r.vector(f"pre_ff_ns_{i}", D),
-            post_att_norm=r.vector(f"post_att_ns_{i}", D) if post else None,
-            post_ff_norm=r.vector(f"post_ff_ns_{i}", D) if post else None,
-            query_norm=r.vector(f"query_norm_{i}", Dh) if lc.use_qk_norm else None,
-            key_norm=r.vector(f"key_norm_{i}", Dh) if lc.use_qk_norm else None,
-        ))
+    layers = []
+    for i in range(total):
+        layers.append(load_layer(r, cfg, i, rope))
         if progress:
             progress(i + 1, total, f"layer {i}")
     return Weights(embedding, unembedding, final_norm, layers, notes)
+
+
+class StreamingWeights:
+    """The text weights of a memory-mapped file, decoded when the forward pass reaches them: one
+    layer at a time, the tied embedding one vocabulary chunk at a time. Nothing decoded is kept,
+    and the mapped pages are released behind each tensor, so the resident set stays near one
+    layer's float32 weights whatever the file size. Same interface as :class:`Weights`."""
+
+    streaming = True
+
+    def __init__(self, f, *, rope: str = "gemmacpp", numerics: str = "gemmacpp") -> None:
+        plan = load_weights(f, rope=rope, numerics=numerics, decode=False)  # checks every tensor
+        self.f, self.cfg, self.rope = f, f.config, rope
+        self.r = _Reader(f, numerics)
+        self.notes, self.nbytes, self.num_layers = plan.notes, plan.nbytes, plan.num_layers
+        self.layer_nbytes = max(_nbytes(vars(L).values()) for L in plan.layers)
+        self.final_norm = self.r.vector("c_final_norm", self.cfg.model_dim)
+
+    def layer(self, i: int) -> LayerWeights:
+        return load_layer(self.r, self.cfg, i, self.rope)
+
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.r.embedding_rows(t, t + 1, tied=False) for t in tokens.tolist()])
+
+    def unembedding_chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        for lo, hi in vocab_chunks(self.cfg.vocab_size, self.cfg.model_dim):
+            yield lo, self.r.embedding_rows(lo, hi, tied=True)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _nbytes(arrays) -> int:
+    """Bytes of the distinct numpy arrays among ``arrays`` (what they would occupy decoded)."""
+    unique = {id(a): a for a in arrays if isinstance(a, np.ndarray)}
+    return sum(a.nbytes for a in unique.values())
