@@ -53,7 +53,7 @@ def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "ge
         chosen, why = choose_mode(planned.nbytes, mode, max_memory)
         log(f"{chosen} mode: {why}")
         if chosen == "streaming":
-            weights = StreamingWeights(f, rope=rope, numerics=numerics)
+            weights = StreamingWeights(f, rope=rope, numerics=numerics, plan=planned)
         else:
             with _bar(console, "decoding weights", show) as tick:
                 weights = load_weights(f, rope=rope, numerics=numerics,

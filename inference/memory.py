@@ -43,8 +43,10 @@ def available_memory(meminfo: str = "/proc/meminfo") -> int | None:
         return None
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
+def _size(n: int) -> str:
+    """``n`` bytes in the largest binary unit that keeps a digit before the point."""
+    unit = max((u for u in "kmgt" if n >= _UNITS[u]), key=_UNITS.get, default="")
+    return f"{n / _UNITS[unit]:.1f} {unit.upper()}iB" if unit else f"{n} bytes"
 
 
 def default_budget() -> tuple[int, str]:
@@ -52,7 +54,7 @@ def default_budget() -> tuple[int, str]:
     avail = available_memory()
     if avail is None:
         return FALLBACK_BUDGET, "default; the available memory is unknown"
-    return int(avail * DEFAULT_FRACTION), f"{DEFAULT_FRACTION:.0%} of the {_gib(avail)} available"
+    return int(avail * DEFAULT_FRACTION), f"{DEFAULT_FRACTION:.0%} of the {_size(avail)} available"
 
 
 def choose_mode(weights_bytes: int, mode: str = "auto", max_memory: int | str | None = None) -> tuple[str, str]:
@@ -60,14 +62,14 @@ def choose_mode(weights_bytes: int, mode: str = "auto", max_memory: int | str | 
     (``max_memory``, else :func:`default_budget`), unless ``mode`` forces one."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-    need = f"float32 weights {_gib(weights_bytes)}"
+    need = f"float32 weights {_size(weights_bytes)}"
     if mode != "auto":
         return mode, f"requested ({need})"
     if max_memory is not None:
         budget, source = parse_size(max_memory), "given"
     else:
         budget, source = default_budget()
-    where = f"the memory budget {_gib(budget)} ({source})"
+    where = f"the memory budget {_size(budget)} ({source})"
     if weights_bytes <= budget:
         return "resident", f"{need} fit {where}"
     return "streaming", f"{need} exceed {where}; each layer is decoded when the forward pass reaches it"

@@ -343,8 +343,9 @@ class StreamingWeights:
 
     streaming = True
 
-    def __init__(self, f, *, rope: str = "gemmacpp", numerics: str = "gemmacpp") -> None:
-        plan = load_weights(f, rope=rope, numerics=numerics, decode=False)  # checks every tensor
+    def __init__(self, f, *, rope: str = "gemmacpp", numerics: str = "gemmacpp", plan: Weights | None = None) -> None:
+        """``plan``: the ``decode=False`` :func:`load_weights` of ``f`` if already made."""
+        plan = plan or load_weights(f, rope=rope, numerics=numerics, decode=False)  # checks every tensor
         self.f, self.cfg, self.rope = f, f.config, rope
         self.r = _Reader(f, numerics)
         self.notes, self.nbytes, self.num_layers = plan.notes, plan.nbytes, plan.num_layers

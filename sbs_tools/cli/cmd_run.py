@@ -39,6 +39,11 @@ def run(
                                                         "(1e6 on all Gemma 3 global layers)."),
     numerics: str = typer.Option("gemmacpp", "--numerics", help="'gemmacpp' (bf16-rounded weights, I8 halves "
                                                                 "re-quantized) or 'f32' (decoded values as is)."),
+    max_memory: str = typer.Option(None, "--max-memory", help="Memory budget, e.g. 4G: resident float32 weights "
+                                                              "if they fit, else streaming (default: half the "
+                                                              "available memory)."),
+    streaming: bool = typer.Option(False, "--streaming", help="Decode each layer when the forward pass reaches it."),
+    resident: bool = typer.Option(False, "--resident", help="Decode every weight once, at load."),
 ) -> None:
     """Generate from a prompt and stream the text; ends with prompt and generation speed."""
     import inference
@@ -51,11 +56,18 @@ def run(
     if numerics not in inference.NUMERICS:
         raise typer.BadParameter(f"must be one of {', '.join(inference.NUMERICS)}", param_hint="--numerics")
     ids = _parse_ids(tokens) if tokens is not None else None
+    if streaming and resident:
+        raise typer.BadParameter("give at most one of --streaming and --resident", param_hint="--streaming/--resident")
+    try:
+        budget = inference.parse_size(max_memory) if max_memory is not None else None
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--max-memory")
 
     def log(message: str) -> None:
         err_console.print(message, style="dim", highlight=False, markup=False, soft_wrap=True)
 
-    model = inference.load(file, rope=rope, numerics=numerics, progress=True, log=log)
+    mode = "streaming" if streaming else "resident" if resident else "auto"
+    model = inference.load(file, rope=rope, numerics=numerics, mode=mode, max_memory=budget, progress=True, log=log)
     if ids is None:
         if model.tokenizer is None:
             raise SbsError(f"{file}: the file carries no tokenizer; pass token ids with --tokens",
