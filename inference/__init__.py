@@ -15,9 +15,9 @@ from .memory import MODES, choose_mode, parse_size
 from .model import Model, no_progress
 from .ops import ROPE_MODES
 from .tokenizer import Tokenizer
-from .weights import NUMERICS, StreamingWeights, UnsupportedModel, Weights
+from .weights import NUMERICS, Streamed, UnsupportedModel, Weights
 
-__all__ = ["load", "Model", "Weights", "StreamingWeights", "Tokenizer", "UnsupportedModel", "ROPE_MODES",
+__all__ = ["load", "Model", "Weights", "Streamed", "Tokenizer", "UnsupportedModel", "ROPE_MODES",
            "NUMERICS", "MODES", "choose_mode", "parse_size"]
 
 
@@ -26,9 +26,9 @@ def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "ge
     """Open ``path`` and return a :class:`Model` that runs it.
 
     ``mode``: ``"resident"`` decodes every text weight once to float32 and keeps it;
-    ``"streaming"`` keeps the file memory-mapped and decodes each layer (and the tied embedding, in
-    vocabulary chunks) when the forward pass reaches it, so memory stays near one layer's float32
-    weights; ``"auto"`` is resident when the float32 weights fit ``max_memory`` (bytes, or a size
+    ``"streaming"`` keeps the file memory-mapped and decodes each matrix (the tied embedding too) a
+    row block at a time whenever the forward pass multiplies by it, releasing the decoded block and
+    the mapped pages behind it, so memory stays far below one layer's float32 weights; ``"auto"`` is resident when the float32 weights fit ``max_memory`` (bytes, or a size
     such as ``"4G"``; default: a fraction of the available memory), streaming otherwise. Both
     modes give bit-identical logits.
     ``rope``: ``"gemmacpp"`` (what gemma.cpp 3ed403e computes: the 270M uses base 10,000 on all
@@ -49,12 +49,10 @@ def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "ge
     show = progress and console.is_terminal
     f = sbs_tools.open(path)
     try:
-        planned = load_weights(f, rope=rope, numerics=numerics, decode=False)  # checks every tensor
-        chosen, why = choose_mode(planned.nbytes, mode, max_memory)
+        weights = load_weights(f, rope=rope, numerics=numerics, streaming=True)  # checks every tensor
+        chosen, why = choose_mode(weights.nbytes, mode, max_memory)
         log(f"{chosen} mode: {why}")
-        if chosen == "streaming":
-            weights = StreamingWeights(f, rope=rope, numerics=numerics, plan=planned)
-        else:
+        if chosen == "resident":
             with _bar(console, "decoding weights", show) as tick:
                 weights = load_weights(f, rope=rope, numerics=numerics,
                                        progress=lambda done, total, name: tick(done, total, name))
@@ -70,7 +68,7 @@ def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "ge
         log(f"note: {note}")
     if chosen == "streaming":
         log(f"opened {model.config.specifier}: {weights.num_layers} layers, weights {_mib(weights.nbytes)} as "
-            f"float32 in total, decoded per layer (largest {_mib(weights.layer_nbytes)}){_rss()}")
+            f"float32 (largest layer {_mib(weights.layer_nbytes)}), decoded a block at a time as used{_rss()}")
     else:
         log(f"loaded {model.config.specifier}: {weights.num_layers} layers, weights {_mib(weights.nbytes)} "
             f"as float32{_rss()}")

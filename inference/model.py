@@ -16,7 +16,7 @@ import numpy as np
 from . import ops
 from .kvcache import KVCache
 from .sampling import sample
-from .weights import LayerWeights, StreamingWeights, Weights
+from .weights import LayerWeights, Weights, linear
 
 #: ``on_layer(index, x)``: called after each decoder layer with the residual stream x (T, D).
 LayerHook = Callable[[int, np.ndarray], None]
@@ -31,12 +31,11 @@ def no_progress(total: int) -> ContextManager[Callable[[int], None]]:
 class Model:
     """A loaded text decoder. Build with :func:`inference.load`.
 
-    ``weights`` is a :class:`Weights` (every matrix decoded, resident) or a
-    :class:`StreamingWeights` (each layer decoded when the forward pass reaches it); both give
-    bit-identical logits.
+    ``weights``: every matrix decoded (resident) or streamed from the file a row block at a time;
+    both give bit-identical logits (every product runs in the same row blocks).
     """
 
-    def __init__(self, config, weights: Weights | StreamingWeights, tokenizer=None, *, rope: str = "gemmacpp",
+    def __init__(self, config, weights: Weights, tokenizer=None, *, rope: str = "gemmacpp",
                  numerics: str = "gemmacpp", path: str = "", progress: PassProgress = no_progress) -> None:
         self.config, self.weights, self.tokenizer = config, weights, tokenizer
         self.rope, self.numerics, self.path, self.progress = rope, numerics, path, progress
@@ -64,8 +63,7 @@ class Model:
 
     def close(self) -> None:
         """Unmap the file (streaming mode); the model cannot run afterwards."""
-        if self.streaming:
-            self.weights.close()
+        self.weights.close()
 
     # -- forward -------------------------------------------------------------
     def _check_tokens(self, tokens) -> np.ndarray:
@@ -78,8 +76,8 @@ class Model:
     def _layer(self, x: np.ndarray, L: LayerWeights, pos: np.ndarray, cache: KVCache) -> np.ndarray:
         T, H, K, Dh = x.shape[0], L.heads, L.kv_heads, L.qkv_dim
         h = ops.rmsnorm(x, L.pre_att_norm)
-        q = (h @ L.w_q.T).reshape(T, H, Dh).transpose(1, 0, 2)  # (H, T, Dh)
-        kv = (h @ L.w_kv.T).reshape(T, K, 2, Dh)
+        q = linear(h, L.w_q).reshape(T, H, Dh).transpose(1, 0, 2)  # (H, T, Dh)
+        kv = linear(h, L.w_kv).reshape(T, K, 2, Dh)
         k, v = kv[:, :, 0].transpose(1, 0, 2), kv[:, :, 1].transpose(1, 0, 2)  # (K, T, Dh)
         if L.query_norm is not None:
             q, k = ops.rmsnorm(q, L.query_norm), ops.rmsnorm(k, L.key_norm)
@@ -88,12 +86,12 @@ class Model:
         k_all, v_all = cache.append(L.index, k, v)
         lo = max(0, int(pos[0]) - L.window + 1)  # no query of this chunk sees keys before lo
         mask = ops.attention_mask(pos, np.arange(lo, k_all.shape[1]), L.window)
-        a = ops.attention(q, k_all[:, lo:], v_all[:, lo:], mask, self.config.att_cap) @ L.w_o.T
+        a = linear(ops.attention(q, k_all[:, lo:], v_all[:, lo:], mask, self.config.att_cap), L.w_o)
         if L.post_att_norm is not None:
             a = ops.rmsnorm(a, L.post_att_norm)
         x = x + a
         h = ops.rmsnorm(x, L.pre_ff_norm)
-        f = (ops.gelu(h @ L.w_gate.T) * (h @ L.w_up.T)) @ L.w_down.T
+        f = linear(ops.gelu(linear(h, L.w_gate)) * linear(h, L.w_up), L.w_down)
         if L.post_ff_norm is not None:
             f = ops.rmsnorm(f, L.post_ff_norm)
         return x + f
@@ -111,9 +109,9 @@ class Model:
         w = self.weights
         n = w.num_layers
         with self.progress(n + 1) as tick:
-            x = w.embed(t) * self.emb_mult
+            x = w.embedding[t] * self.emb_mult
             for i in range(n):
-                x = self._layer(x, w.layer(i), pos, cache)  # a streamed layer is freed on return
+                x = self._layer(x, w.layers[i], pos, cache)
                 if trace is not None:
                     trace.append(x)
                 if on_layer is not None:
@@ -123,10 +121,7 @@ class Model:
             x = ops.rmsnorm(x[-1:] if last_only else x, w.final_norm)
             if trace is not None:
                 trace.append(x)
-            logits = np.empty((x.shape[0], self.vocab_size), np.float32)
-            for lo, rows in w.unembedding_chunks():
-                np.matmul(x, rows.T, out=logits[:, lo:lo + rows.shape[0]])
-                del rows  # a streamed chunk is freed before the next is decoded
+            logits = linear(x, w.unembedding)
             tick(n + 1)
         return ops.softcap(logits, self.config.final_cap).astype(np.float32, copy=False)
 

@@ -1,4 +1,5 @@
-"""Decoding a ``.sbs`` file's text-decoder weights into float32 arrays, once, at load.
+"""Decoding a ``.sbs`` file's text-decoder weights into float32: every matrix once, at load
+(resident), or a row block at a time whenever a matrix product needs it (streaming, :class:`Streamed`).
 
 gemma.cpp's numerics are followed by default (``numerics="gemmacpp"``, spec §5.2 and §8
 corrections): its MatMul multiplies bf16 activations by weights decompressed to bf16, so every
@@ -10,7 +11,7 @@ way at load. ``numerics="f32"`` uses the decoded values as they are.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator, Union
 
 import numpy as np
 
@@ -24,7 +25,7 @@ BF16_EXACT = ("BF16", "SFP")  # decoded values are already bf16 numbers: roundin
 GELU = 0
 ROPE = 0
 SCALE_POST_NORM = 1
-VOCAB_CHUNK_BYTES = 32 << 20  # float32 bytes of the tied embedding per logits matmul
+BLOCK_BYTES = 2 << 20  # float32 bytes of one row block of a matrix product (both modes)
 
 
 class UnsupportedModel(SbsError):
@@ -33,9 +34,59 @@ class UnsupportedModel(SbsError):
     code = "inference-unsupported"
 
 
+class Streamed:
+    """A float32 matrix left in the memory-mapped file: :meth:`blocks` decodes it one row block at a
+    time, for the product that needs it, and keeps nothing."""
+
+    def __init__(self, shape: tuple[int, int], rows: Callable[[int, int], np.ndarray] | None = None,
+                 whole: Callable[[], np.ndarray] | None = None) -> None:
+        """``rows(lo, hi)`` decodes rows lo..hi; ``whole()`` the whole matrix, for the few that
+        cannot be cut before decoding (transposed ``att_ein``, re-quantized I8 halves)."""
+        self.shape, self._rows, self._whole = shape, rows, whole
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * self.shape[0] * self.shape[1]
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        w = self._whole() if self._whole else None
+        for lo, hi in row_blocks(*self.shape):
+            yield lo, w[lo:hi] if w is not None else self._rows(lo, hi)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        """Rows by index, each decoded on its own (the embedding lookup)."""
+        return np.concatenate([self._rows(r, r + 1) for r in np.asarray(rows).tolist()])
+
+
+Matrix = Union[np.ndarray, Streamed]
+
+
+def row_blocks(rows: int, cols: int) -> list[tuple[int, int]]:
+    """Row ranges of a (rows, cols) matrix, one matrix product each: the same in both modes, so that
+    streaming and resident logits are bit-identical (BLAS rounding depends on the blocking)."""
+    step = max(1, BLOCK_BYTES // (4 * cols))
+    return [(lo, min(rows, lo + step)) for lo in range(0, rows, step)]
+
+
+def blocks(w: Matrix) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, row block) of ``w`` in :func:`row_blocks`, decoded or sliced."""
+    if isinstance(w, Streamed):
+        return w.blocks()
+    return ((lo, w[lo:hi]) for lo, hi in row_blocks(*w.shape))
+
+
+def linear(x: np.ndarray, w: Matrix) -> np.ndarray:
+    """``x @ w.T`` for x (T, in) and w (out, in), one row block of w at a time."""
+    out = np.empty((x.shape[0], w.shape[0]), np.float32)
+    for lo, b in blocks(w):
+        np.matmul(x, b.T, out=out[:, lo:lo + b.shape[0]])
+    return out
+
+
 @dataclass
 class LayerWeights:
-    """One decoder layer. Matrices are (out_features, in_features) float32 with the scale applied."""
+    """One decoder layer. Matrices are (out_features, in_features) float32 with the scale applied,
+    decoded (resident) or :class:`Streamed`; norms are always decoded."""
 
     index: int
     heads: int
@@ -43,12 +94,12 @@ class LayerWeights:
     qkv_dim: int
     window: int
     rope_base: float
-    w_q: np.ndarray  # (H*Dh, D)
-    w_kv: np.ndarray  # (2*K*Dh, D): per kv head j, K_j rows then V_j rows
-    w_o: np.ndarray  # (D, H*Dh)
-    w_gate: np.ndarray  # (F, D), GELU input
-    w_up: np.ndarray  # (F, D), linear half
-    w_down: np.ndarray  # (D, F)
+    w_q: Matrix  # (H*Dh, D)
+    w_kv: Matrix  # (2*K*Dh, D): per kv head j, K_j rows then V_j rows
+    w_o: Matrix  # (D, H*Dh)
+    w_gate: Matrix  # (F, D), GELU input
+    w_up: Matrix  # (F, D), linear half
+    w_down: Matrix  # (D, F)
     pre_att_norm: np.ndarray
     pre_ff_norm: np.ndarray
     post_att_norm: np.ndarray | None = None
@@ -59,36 +110,43 @@ class LayerWeights:
 
 @dataclass
 class Weights:
-    """Every text weight decoded to float32 and kept (resident mode)."""
+    """The text weights of a file: decoded to float32 and kept (resident), or with every matrix
+    :class:`Streamed` from the open ``file`` (streaming)."""
 
-    embedding: np.ndarray  # (V, D) for the lookup, scale applied, not rounded
-    unembedding: np.ndarray  # (V, D) for the tied logits matmul (bf16-rounded under gemmacpp numerics)
+    embedding: Matrix  # (V, D) for the lookup, scale applied, not rounded
+    unembedding: Matrix  # (V, D) for the tied logits matmul (bf16-rounded under gemmacpp numerics)
     final_norm: np.ndarray
     layers: list[LayerWeights]
     notes: list[str] = field(default_factory=list)
-
-    streaming = False
+    file: object = None  # the SbsFile streamed matrices read from
 
     @property
-    def nbytes(self) -> int:
-        arrays = [self.embedding, self.unembedding, self.final_norm]
-        return _nbytes(arrays + [a for layer in self.layers for a in vars(layer).values()])
+    def streaming(self) -> bool:
+        return isinstance(self.unembedding, Streamed)
 
     @property
     def num_layers(self) -> int:
         return len(self.layers)
 
-    def layer(self, i: int) -> LayerWeights:
-        return self.layers[i]
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the float32 weights (what resident mode holds)."""
+        return _nbytes([self.embedding, self.unembedding, self.final_norm] + [
+            a for layer in self.layers for a in vars(layer).values()])
 
-    def embed(self, tokens: np.ndarray) -> np.ndarray:
-        """Embedding rows of ``tokens`` (scale applied, before the sqrt(D) multiplier)."""
-        return self.embedding[tokens]
+    @property
+    def layer_nbytes(self) -> int:
+        return max(_nbytes(vars(layer).values()) for layer in self.layers)
 
-    def unembedding_chunks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, rows) of the tied logits matrix, in :func:`vocab_chunks`."""
-        for lo, hi in vocab_chunks(*self.unembedding.shape):
-            yield lo, self.unembedding[lo:hi]
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def _nbytes(arrays) -> int:
+    """Bytes of the distinct float32 matrices and vectors among ``arrays``."""
+    unique = {id(a): a for a in arrays if isinstance(a, (np.ndarray, Streamed))}
+    return sum(a.nbytes for a in unique.values())
 
 
 def check_supported(cfg) -> list[str]:
@@ -148,84 +206,109 @@ def check_supported(cfg) -> list[str]:
 
 class _Reader:
     """Decodes tensors of one file, applying the chosen numerics. The mapped pages of a tensor are
-    released from the process once it is decoded (the decoded arrays are copies). With
-    ``decode=False`` only names and sizes are checked and the arrays are zero-byte placeholders
-    of the right shape: a dry run of the loader that validates the file and sizes its weights."""
+    released from the process once decoded (decoded arrays are copies). With ``lazy``, matrices
+    come back :class:`Streamed` after their names and sizes are checked."""
 
-    def __init__(self, f, numerics: str, decode: bool = True) -> None:
+    def __init__(self, f, numerics: str, lazy: bool = False) -> None:
         if numerics not in NUMERICS:
             raise ValueError(f"numerics must be one of {NUMERICS}, not {numerics!r}")
-        self.f, self.numerics, self.decode = f, numerics, decode
+        self.f, self.numerics, self.lazy = f, numerics, lazy
         self.emulate = numerics == "gemmacpp"
 
     def has(self, name: str) -> bool:
         return name in self.f.tensors
 
     def info(self, name: str):
+        from sbs_tools import codecs
+
         info = self.f.tensors.get(name)
         if info is None:
             raise UnsupportedModel(f"tensor {name!r} is missing", code="inference-missing-tensor", tensor=name)
+        size = codecs.packed_size(info.type_name, info.num_values)
+        if info.bytes < size:
+            raise UnsupportedModel(f"tensor {name!r}: blob of {info.bytes} bytes, {info.type_name} "
+                                   f"{info.rows}x{info.cols} needs {size}", code="tensor-size-mismatch", tensor=name)
         return info
 
-    def unscaled(self, name: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
-        """Decoded values of rows lo..hi (all rows by default) without the scale."""
+    def values(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Values start..stop (flat, row-major) of a tensor, decoded, without the scale."""
         from sbs_tools import codecs
 
         info = self.info(name)
-        hi = info.rows if hi is None else hi
-        t, n, cols = info.type_name, info.num_values, info.cols
-        size = codecs.packed_size(t, n)
-        if info.bytes < size:
-            raise UnsupportedModel(f"tensor {name!r}: blob of {info.bytes} bytes, {t} "
-                                   f"{info.rows}x{cols} needs {size}", code="tensor-size-mismatch", tensor=name)
-        if not self.decode:
-            return _placeholder(hi - lo, cols)
-        group = GROUPS.get(t, 1)  # grouped codecs decode whole groups: start at the group of row lo
-        first = lo * cols // group * group
-        last = min(n, -(-hi * cols // group) * group)
+        t = info.type_name
+        group = GROUPS.get(t, 1)  # grouped codecs decode whole groups: start at the group of ``start``
+        first, last = start // group * group, min(info.num_values, -(-stop // group) * group)
         b0, b1 = codecs.packed_size(t, first), codecs.packed_size(t, last)
-        raw = self.f.tensor(name, decode=False)[b0:b1]
-        values = codecs.decode(t, raw, last - first)
-        self.f.release(info.offset + b0, b1 - b0)
-        return values[lo * cols - first:hi * cols - first].reshape(hi - lo, cols)
+        decoded = codecs.decode(t, self.f.tensor(name, decode=False)[b0:b1], last - first)
+        # A page fault maps neighbouring cached pages too (fault-around, large folios): release a
+        # margin behind, and ahead only at the tensor's end (ahead lies the next block of a pass).
+        lo = max(0, info.offset + b0 - FAULT_AROUND)
+        hi = info.offset + b1 + (FAULT_AROUND if last == info.num_values else 0)
+        self.f.release(lo, hi - lo)
+        return decoded[start - first:stop - first]
+
+    def unscaled(self, name: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Rows lo..hi (all by default) of a tensor as stored, decoded, without the scale."""
+        info = self.info(name)
+        hi = info.rows if hi is None else hi
+        return self.values(name, lo * info.cols, hi * info.cols).reshape(hi - lo, info.cols)
 
     def vector(self, name: str, size: int) -> np.ndarray:
         info = self.info(name)
         if info.num_values != size:
             raise UnsupportedModel(f"tensor {name!r} has {info.num_values} values, expected {size}", tensor=name)
-        v = self.unscaled(name).reshape(-1)
-        return _scaled(v, info.scale) if self.decode else v
+        return _scaled(self.unscaled(name).reshape(-1), info.scale)
 
-    def matrices(self, name: str, splits: list[int], shape: tuple[int, int], transform=None) -> list[np.ndarray]:
+    def matrices(self, name: str, splits: list[int], shape: tuple[int, int], transform=None) -> list[Matrix]:
         """Tensor ``name`` as float32 with scale applied, reshaped/transformed, cut into row blocks
         of the given sizes, each block as gemma.cpp's MatMul sees it."""
         info = self.info(name)
         if info.num_values != shape[0] * shape[1] and transform is None:
             raise UnsupportedModel(f"tensor {name!r} is {info.rows}x{info.cols}, expected {shape[0]}x{shape[1]}",
                                    tensor=name)
-        w = self.unscaled(name)
-        if not self.decode:
-            return [_placeholder(rows, shape[1]) for rows in splits]
-        w = transform(w) if transform else w.reshape(shape)
-        blocks = np.split(w, np.cumsum(splits)[:-1], axis=0) if len(splits) > 1 else [w]
         requant = self.emulate and info.type_name == "I8" and (len(splits) > 1 or transform is not None)
-        out = []
-        for b in blocks:
-            b = np.ascontiguousarray(b)
-            if requant:
-                b = self.requantize_i8(b)
-            if self.emulate and (requant or info.type_name not in BF16_EXACT):
-                b = bf16_round(b)
-            out.append(_scaled(b, info.scale))
-        return out
+        if not self.lazy:
+            return self._decoded(name, splits, shape, transform, requant)
+        cols = shape[1]
+        if transform is not None or requant:  # cannot be cut before decoding
+            return [Streamed((rows, cols), whole=lambda k=k: self._decoded(name, splits, shape, transform, requant)[k])
+                    for k, rows in enumerate(splits)]
+        starts = np.cumsum([0] + splits[:-1]).tolist()
+        return [Streamed((rows, cols), rows=lambda lo, hi, a=a: self._finish(
+                    self.values(name, (a + lo) * cols, (a + hi) * cols).reshape(hi - lo, cols), info, False))
+                for a, rows in zip(starts, splits)]
 
-    def embedding_rows(self, lo: int, hi: int, tied: bool) -> np.ndarray:
-        """Rows lo..hi of ``c_embedding``, scale applied: for the lookup, or (``tied``) for the
-        logits matmul, which gemma.cpp runs on bf16-rounded values."""
-        w = self.unscaled("c_embedding", lo, hi)
-        if tied and self.emulate and self.decode and not self.embedding_exact:
-            w = bf16_round(w)
-        return _scaled(w, self.info("c_embedding").scale) if self.decode else w
+    def _decoded(self, name: str, splits: list[int], shape: tuple[int, int], transform, requant: bool):
+        w = self.unscaled(name)
+        w = transform(w) if transform else w.reshape(shape)
+        parts = np.split(w, np.cumsum(splits)[:-1], axis=0) if len(splits) > 1 else [w]
+        return [self._finish(np.ascontiguousarray(b), self.info(name), requant) for b in parts]
+
+    def _finish(self, b: np.ndarray, info, requant: bool) -> np.ndarray:
+        """Decoded values of a (fresh) block as the matrix product uses them."""
+        if requant:
+            b = self.requantize_i8(b)
+        if self.emulate and (requant or info.type_name not in BF16_EXACT):
+            b = bf16_round(b)
+        return _scaled(b, info.scale)
+
+    def embedding(self, tied: bool) -> Matrix:
+        """``c_embedding`` with its scale: for the lookup, or (``tied``) for the logits matmul,
+        which gemma.cpp runs on bf16-rounded values. Decoded one row block at a time."""
+        info = self.info("c_embedding")
+        V, D = info.rows, info.cols
+        rounded = tied and not self.embedding_exact
+
+        def rows(lo: int, hi: int) -> np.ndarray:
+            w = self.unscaled("c_embedding", lo, hi)
+            return _scaled(bf16_round(w) if rounded else w, info.scale)
+
+        if self.lazy:
+            return Streamed((V, D), rows=rows)
+        out = np.empty((V, D), np.float32)
+        for lo, hi in row_blocks(V, D):
+            out[lo:hi] = rows(lo, hi)
+        return out
 
     @property
     def embedding_exact(self) -> bool:
@@ -240,11 +323,7 @@ class _Reader:
 
 
 GROUPS = {"NUQ": NUQ_GROUP, "I8": I8_GROUP}  # values per independently decodable group
-
-
-def _placeholder(rows: int, cols: int) -> np.ndarray:
-    """A read-only (rows, cols) float32 array that occupies no memory (dry runs)."""
-    return np.broadcast_to(np.float32(0), (rows, cols))
+FAULT_AROUND = 2 << 20  # Linux maps the whole page-cache folio (up to a huge page) around a faulting page
 
 
 def _scaled(w: np.ndarray, scale: float) -> np.ndarray:
@@ -254,15 +333,8 @@ def _scaled(w: np.ndarray, scale: float) -> np.ndarray:
     return w
 
 
-def vocab_chunks(vocab: int, dim: int) -> list[tuple[int, int]]:
-    """Row ranges of the tied embedding, each one matmul of the logits: the same in both modes, so
-    that streaming and resident logits are bit-identical (BLAS rounding depends on the blocking)."""
-    rows = max(1, VOCAB_CHUNK_BYTES // (4 * dim))
-    return [(lo, min(vocab, lo + rows)) for lo in range(0, vocab, rows)]
-
-
 def load_layer(r: _Reader, cfg, i: int, rope: str) -> LayerWeights:
-    """Decoder layer ``i``, decoded (or, from a dry reader, checked)."""
+    """Decoder layer ``i`` (matrices decoded, or Streamed from a lazy reader)."""
     lc, D = cfg.layer_configs[i], cfg.model_dim
     H, K, Dh, F = lc.heads, lc.kv_heads, lc.qkv_dim, lc.ff_hidden_dim
     if r.has(f"qkv_ein_{i}"):
@@ -299,30 +371,20 @@ def load_layer(r: _Reader, cfg, i: int, rope: str) -> LayerWeights:
     )
 
 
-def _embedding(r: _Reader, V: int, D: int, tied: bool) -> np.ndarray:
-    """The whole (V, D) embedding, decoded one vocabulary chunk at a time (bounded temporaries)."""
-    if not r.decode:
-        return r.unscaled("c_embedding")  # size checks only
-    out = np.empty((V, D), np.float32)
-    for lo, hi in vocab_chunks(V, D):
-        out[lo:hi] = r.embedding_rows(lo, hi, tied)
-    return out
-
-
 def load_weights(f, *, rope: str = "gemmacpp", numerics: str = "gemmacpp", progress=None,
-                 decode: bool = True) -> Weights:
-    """All text weights of an opened :class:`sbs_tools.SbsFile`. ``progress(done, total, name)``
-    is called after each layer if given. ``decode=False``: check every tensor and return
-    placeholders (``nbytes`` is then what decoding would allocate)."""
+                 streaming: bool = False) -> Weights:
+    """The text weights of an opened :class:`sbs_tools.SbsFile`, every matrix decoded, or with
+    ``streaming`` checked and left in the file (which must then stay open: ``Weights.close``).
+    ``progress(done, total, name)`` is called after each layer if given."""
     cfg = f.config
     notes = check_supported(cfg)
-    r = _Reader(f, numerics, decode)
+    r = _Reader(f, numerics, lazy=streaming)
     D, V = cfg.model_dim, cfg.vocab_size
     info = r.info("c_embedding")
     if (info.rows, info.cols) != (V, D):
         raise UnsupportedModel(f"c_embedding is {info.rows}x{info.cols}, expected {V}x{D}", tensor="c_embedding")
-    embedding = _embedding(r, V, D, tied=False)
-    unembedding = embedding if r.embedding_exact else _embedding(r, V, D, tied=True)
+    embedding = r.embedding(tied=False)
+    unembedding = embedding if r.embedding_exact else r.embedding(tied=True)
     final_norm = r.vector("c_final_norm", D)
     total = len(cfg.layer_configs)
     if progress:
@@ -332,41 +394,4 @@ def load_weights(f, *, rope: str = "gemmacpp", numerics: str = "gemmacpp", progr
         layers.append(load_layer(r, cfg, i, rope))
         if progress:
             progress(i + 1, total, f"layer {i}")
-    return Weights(embedding, unembedding, final_norm, layers, notes)
-
-
-class StreamingWeights:
-    """The text weights of a memory-mapped file, decoded when the forward pass reaches them: one
-    layer at a time, the tied embedding one vocabulary chunk at a time. Nothing decoded is kept,
-    and the mapped pages are released behind each tensor, so the resident set stays near one
-    layer's float32 weights whatever the file size. Same interface as :class:`Weights`."""
-
-    streaming = True
-
-    def __init__(self, f, *, rope: str = "gemmacpp", numerics: str = "gemmacpp", plan: Weights | None = None) -> None:
-        """``plan``: the ``decode=False`` :func:`load_weights` of ``f`` if already made."""
-        plan = plan or load_weights(f, rope=rope, numerics=numerics, decode=False)  # checks every tensor
-        self.f, self.cfg, self.rope = f, f.config, rope
-        self.r = _Reader(f, numerics)
-        self.notes, self.nbytes, self.num_layers = plan.notes, plan.nbytes, plan.num_layers
-        self.layer_nbytes = max(_nbytes(vars(L).values()) for L in plan.layers)
-        self.final_norm = self.r.vector("c_final_norm", self.cfg.model_dim)
-
-    def layer(self, i: int) -> LayerWeights:
-        return load_layer(self.r, self.cfg, i, self.rope)
-
-    def embed(self, tokens: np.ndarray) -> np.ndarray:
-        return np.concatenate([self.r.embedding_rows(t, t + 1, tied=False) for t in tokens.tolist()])
-
-    def unembedding_chunks(self) -> Iterator[tuple[int, np.ndarray]]:
-        for lo, hi in vocab_chunks(self.cfg.vocab_size, self.cfg.model_dim):
-            yield lo, self.r.embedding_rows(lo, hi, tied=True)
-
-    def close(self) -> None:
-        self.f.close()
-
-
-def _nbytes(arrays) -> int:
-    """Bytes of the distinct numpy arrays among ``arrays`` (what they would occupy decoded)."""
-    unique = {id(a): a for a in arrays if isinstance(a, np.ndarray)}
-    return sum(a.nbytes for a in unique.values())
+    return Weights(embedding, unembedding, final_norm, layers, notes, file=f if streaming else None)
