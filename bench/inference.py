@@ -117,7 +117,7 @@ def child_resident(path: str, prompt_tokens: int, new_tokens: int, repeat: int) 
         runs.append((prefill, statistics.median(steps), floor(prompt_tokens),
                      statistics.median(floor(1) for _ in range(5))))
     prompt_s, step_s, mm_s, mv_s = (min(col) for col in zip(*runs))
-    return {"file": path, "specifier": m.config.specifier, "layers": w.num_layers, "model_dim": m.config.model_dim,
+    return {"file": path, "specifier": m.config.specifier, "layers": len(w.layers), "model_dim": m.config.model_dim,
             "vocab": m.vocab_size, "load_s": load_s, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
             "prompt_tokens_per_s": prompt_tokens / prompt_s, "decode_tokens_per_s": 1 / step_s,
             "floor_matvec_s": mv_s, "floor_matvec_tokens_per_s": 1 / mv_s,

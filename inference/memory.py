@@ -72,4 +72,4 @@ def choose_mode(weights_bytes: int, mode: str = "auto", max_memory: int | str | 
     where = f"the memory budget {_size(budget)} ({source})"
     if weights_bytes <= budget:
         return "resident", f"{need} fit {where}"
-    return "streaming", f"{need} exceed {where}; each layer is decoded when the forward pass reaches it"
+    return "streaming", f"{need} exceed {where}; weights are decoded from the file as each forward pass uses them"
