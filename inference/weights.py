@@ -40,8 +40,8 @@ class Streamed:
 
     def __init__(self, shape: tuple[int, int], rows: Callable[[int, int], np.ndarray] | None = None,
                  whole: Callable[[], np.ndarray] | None = None) -> None:
-        """``rows(lo, hi)`` decodes rows lo..hi; ``whole()`` the whole matrix, for the few that
-        cannot be cut before decoding (transposed ``att_ein``, re-quantized I8 halves)."""
+        """``rows(lo, hi)`` decodes rows lo..hi; ``whole()`` the whole matrix, for those that cannot
+        be cut before decoding (re-quantized I8 halves)."""
         self.shape, self._rows, self._whole = shape, rows, whole
 
     @property
@@ -259,28 +259,38 @@ class _Reader:
             raise UnsupportedModel(f"tensor {name!r} has {info.num_values} values, expected {size}", tensor=name)
         return _scaled(self.unscaled(name).reshape(-1), info.scale)
 
-    def matrices(self, name: str, splits: list[int], shape: tuple[int, int], transform=None) -> list[Matrix]:
-        """Tensor ``name`` as float32 with scale applied, reshaped/transformed, cut into row blocks
-        of the given sizes, each block as gemma.cpp's MatMul sees it."""
+    def matrices(self, name: str, splits: list[int], shape: tuple[int, int], heads: int = 0) -> list[Matrix]:
+        """Tensor ``name`` as a float32 ``shape`` matrix with scale applied, cut into row blocks of
+        the given sizes, each block as gemma.cpp's MatMul sees it. ``heads``: the tensor is
+        [heads, rows, cols / heads] and the matrix has the heads side by side (``att_ein``)."""
         info = self.info(name)
-        if info.num_values != shape[0] * shape[1] and transform is None:
+        if info.num_values != shape[0] * shape[1]:
             raise UnsupportedModel(f"tensor {name!r} is {info.rows}x{info.cols}, expected {shape[0]}x{shape[1]}",
                                    tensor=name)
-        requant = self.emulate and info.type_name == "I8" and (len(splits) > 1 or transform is not None)
+        requant = self.emulate and info.type_name == "I8" and (len(splits) > 1 or heads > 0)
         if not self.lazy:
-            return self._decoded(name, splits, shape, transform, requant)
-        cols = shape[1]
-        if transform is not None or requant:  # cannot be cut before decoding
-            return [Streamed((rows, cols), whole=lambda k=k: self._decoded(name, splits, shape, transform, requant)[k])
+            return self._decoded(name, splits, shape, heads, requant)
+        if requant:  # I8 groups are re-formed over the whole block: decode it whole
+            return [Streamed((rows, shape[1]), whole=lambda k=k: self._decoded(name, splits, shape, heads, requant)[k])
                     for k, rows in enumerate(splits)]
         starts = np.cumsum([0] + splits[:-1]).tolist()
-        return [Streamed((rows, cols), rows=lambda lo, hi, a=a: self._finish(
-                    self.values(name, (a + lo) * cols, (a + hi) * cols).reshape(hi - lo, cols), info, False))
-                for a, rows in zip(starts, splits)]
+        return [Streamed((rows, shape[1]), rows=lambda lo, hi, a=a: self._finish(
+                    self._rows(name, a + lo, a + hi, shape, heads), info, False)) for a, rows in zip(starts, splits)]
 
-    def _decoded(self, name: str, splits: list[int], shape: tuple[int, int], transform, requant: bool):
+    def _rows(self, name: str, lo: int, hi: int, shape: tuple[int, int], heads: int) -> np.ndarray:
+        """Rows lo..hi of the ``shape`` matrix view of a tensor, decoded, without the scale."""
+        cols = shape[1]
+        if not heads:
+            return self.values(name, lo * cols, hi * cols).reshape(hi - lo, cols)
+        dh = cols // heads  # head h's rows lo..hi are rows h*R + lo .. h*R + hi of the [H*R, dh] tensor
+        return np.concatenate([self.values(name, (h * shape[0] + lo) * dh, (h * shape[0] + hi) * dh).reshape(
+            hi - lo, dh) for h in range(heads)], axis=1)
+
+    def _decoded(self, name: str, splits: list[int], shape: tuple[int, int], heads: int, requant: bool):
         w = self.unscaled(name)
-        w = transform(w) if transform else w.reshape(shape)
+        if heads:
+            w = w.reshape(heads, shape[0], shape[1] // heads).transpose(1, 0, 2)
+        w = w.reshape(shape)
         parts = np.split(w, np.cumsum(splits)[:-1], axis=0) if len(splits) > 1 else [w]
         return [self._finish(np.ascontiguousarray(b), self.info(name), requant) for b in parts]
 
@@ -347,8 +357,7 @@ def load_layer(r: _Reader, cfg, i: int, rope: str) -> LayerWeights:
         if r.info(f"att_ein_{i}").num_values != H * D * Dh:
             raise UnsupportedModel(f"att_ein_{i} has {r.info(f'att_ein_{i}').num_values} values, "
                                    f"expected {H * D * Dh}", tensor=f"att_ein_{i}")
-        (w_o,) = r.matrices(f"att_ein_{i}", [D], (D, H * Dh),
-                            transform=lambda w: w.reshape(H, D, Dh).transpose(1, 0, 2).reshape(D, H * Dh))
+        (w_o,) = r.matrices(f"att_ein_{i}", [D], (D, H * Dh), heads=H)
     else:
         (w_o,) = r.matrices(f"att_w_{i}", [D], (D, H * Dh))
     if r.has(f"gating_ein_{i}"):
