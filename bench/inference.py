@@ -17,7 +17,7 @@ baselines are interleaved and repeated; times are the best of the repeats, ratio
 per-pair ratios. BLAS threads: ``--threads`` (default 1: on a loaded 2-core machine multi-threaded
 OpenBLAS spin-waits and small matrix-vector products get much slower).
 
-Usage: ``python bench/inference.py [--model FILE ...] [--skip-large] [--large-scale S] [--keep]
+Usage: ``python bench/inference.py [--model FILE ...] [--only resident|streaming] [--large-scale S] [--keep]
 [--data DIR] [--threads N] [--repeat R] [--json OUT] [--markdown OUT]``
 """
 from __future__ import annotations
@@ -214,7 +214,8 @@ def streaming_row(a, env: dict) -> dict:
                "pass_vs_decode_all": statistics.median(ratios),
                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
                "decode_all_peak_rss_mb": max(b["peak_rss_mb"] for b in bases),
-               "run_wall_s": min(r["wall_s"] for r in runs)}
+               "run_wall_s": min(r["wall_s"] for r in runs),
+               "all_pass_s": per_pass, "all_decode_all_s": [b["seconds"] for b in bases]}
         print(f"{path.name}: {row['pass_s']:.2f} s per forward pass vs {row['decode_all_s']:.2f} s decoding "
               f"every tensor ({row['pass_vs_decode_all']:.2f}x), peak RSS {row['peak_rss_mb']:.0f} MB",
               file=sys.stderr)
@@ -261,7 +262,7 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, action="append", help="resident rows on these files instead of the real 270M")
-    ap.add_argument("--skip-large", action="store_true", help="no streaming row")
+    ap.add_argument("--only", choices=("resident", "streaming"), help="measure one part only")
     ap.add_argument("--large-scale", type=float, default=1.0, help="scale of the 12B-shaped file (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the 12B-shaped file")
     ap.add_argument("--data", type=Path, default=DATA, help="where the files go (default bench/data)")
@@ -277,8 +278,8 @@ def main() -> None:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(a.threads)
     res = {"threads": a.threads, "cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
-    res["resident"] = resident_rows(a.model or real_270m(a.data, env), a, env)
-    if not a.skip_large:
+    res["resident"] = resident_rows(a.model or real_270m(a.data, env), a, env) if a.only != "streaming" else []
+    if a.only != "resident":
         res["streaming"] = streaming_row(a, env)
     res["load_average_end"] = os.getloadavg()[0]
     table = markdown(res)

@@ -28,9 +28,9 @@ def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "ge
     ``mode``: ``"resident"`` decodes every text weight once to float32 and keeps it;
     ``"streaming"`` keeps the file memory-mapped and decodes each matrix (the tied embedding too) a
     row block at a time whenever the forward pass multiplies by it, releasing the decoded block and
-    the mapped pages behind it, so memory stays far below one layer's float32 weights; ``"auto"`` is resident when the float32 weights fit ``max_memory`` (bytes, or a size
-    such as ``"4G"``; default: a fraction of the available memory), streaming otherwise. Both
-    modes give bit-identical logits.
+    the mapped pages behind it, so memory stays far below one layer's float32 weights; ``"auto"``
+    is resident when the float32 weights fit ``max_memory`` (bytes, or a size such as ``"4G"``;
+    default: half the available memory), streaming otherwise. Both give bit-identical logits.
     ``rope``: ``"gemmacpp"`` (what gemma.cpp 3ed403e computes: the 270M uses base 10,000 on all
     layers) or ``"reference"`` (base 1e6 on every Gemma 3 global layer, as the original models).
     ``numerics``: ``"gemmacpp"`` (bf16-rounded weights, I8 halves re-quantized) or ``"f32"``.
@@ -54,8 +54,7 @@ def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "ge
         log(f"{chosen} mode: {why}")
         if chosen == "resident":
             with _bar(console, "decoding weights", show) as tick:
-                weights = load_weights(f, rope=rope, numerics=numerics,
-                                       progress=lambda done, total, name: tick(done, total, name))
+                weights = load_weights(f, rope=rope, numerics=numerics, progress=tick)
         tok = Tokenizer.from_sbs(f) if f.tokenizer_bytes else None  # SbsError on a damaged blob
     except BaseException:
         f.close()
