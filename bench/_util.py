@@ -48,9 +48,10 @@ CHILD_ENV: dict | None = None
 
 
 def run_measured(argv: list[str], *, env: dict | None = None, check: bool = True,
-                 stdout_json: bool = True) -> dict:
+                 stdout_json: bool = True, stderr: bool = False) -> dict:
     """Run ``argv``; returns its JSON output (if any) plus ``wall_s``, ``returncode`` and
-    ``peak_rss_mb`` (the child's own ``ru_maxrss``: it is reaped with ``wait4``)."""
+    ``peak_rss_mb`` (the child's own ``ru_maxrss``: it is reaped with ``wait4``), and with
+    ``stderr`` its standard error as text."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE if stdout_json else subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=env or CHILD_ENV, cwd=ROOT)
@@ -69,7 +70,10 @@ def run_measured(argv: list[str], *, env: dict | None = None, check: bool = True
     for t in threads:
         t.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return _result(proc, chunks.get("out", b""), chunks.get("err", b""), wall, ru, argv, check)
+    data = _result(proc, chunks.get("out", b""), chunks.get("err", b""), wall, ru, argv, check)
+    if stderr:
+        data["stderr"] = chunks.get("err", b"").decode(errors="replace")
+    return data
 
 
 def task(name: str, *args: object) -> list[str]:

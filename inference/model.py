@@ -7,8 +7,9 @@
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator
 
 import numpy as np
 
@@ -16,25 +17,42 @@ from . import ops
 from . import vision as vis
 from .kvcache import KVCache
 from .sampling import sample
-from .weights import LayerWeights, Weights
+from .weights import LayerWeights, Weights, linear
+
+#: ``on_layer(index, x)``: called after each decoder layer with the residual stream x (T, D).
+LayerHook = Callable[[int, np.ndarray], None]
+#: ``progress(total)`` -> a context manager giving ``tick(done)``; wraps each forward pass.
+PassProgress = Callable[[int], ContextManager[Callable[[int], None]]]
+
+
+def no_progress(total: int) -> ContextManager[Callable[[int], None]]:
+    return contextlib.nullcontext(lambda done: None)
 
 
 class Model:
-    """A loaded text decoder. Build with :func:`inference.load`."""
+    """A loaded text decoder. Build with :func:`inference.load`.
+
+    ``weights``: every matrix decoded (resident) or streamed from the file a row block at a time;
+    both give bit-identical logits (every product runs in the same row blocks).
+    """
 
     def __init__(self, config, weights: Weights, tokenizer=None, *, rope: str = "gemmacpp",
                  numerics: str = "gemmacpp", path: str = "", vision: str = "gemmacpp",
-                 vit: "vis.VitWeights | None" = None) -> None:
+                 vit: "vis.VitWeights | None" = None, progress: PassProgress = no_progress) -> None:
         if vision not in vis.VISION_MODES:
             raise ValueError(f"vision must be one of {vis.VISION_MODES}, not {vision!r}")
         self.config, self.weights, self.tokenizer = config, weights, tokenizer
-        self.rope, self.numerics, self.path = rope, numerics, path
+        self.rope, self.numerics, self.path, self.progress = rope, numerics, path, progress
         self.vision, self._vit = vision, vit
-        first = weights.layers[0]
+        first = config.layer_configs[0]
         self.emb_mult = ops.embedding_multiplier(config.model_dim)
         self.q_scale = ops.query_scale(config.query_scale, config.model_dim, first.heads, first.qkv_dim)
         self.eos_ids = {config.eos_id, config.secondary_eos_id}
         self.stats: dict[str, float] = {}
+
+    @property
+    def streaming(self) -> bool:
+        return self.weights.streaming
 
     @property
     def vocab_size(self) -> int:
@@ -45,8 +63,12 @@ class Model:
         return self.weights.notes
 
     def new_cache(self) -> KVCache:
-        first = self.weights.layers[0]
-        return KVCache(len(self.weights.layers), first.kv_heads, first.qkv_dim, self.config.max_seq_len)
+        first = self.config.layer_configs[0]
+        return KVCache(self.weights.num_layers, first.kv_heads, first.qkv_dim, self.config.max_seq_len)
+
+    def close(self) -> None:
+        """Unmap the file (streaming mode); the model cannot run afterwards."""
+        self.weights.close()
 
     # -- images (inference/vision.py) ----------------------------------------------
     @property
@@ -101,8 +123,8 @@ class Model:
                mask_fn: vis.MaskFn | None = None) -> np.ndarray:
         T, H, K, Dh = x.shape[0], L.heads, L.kv_heads, L.qkv_dim
         h = ops.rmsnorm(x, L.pre_att_norm)
-        q = (h @ L.w_q.T).reshape(T, H, Dh).transpose(1, 0, 2)  # (H, T, Dh)
-        kv = (h @ L.w_kv.T).reshape(T, K, 2, Dh)
+        q = linear(h, L.w_q).reshape(T, H, Dh).transpose(1, 0, 2)  # (H, T, Dh)
+        kv = linear(h, L.w_kv).reshape(T, K, 2, Dh)
         k, v = kv[:, :, 0].transpose(1, 0, 2), kv[:, :, 1].transpose(1, 0, 2)  # (K, T, Dh)
         if L.query_norm is not None:
             q, k = ops.rmsnorm(q, L.query_norm), ops.rmsnorm(k, L.key_norm)
@@ -115,21 +137,22 @@ class Model:
         mask = (mask_fn or ops.attention_mask)(pos, keys, L.window)
         probs = cache.probs(T, H, k_all.shape[1]) if emulate else None
         stale = keys[None, :] <= pos[:, None] - L.window if emulate else None
-        a = ops.attention(q, k_all[:, lo:], v_all[:, lo:], mask, self.config.att_cap, probs, stale) @ L.w_o.T
+        a = linear(ops.attention(q, k_all[:, lo:], v_all[:, lo:], mask, self.config.att_cap, probs, stale), L.w_o)
         if L.post_att_norm is not None:
             a = ops.rmsnorm(a, L.post_att_norm)
         x = x + a
         h = ops.rmsnorm(x, L.pre_ff_norm)
-        f = (ops.gelu(h @ L.w_gate.T) * (h @ L.w_up.T)) @ L.w_down.T
+        f = linear(ops.gelu(linear(h, L.w_gate)) * linear(h, L.w_up), L.w_down)
         if L.post_ff_norm is not None:
             f = ops.rmsnorm(f, L.post_ff_norm)
         return x + f
 
     def forward(self, tokens, cache: KVCache, trace: list | None = None, last_only: bool = False,
-                image: np.ndarray | None = None) -> np.ndarray:
+                image: np.ndarray | None = None, on_layer: LayerHook | None = None) -> np.ndarray:
         """Run ``tokens`` at the next positions of ``cache`` (which they are appended to); return
         their logits (T, vocab), or only the last token's (1, vocab) with ``last_only``. With
-        ``trace`` (a list), append the residual stream after each layer and the final-norm output.
+        ``trace`` (a list), append the residual stream after each layer and the final-norm output;
+        ``on_layer(i, x)`` is called after layer i (raise in it to stop the pass).
         ``image``: rows of :meth:`image_tokens` for the image placeholders of ``tokens``."""
         t = self._check_tokens(tokens, image is not None)
         if t.size == 0:
@@ -138,23 +161,30 @@ class Model:
         if image is not None and self.numerics == "gemmacpp":
             cache.stale_softmax = True  # from here on, as the build the image references come from
         w = self.weights
-        x, mask_fn = vis.embed_prompt(t, pos, image, self.config.wrapping, self.vision,
-                                         lambda ids: w.embedding[ids] * self.emb_mult)
-        for L in w.layers:
-            x = self._layer(x, L, pos, cache, mask_fn)
+        n = w.num_layers
+        with self.progress(n + 1) as tick:
+            x, mask_fn = vis.embed_prompt(t, pos, image, self.config.wrapping, self.vision,
+                                          lambda ids: w.embedding[ids] * self.emb_mult)
+            for i in range(n):
+                x = self._layer(x, w.layers[i], pos, cache, mask_fn)
+                if trace is not None:
+                    trace.append(x)
+                if on_layer is not None:
+                    on_layer(i, x)
+                tick(i + 1)
+            cache.advance(t.size)
+            x = ops.rmsnorm(x[-1:] if last_only else x, w.final_norm)
             if trace is not None:
                 trace.append(x)
-        cache.advance(t.size)
-        x = ops.rmsnorm(x[-1:] if last_only else x, w.final_norm)
-        if trace is not None:
-            trace.append(x)
-        return ops.softcap(x @ w.unembedding.T, self.config.final_cap).astype(np.float32)
+            logits = linear(x, w.unembedding)
+            tick(n + 1)
+        return ops.softcap(logits, self.config.final_cap).astype(np.float32, copy=False)
 
-    def logits(self, tokens, image=None) -> np.ndarray:
+    def logits(self, tokens, image=None, on_layer: LayerHook | None = None) -> np.ndarray:
         """Logits (len(tokens), vocab) float32 of a whole prompt, one batched pass; ``image`` (a
         path, an (H, W, 3) uint8 array or :meth:`image_tokens` rows) fills its placeholders
-        (PaliGemma: ``tokens`` are its prefix)."""
-        return self.forward(tokens, self.new_cache(), image=self._image_rows(image))
+        (PaliGemma: ``tokens`` are its prefix); ``on_layer`` as in :meth:`forward`."""
+        return self.forward(tokens, self.new_cache(), image=self._image_rows(image), on_layer=on_layer)
 
     # -- generation -------------------------------------------------------------
     def stream(self, tokens, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
@@ -206,5 +236,7 @@ class Model:
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"<Model {c.specifier} layers={len(self.weights.layers)} D={c.model_dim} vocab={c.vocab_size} "
-                f"rope={self.rope} numerics={self.numerics} vision={self.vision} weights={self.weights.nbytes / 2**20:.1f} MiB>")
+        mode = "streaming" if self.streaming else "resident"
+        return (f"<Model {c.specifier} layers={self.weights.num_layers} D={c.model_dim} vocab={c.vocab_size} "
+                f"rope={self.rope} numerics={self.numerics} vision={self.vision} {mode} "
+                f"weights={self.weights.nbytes / 2**20:.1f} MiB>")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import app, err_console, requires, usage_error
+from .common import app, err_console, exclusive, requires, usage_error
 
 
 def _parse_ids(text: str) -> list[int]:
@@ -42,6 +42,11 @@ def run(
     image: Path = typer.Option(None, "--image", help="An image (PPM; PNG, JPEG, ... with Pillow) for a Gemma 3 "
                                                      "or PaliGemma file: the prompt is wrapped as gemma.cpp does "
                                                      "and the image tokens take their places in it."),
+    max_memory: str = typer.Option(None, "--max-memory", help="Memory budget, e.g. 4G: resident float32 weights "
+                                                              "if they fit, else streaming (default: half the "
+                                                              "available memory)."),
+    streaming: bool = typer.Option(False, "--streaming", help="Decode each layer when the forward pass reaches it."),
+    resident: bool = typer.Option(False, "--resident", help="Decode every weight once, at load."),
 ) -> None:
     """Generate from a prompt and stream the text; ends with prompt and generation speed."""
     import inference
@@ -57,11 +62,18 @@ def run(
     if numerics not in inference.NUMERICS:
         raise typer.BadParameter(f"must be one of {', '.join(inference.NUMERICS)}", param_hint="--numerics")
     ids = _parse_ids(tokens) if tokens is not None else None
+    exclusive(streaming=streaming, resident=resident)
+    try:
+        budget = inference.parse_size(max_memory) if max_memory is not None else None
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--max-memory")
 
     def log(message: str) -> None:
         err_console.print(message, style="dim", highlight=False, markup=False, soft_wrap=True)
 
-    model = inference.load(file, rope=rope, numerics=numerics, images=image is not None, progress=True, log=log)
+    mode = "streaming" if streaming else "resident" if resident else "auto"
+    model = inference.load(file, rope=rope, numerics=numerics, images=image is not None, mode=mode,
+                           max_memory=budget, progress=True, log=log)
     rows = None
     if ids is None:
         if model.tokenizer is None:
