@@ -833,6 +833,17 @@ def stat_input(path: str | os.PathLike, *, allow_empty: bool = False) -> InputSt
     return InputStat(size, tag)
 
 
+def stem(path: str | os.PathLike) -> str:
+    """The file name without its extension, for a local path or a URL (default output names)."""
+    if is_url(path):
+        from urllib.parse import urlsplit
+
+        name = urlsplit(path).path.rstrip("/").rsplit("/", 1)[-1] or "remote"
+    else:
+        name = os.path.basename(os.fspath(path))
+    return name.rsplit(".", 1)[0] if "." in name[1:] else name
+
+
 def expand_inputs(specs: Iterable[str | os.PathLike]) -> list[str]:
     """Files named by ``specs``: a file or URL as given; a directory or a URL ending in ``/`` gives the
     ``*.sbs`` files below it (recursively, sorted); a pattern with ``*``, ``?`` or ``[`` is globbed (a
@@ -849,7 +860,7 @@ def expand_inputs(specs: Iterable[str | os.PathLike]) -> list[str]:
                 out.append(s)
         elif os.path.isdir(s):
             found = sorted(_glob.glob(os.path.join(_glob.escape(s), "**", "*.sbs"), recursive=True))
-            out += [p for p in found if os.path.isfile(p)]
+            out += [p for p in found if os.path.isfile(p)] or [s]  # none: reported as is-directory
         elif any(c in s for c in "*?[") and not os.path.exists(s):
             out += sorted(_glob.glob(s, recursive=True)) or [s]
         else:
@@ -870,6 +881,6 @@ def _expand_remote(prefix: str) -> list[str]:
         raise
     TOTAL.add(1, 0)
     names = sorted(n for n in names if n.endswith(".sbs"))
-    if _is_http(fs):
-        return names  # http(s) listings are already full URLs
-    return [f"{scheme}://{n}" for n in names]
+    if not _is_http(fs):  # http(s) listings are already full URLs
+        names = [f"{scheme}://{n}" for n in names]
+    return names or [prefix]  # none: reported as not-found

@@ -245,6 +245,9 @@ class Report:
     compat: list[Generation] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)  # layout, era, model, ... (for display)
     deep: bool = False
+    #: Fleet scans (``verify_many``): the input's size and modification stamp when it was checked
+    #: (``--jsonl`` resumes on them); shown as ``input`` in the JSON when set.
+    stat: dict[str, Any] | None = None
 
     @property
     def errors(self) -> list[Finding]:
@@ -280,4 +283,13 @@ class Report:
         return {"path": self.path, "ok": self.ok, "unreadable": self.unreadable is not None, "deep": self.deep,
                 "facts": self.facts,
                 "findings": [f.to_dict() for f in self.findings],
-                "compat": [g.to_dict() for g in self.compat]}
+                "compat": [g.to_dict() for g in self.compat]} | ({"input": self.stat} if self.stat else {})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Report":
+        """The inverse of :meth:`to_dict` (a ``--jsonl`` record read back)."""
+        findings = [Finding(x["code"], x["severity"], x["message"], x.get("offset"), x.get("blob"), x.get("tensor"),
+                            x.get("layer"), x.get("layer_type"), x.get("hint")) for x in d.get("findings", [])]
+        compat = [Generation(g["generation"], g["label"], g["loads"], g.get("runs"), list(g.get("reasons", [])))
+                  for g in d.get("compat", [])]
+        return cls(d["path"], findings, compat, dict(d.get("facts", {})), bool(d.get("deep")), d.get("input"))
