@@ -51,10 +51,11 @@ from .inputs import InputError, check_input_file
 
 #: ``scheme://`` with a scheme of two or more characters (``C:\\`` stays a local path).
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
-#: First bytes fetched of a remote file's head (V1 / pre-2025) or tail (V2).
-WINDOW = 64 << 10
+#: First bytes fetched of a remote file's head (V1 / pre-2025) or tail (V2). With MERGE_GAP, bounds
+#: what ``inspect`` of a V2 file reads beyond its footer, directory, config and toc: 64 KiB.
+WINDOW = 48 << 10
 #: Ranges closer than this are fetched in one request (a request costs more than this many bytes).
-MERGE_GAP = 64 << 10
+MERGE_GAP = 16 << 10
 #: Read-ahead of sequential bulk reads grows from the first read's size up to this many bytes.
 READAHEAD_MAX = 16 << 20
 #: Most ranges fetched at once by :meth:`RemoteSource.prefetch`.
@@ -102,6 +103,10 @@ class Transfer:
 
     def to_dict(self) -> dict:
         return {"requests": self.requests, "bytes": self.bytes}
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests = self.bytes = 0
 
 
 #: Everything this process fetched from remote inputs (``--json``'s ``transfer`` object).
@@ -615,10 +620,36 @@ class RemoteSource:
             self.prefetch([(16, WINDOW), (self.size - 16, self.size)])
 
     def _find(self, a: int, n: int) -> np.ndarray | None:
+        """The cached bytes ``[a, a + n)``: a view of one segment, or a copy joined from several."""
         for start, data in self._segments:
             if start <= a and a + n <= start + len(data):
                 return np.frombuffer(data, dtype=np.uint8, count=n, offset=a - start)
+        if not self._missing(a, a + n):
+            parts, pos = [], a
+            for start, data in sorted(self._segments, key=lambda s: s[0]):
+                end = start + len(data)
+                if start <= pos < end:
+                    take = min(end, a + n) - pos
+                    parts.append(np.frombuffer(data, dtype=np.uint8, count=take, offset=pos - start))
+                    pos += take
+            return np.concatenate(parts)
         return None
+
+    def _missing(self, a: int, b: int) -> list[tuple[int, int]]:
+        """The parts of ``[a, b)`` no cached segment holds."""
+        out, pos = [], a
+        for start, data in sorted(self._segments, key=lambda s: s[0]):
+            end = start + len(data)
+            if end <= pos or start >= b:
+                continue
+            if start > pos:
+                out.append((pos, start))
+            pos = max(pos, end)
+            if pos >= b:
+                break
+        if pos < b:
+            out.append((pos, b))
+        return out
 
     def cached(self, a: int, n: int) -> np.ndarray:
         """``n`` bytes at ``a`` from the metadata cache, fetched (and kept) on a miss."""
@@ -639,7 +670,7 @@ class RemoteSource:
         :data:`PARALLEL` requests in flight; keep them for :meth:`cached` and :meth:`read_into`."""
         want = sorted((max(a, 0), min(b, self.size)) for a, b in ranges if b > a and a < self.size)
         with self._lock:
-            want = [(a, b) for a, b in want if self._find(a, b - a) is None]
+            want = sorted(r for a, b in want for r in self._missing(a, b))
         merged: list[list[int]] = []
         for a, b in want:
             if merged and a <= merged[-1][1] + MERGE_GAP:

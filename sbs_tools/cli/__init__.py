@@ -67,6 +67,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sbs`` script; returns the exit code (see the module docstring)."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if "sbs_tools.source" in sys.modules:  # --json's transfer object counts this command only
+        sys.modules["sbs_tools.source"].TOTAL.reset()
     try:
         fast = _inspect_json_fast(args)
     except KeyboardInterrupt:

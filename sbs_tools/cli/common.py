@@ -111,8 +111,7 @@ def inputs_arg(values, allow_full_download: bool = False):
 
     from sbs_tools import source
 
-    if allow_full_download:
-        source.configure(allow_full_download=True)
+    source.configure(allow_full_download=allow_full_download)
     one = not isinstance(values, (list, tuple))
     out = [v if source.is_url(v) else Path(v) for v in ([values] if one else values)]
     return out[0] if one else out
