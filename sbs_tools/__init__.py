@@ -31,6 +31,16 @@ def verify_file(path: str | os.PathLike, deep: bool = False,
     return verify(path, deep=deep, progress=progress)
 
 
+def verify_many(inputs: Any, *, deep: bool = False, jobs: int = 1, client: Any = None,
+                jsonl: str | os.PathLike | None = None, on_result: Callable | None = None) -> list["verify.Report"]:
+    """``sbs verify`` of many inputs (paths, directories, globs, URL prefixes): serially, in a process pool
+    (``jobs``) or on a Dask cluster (``client``, one task per file); resumable with ``jsonl``. See
+    :mod:`sbs_tools.verify.fleet`."""
+    from .verify.fleet import verify_many as run
+
+    return run(inputs, deep=deep, jobs=jobs, client=client, jsonl=jsonl, on_result=on_result)
+
+
 def repair_file(path: str | os.PathLike, out: str | os.PathLike | None = None,
                 **options: Any) -> "repair.RepairResult":
     """``sbs repair`` of one file into ``out``; see :func:`sbs_tools.repair.repair` for the options."""
@@ -41,4 +51,4 @@ def repair_file(path: str | os.PathLike, out: str | os.PathLike | None = None,
 
 __all__ = ["open", "SbsFile", "TensorInfo", "Type", "SbsError", "ContainerError", "FieldsError",
            "ConfigError", "TocError", "FileChangedError", "TensorError", "CodecError", "WriteError", "verify_file",
-           "repair_file", "__version__"]
+           "verify_many", "repair_file", "__version__"]

@@ -341,8 +341,8 @@ def check_layout(d: Directory, buf: np.ndarray | None = None,
 PADDING_PIECE = 16 << 20
 
 
-def _check_padding(d: Directory, read: Callable[[int, int], np.ndarray]) -> list[Problem]:
-    """Every byte not in a blob, the directory or a header must be zero (all writers write zeros)."""
+def padding_ranges(d: Directory) -> list[tuple[int, int]]:
+    """The ``[start, end)`` byte ranges not in a blob, the directory or a header (all writers write zeros)."""
     used = []
     if d.layout == "v1":
         used.append((0, d.dir_offset + d.dir_bytes))
@@ -357,23 +357,37 @@ def _check_padding(d: Directory, read: Callable[[int, int], np.ndarray]) -> list
     pos = 0
     for a, b in used + [(d.file_size, d.file_size)]:
         if a > pos:
-            count, first = 0, None
-            for p in range(pos, a, PADDING_PIECE):
-                nz = np.flatnonzero(read(p, min(PADDING_PIECE, a - p)))
-                if nz.size:
-                    count += int(nz.size)
-                    first = p + int(nz[0]) if first is None else first
-            if count:
-                out.append(Problem("nonzero-padding", "warning",
-                                   f"{count} non-zero byte(s) in padding [{pos}, {a}), first at {first}",
-                                   offset=first))
+            out.append((pos, a))
         pos = max(pos, b)
     return out
 
 
+def _check_padding(d: Directory, read: Callable[[int, int], np.ndarray]) -> list[Problem]:
+    """Every byte not in a blob, the directory or a header must be zero (all writers write zeros)."""
+    out = []
+    for pos, a in padding_ranges(d):
+        count, first = 0, None
+        for p in range(pos, a, PADDING_PIECE):
+            nz = np.flatnonzero(read(p, min(PADDING_PIECE, a - p)))
+            if nz.size:
+                count += int(nz.size)
+                first = p + int(nz[0]) if first is None else first
+        if count:
+            out.append(Problem("nonzero-padding", "warning",
+                               f"{count} non-zero byte(s) in padding [{pos}, {a}), first at {first}",
+                               offset=first))
+    return out
+
+
+def check_bounds(e: BlobEntry, file_bytes: int) -> BlobEntry:
+    """``e`` if its blob lies inside a ``file_bytes``-byte file, else ``blob-out-of-bounds``; reads nothing."""
+    if e.offset + e.size > file_bytes:
+        raise ContainerError(f"blob {e.key!r} [{e.offset}, {e.offset + e.size}) lies outside the "
+                             f"{file_bytes}-byte file", code="blob-out-of-bounds", offset=e.offset, blob=e.key)
+    return e
+
+
 def blob_view(buf: np.ndarray, e: BlobEntry) -> np.ndarray:
     """Zero-copy uint8 view of a blob; raises if it lies outside the file."""
-    if e.offset + e.size > buf.shape[0]:
-        raise ContainerError(f"blob {e.key!r} [{e.offset}, {e.offset + e.size}) lies outside the "
-                             f"{buf.shape[0]}-byte file", code="blob-out-of-bounds", offset=e.offset, blob=e.key)
+    check_bounds(e, buf.shape[0])
     return buf[e.offset:e.offset + e.size]

@@ -90,7 +90,7 @@ def _same_bytes(fa: SbsFile, ka: str, fb: SbsFile, kb: str) -> bool:
     """Whether two blobs hold the same bytes, compared piecewise (``SbsFile.chunks``: ``pread`` into
     bounded buffers, never the mapping, so a file truncated meanwhile raises ``file-changed``)."""
     ea, eb = fa.blobs[ka], fb.blobs[kb]
-    fa.raw(ka), fb.raw(kb)  # a blob outside its file: blob-out-of-bounds
+    fa.entry(ka), fb.entry(kb)  # a blob outside its file: blob-out-of-bounds
     if ea.size != eb.size:
         return False
     return all(np.array_equal(a, b) for a, b in zip(fa.chunks(ea.offset, ea.size), fb.chunks(eb.offset, eb.size)))

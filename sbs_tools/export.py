@@ -84,7 +84,7 @@ def iter_values(f: SbsFile, name: str, chunk_values: int = CHUNK_VALUES) -> Iter
         raise SbsError(f"no tensor named {name!r}", code="no-such-tensor", tensor=name)
     t = Type(info.type)
     n = info.num_values
-    size = f.raw(info.key).size  # a view, never read (a blob outside the file: blob-out-of-bounds)
+    size = f.entry(info.key).size  # nothing read (a blob outside the file: blob-out-of-bounds)
     need = info.expected_bytes
     if need is None or need > size:
         raise SbsError(f"tensor {name!r}: {info.type_name} {info.rows}x{info.cols} needs {need} bytes but its blob "
@@ -151,7 +151,7 @@ def _items(f: SbsFile, raw: bool, tokenizer: bool):
     items = []
     for name, info in f.tensors.items():
         if raw:
-            items.append(StItem(name, "U8", (f.raw(info.key).size,), lambda k=info.key: _blob_chunks(f, k)))
+            items.append(StItem(name, "U8", (f.entry(info.key).size,), lambda k=info.key: _blob_chunks(f, k)))
         else:
             items.append(StItem(name, "F32", (info.rows, info.cols), lambda n=name: iter_values(f, n)))
     if raw:

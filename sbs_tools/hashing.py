@@ -177,7 +177,7 @@ def hash_file(path: str | os.PathLike, *, per: str = "tensor", algo: str = "xxh6
                 if key in f.blobs:
                     jobs.append((Entry(key, "blob", f.blobs[key].size, ""), key))
         for _, key in jobs:
-            f.raw(key)  # a blob outside the file: blob-out-of-bounds before any hashing
+            f.entry(key)  # a blob outside the file: blob-out-of-bounds before any hashing
         local = threading.local()
         done = [0]
         lock = threading.Lock()

@@ -90,6 +90,40 @@ def check_output_file(path: PathLike, inputs: Sequence[PathLike] = (), *, force:
     return p
 
 
+def check_append_file(path: PathLike, inputs: Sequence[PathLike] = ()) -> str:
+    """The one output that is appended to on purpose: ``sbs verify --jsonl OUT``, a log of finished
+    files that a rerun resumes from. Refused like any output when it is one of the inputs
+    (``output-is-input``), a directory or not a regular file, or its directory is missing; an
+    existing file is kept and appended to (no ``--force``: appending loses nothing). It is never
+    read as a ``.sbs`` input, only for the records it holds."""
+    p = os.fspath(path)
+    if p == "":
+        raise OutputError("the output path is empty", code="output-refused")
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise OutputError(f"cannot write {p}: {e.strerror}", code="output-not-writable") from None
+    if st is not None:
+        for name, ist in _input_stats(inputs):
+            if _same_file(st, ist):
+                raise OutputError(f"the output {p} is the input {name}; write to another path",
+                                  code="output-is-input")
+        if stat.S_ISDIR(st.st_mode):
+            raise OutputError(f"the output {p} is a directory; give a file name", code="output-is-directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise OutputError(f"the output {p} exists and is not a regular file", code="output-exists")
+        if not os.access(p, os.W_OK):
+            raise OutputError(f"cannot write {p}: permission denied", code="output-not-writable")
+        return p
+    if os.path.islink(p):
+        raise OutputError(f"the output {p} is a dangling symlink; remove it or choose another name",
+                          code="output-exists")
+    _check_parent(p)
+    return p
+
+
 def check_output_dir(path: PathLike, names: Sequence[str], inputs: Sequence[PathLike] = (), *,
                      force: bool = False) -> str:
     """Refuse ``path`` as an output directory that will receive ``names`` unless the policy allows it.

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import threading
-import weakref
 from dataclasses import dataclass
 from typing import Iterator, Literal
 
@@ -29,7 +27,7 @@ from .blobstore import BlobEntry, Directory, Problem
 from .config import ModelConfig, decode_config
 from .errors import ConfigError, ContainerError, FileChangedError, SbsError, TensorError, TocError
 from .fields import as_words
-from .inputs import check_input_file
+from .source import is_url, open_source
 from .toc import TocRecord, decode_toc
 from .types import Type, packed_bytes, type_name
 
@@ -127,37 +125,37 @@ class SbsFile:
     """
 
     def __init__(self, path: str | os.PathLike, *, strict: bool = True) -> None:
-        self.path = os.fspath(path)
-        self._mm: mmap.mmap | None = None
-        check_input_file(self.path, allow_empty=True)  # never mmap a directory, never block on a FIFO
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError as e:
-            raise SbsError(f"cannot open {self.path}: {e.strerror}", code="io-error") from None
-        # The descriptor stays open for bulk reads (read_into); closed by close() or, for a file
-        # never closed, when this object is collected.
-        self._fd: int | None = fd
-        self._fd_closer = weakref.finalize(self, os.close, fd)
-        self._seek_lock = None if hasattr(os, "preadv") else threading.Lock()
-        try:
-            st = os.fstat(fd)
-            size = st.st_size
-            self._identity = (st.st_size, st.st_ino, st.st_mtime_ns)
-            if size:
-                self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-                self.buf = np.frombuffer(self._mm, dtype=np.uint8)
-            else:
-                self.buf = np.zeros(0, dtype=np.uint8)
-        except BaseException:
-            self._fd_closer()
-            raise
-        self.file_bytes = size
+        self.path = path if is_url(path) else os.fspath(path)
+        # Where the bytes come from (sbs_tools.source): a local file (memory-mapped, pread for bulk
+        # reads) or a URL read in byte ranges. Nothing else in the package knows the difference.
+        self._src = open_source(self.path)
+        self.buf = self._src.buf
+        self.file_bytes = self._src.size
         self.problems: list[Problem] = []
         try:
             self._load(strict)
         except SbsError as e:
             self.close()
             raise e.in_file(self.path) from None
+
+    @property
+    def _mm(self):
+        return self._src._mm
+
+    @property
+    def remote(self) -> bool:
+        """True when the file is read over the network (a URL)."""
+        return self._src.remote
+
+    @property
+    def transfer(self) -> dict | None:
+        """For a URL: requests made and bytes moved since it was opened; None for a local file."""
+        return self._src.transfer()
+
+    def prefetch(self, ranges) -> None:
+        """Hint: these ``(start, end)`` byte ranges will be read soon. A URL fetches them now, merged
+        into as few requests as their offsets allow; a local file does nothing."""
+        self._src.prefetch(ranges)
 
     def _load(self, strict: bool) -> None:
         """Directory, layout problems and metadata: everything ``open`` reads."""
@@ -170,6 +168,9 @@ class SbsFile:
                     raise ContainerError(p.message, code=p.code, offset=p.offset, blob=p.blob)
         self.blobs: dict[str, BlobEntry] = self.directory.by_key()
         self.layout = self.directory.layout
+        if self._src.remote:  # the metadata blobs in as few requests as their offsets allow
+            self.prefetch([(e.offset, e.end) for k, e in self.blobs.items() if k in ("config", "toc", "Fscales")
+                           and e.size <= MAX_METADATA_BYTES and e.end <= self.file_bytes])
         self.config: ModelConfig | None = None
         self.toc: list[TocRecord] = []
         self.tensors: dict[str, TensorInfo] = {}
@@ -288,6 +289,17 @@ class SbsFile:
         return {name: float(values[i]) for i, (_, _, name) in enumerate(order) if i < values.size}
 
     # -- access --------------------------------------------------------------------
+    def tokenizer_size(self) -> int:
+        """Bytes of the tokenizer blob, 0 if absent or the ``unavailable`` mock. Reads at most the
+        mock's few bytes, never a real tokenizer (what ``inspect`` needs of a remote file)."""
+        e = self.blobs.get("tokenizer")
+        if e is None:
+            return 0
+        if e.size != len(MOCK_TOKENIZER):
+            blobstore.check_bounds(e, self.file_bytes)
+            return e.size
+        return 0 if self.read_blob("tokenizer").tobytes() == MOCK_TOKENIZER else e.size
+
     @property
     def tokenizer_bytes(self) -> bytes | None:
         """The serialized SentencePiece model, or None if absent / the ``unavailable`` mock."""
@@ -305,8 +317,14 @@ class SbsFile:
             raise TensorError(f"no blob or tensor named {name!r}", code="no-such-blob", blob=name)
         return e
 
+    def entry(self, name: str) -> BlobEntry:
+        """The directory entry of a blob (by blob key or tensor name), checked to lie inside the file
+        (``blob-out-of-bounds``) without reading any of its bytes."""
+        return blobstore.check_bounds(self._entry(name), self.file_bytes)
+
     def raw(self, name: str) -> np.ndarray:
-        """Zero-copy uint8 view of a blob in the mapping, by blob key or tensor name.
+        """Zero-copy uint8 view of a blob in the mapping, by blob key or tensor name (for a URL: its
+        bytes, fetched and kept).
 
         A view of a file that another process truncates kills the process with SIGBUS when the
         lost pages are touched; scans of many or large blobs use :meth:`chunks` instead.
@@ -323,7 +341,7 @@ class SbsFile:
         from . import codecs  # local: codecs are not needed to open a file
 
         e = self._entry(info.key)
-        blobstore.blob_view(self.buf, e)  # a blob outside the file: blob-out-of-bounds (touches no page)
+        blobstore.check_bounds(e, self.file_bytes)  # a blob outside the file: blob-out-of-bounds
         expected = info.expected_bytes
         if expected is None or expected > e.size:
             raise TensorError(f"tensor {name!r}: {info.type_name} {info.rows}x{info.cols} needs {expected} "
@@ -336,7 +354,7 @@ class SbsFile:
 
     def metadata(self) -> dict:
         """Small summary used by ``inspect --json``."""
-        tok = self.tokenizer_bytes
+        tok = self.tokenizer_size()
         return {
             "path": self.path,
             "file_bytes": self.file_bytes,
@@ -346,75 +364,25 @@ class SbsFile:
             "blobs": [{"key": e.key, "offset": e.offset, "bytes": e.size} for e in self.directory.entries],
             "config": self.config.to_dict() if self.config else None,
             "tensors": [t.to_dict() for t in self.tensors.values()],
-            "tokenizer": {"present": tok is not None, "bytes": len(tok) if tok else 0},
+            "tokenizer": {"present": tok > 0, "bytes": tok},
             "problems": [{"code": p.code, "severity": p.severity, "message": p.message, **p.location()}
                          for p in self.problems],
         }
 
     # -- bulk reads (pread, never the mapping) -------------------------------------------
     def check_unchanged(self) -> None:
-        """Raise :class:`FileChangedError` if the file's size, inode or modification time differ
-        from what was seen at open."""
-        fd = self._fd
-        if fd is None:
-            raise SbsError(f"{self.path}: read after close", code="io-error")
-        try:
-            st = os.fstat(fd)
-        except OSError as e:
-            raise SbsError(f"{self.path}: {e.strerror}", code="io-error") from None
-        try:
-            ino = os.stat(self.path).st_ino
-        except OSError:
-            ino = None  # deleted or renamed away: the open descriptor still reads the old file
-        size0, ino0, mtime0 = self._identity
-        what = []
-        if st.st_size != size0:
-            what.append(f"its size went from {size0} to {st.st_size} bytes")
-        if ino is not None and ino != ino0:
-            what.append("another file was put in its place")
-        if st.st_mtime_ns != mtime0 and not what:
-            what.append("it was modified")
-        if what:
-            raise FileChangedError(f"{self.path} changed while it was being read ({', '.join(what)}); read it "
-                                   "again once the writer has finished")
+        """Raise :class:`FileChangedError` if the file's size, inode or modification time (for a URL:
+        size and ETag) differ from what was seen at open."""
+        self._src.check_unchanged()
 
     def read_into(self, offset: int, buf: np.ndarray | memoryview | bytearray) -> None:
         """Fill ``buf`` (a writable contiguous buffer, e.g. a uint8 array) with the file's bytes at
-        ``offset``, with ``pread`` on the descriptor kept open since :func:`open`.
+        ``offset``: ``pread`` on the descriptor kept open since :func:`open` (a URL: ranged requests).
 
         The one place bulk scans read tensor bytes: the mapping is not touched, so a file truncated
         meanwhile gives :class:`FileChangedError` (``file-changed``) instead of SIGBUS. Thread-safe.
         """
-        mv = memoryview(buf).cast("B")
-        n = mv.nbytes
-        fd = self._fd
-        if fd is None:
-            raise SbsError(f"{self.path}: read after close", code="io-error")
-        done = 0
-        while done < n:
-            try:
-                if self._seek_lock is None:
-                    got = os.preadv(fd, [mv[done:]], offset + done)
-                else:  # no preadv (Windows): seek + readinto under a lock
-                    with self._seek_lock:
-                        os.lseek(fd, offset + done, os.SEEK_SET)
-                        got = os.readv(fd, [mv[done:]])
-            except OSError as e:
-                raise SbsError(f"{self.path}: read of {n - done} bytes at offset {offset + done} failed: "
-                               f"{e.strerror}", code="io-error", offset=offset + done) from None
-            if got <= 0:
-                at = offset + done
-                try:
-                    self.check_unchanged()
-                except FileChangedError as e:
-                    e.offset = at
-                    raise
-                if at < self.file_bytes:
-                    raise FileChangedError(f"{self.path} changed while it was being read (a read at offset {at} "
-                                           f"ended early in a {self.file_bytes}-byte file)", offset=at)
-                raise ContainerError(f"{self.path}: {n - done} bytes at offset {at} lie beyond the end of the "
-                                     f"{self.file_bytes}-byte file", code="blob-out-of-bounds", offset=at)
-            done += got
+        self._src.read_into(offset, buf)
 
     def read(self, offset: int, length: int) -> np.ndarray:
         """``length`` bytes at ``offset`` as a fresh uint8 array (via :meth:`read_into`)."""
@@ -425,8 +393,7 @@ class SbsFile:
     def read_blob(self, name: str) -> np.ndarray:
         """A blob's bytes (by blob key or tensor name) as a fresh uint8 array, read with ``pread``."""
         e = self._entry(name)
-        if e.offset + e.size > self.file_bytes:
-            blobstore.blob_view(self.buf, e)  # raises blob-out-of-bounds
+        blobstore.check_bounds(e, self.file_bytes)
         return self.read(e.offset, e.size)
 
     def chunks(self, offset: int, length: int, chunk_bytes: int = CHUNK_BYTES,
@@ -451,12 +418,7 @@ class SbsFile:
                 self._check_stat()
 
     def _check_stat(self) -> None:
-        try:
-            st = os.fstat(self._fd)  # type: ignore[arg-type]
-        except (OSError, TypeError):
-            st = None
-        if st is None or (st.st_size, st.st_mtime_ns) != (self._identity[0], self._identity[2]):
-            self.check_unchanged()
+        self._src.check_stat()
 
     def release(self, offset: int, length: int) -> None:
         """Drop the mapped pages covering ``[offset, offset + length)`` from this process
@@ -465,29 +427,13 @@ class SbsFile:
         Streaming passes over a whole file (``verify --deep``, hashing) call this behind
         themselves so resident memory stays bounded whatever the file size. Views stay valid.
         """
-        mm = self._mm
-        if mm is None or length <= 0 or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        start = max(offset, 0) // mmap.PAGESIZE * mmap.PAGESIZE
-        if start >= self.file_bytes:
-            return
-        try:
-            mm.madvise(mmap.MADV_DONTNEED, start, offset + length - start)
-        except (OSError, ValueError):
-            pass  # advisory only
+        self._src.release(offset, length)
 
     # -- lifetime ---------------------------------------------------------------------
     def close(self) -> None:
         """Release the mapping (deferred to garbage collection while tensor views are alive)."""
-        mm, self._mm = self._mm, None
-        self.buf = np.zeros(0, dtype=np.uint8)
-        self._fd = None
-        self._fd_closer()
-        if mm is not None:
-            try:
-                mm.close()
-            except BufferError:
-                pass  # views handed out still reference it; GC closes it with them
+        self._src.close()
+        self.buf = self._src.buf
 
     def __enter__(self) -> "SbsFile":
         return self

@@ -28,8 +28,8 @@ def summarize(f: SbsFile) -> dict[str, Any]:
         "bytes_by_type": dict(by_type.most_common()),
         "tensors_by_type": dict(count_by_type.most_common()),
     }
-    tok = f.tokenizer_bytes
-    s["tokenizer"] = {"present": tok is not None, "bytes": len(tok) if tok else 0}
+    tok = f.tokenizer_size()
+    s["tokenizer"] = {"present": tok > 0, "bytes": tok}
     if cfg is not None:
         layer_types = Counter(cfg.layer_type_name(lc.type) for lc in cfg.layer_configs)
         vit_types = Counter(cfg.layer_type_name(lc.type) for lc in cfg.vit_config.layer_configs)

@@ -36,16 +36,19 @@ def _inspect_json_fast(argv: list[str]) -> int | None:
     from pathlib import Path
 
     import sbs_tools
+    from sbs_tools.source import is_url, transfer_totals
     from sbs_tools.summary import summarize
 
     from ._json import print_json
 
     try:
-        with sbs_tools.open(Path(file)) as f:
+        with sbs_tools.open(file if is_url(file) else Path(file)) as f:
             data = f.metadata()
             data["summary"] = summarize(f)
     except sbs_tools.SbsError:
         return None
+    if is_url(file):
+        data["transfer"] = transfer_totals()
     print_json(data)
     return EXIT_OK
 
@@ -64,6 +67,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sbs`` script; returns the exit code (see the module docstring)."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if "sbs_tools.source" in sys.modules:  # --json's transfer object counts this command only
+        sys.modules["sbs_tools.source"].TOTAL.reset()
     try:
         fast = _inspect_json_fast(args)
     except KeyboardInterrupt:

@@ -7,14 +7,14 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from .common import app, console, exclusive, print_json, show_progress
+from .common import ALLOW_FULL_DOWNLOAD_HELP, app, console, exclusive, inputs_arg, print_json, show_progress, with_transfer
 from .progress import progress_bar
 
 
 @app.command()
 def diff(
-    a: Path = typer.Argument(..., metavar="A", help="First .sbs file."),
-    b: Path = typer.Argument(..., metavar="B", help="Second .sbs file."),
+    a: str = typer.Argument(..., metavar="A", help="First .sbs file (or URL)."),
+    b: str = typer.Argument(..., metavar="B", help="Second .sbs file (or URL)."),
     atol: Optional[float] = typer.Option(None, "--atol", min=0.0, metavar="X",
                                          help="Absolute tolerance for values [default: 0]."),
     rtol: Optional[float] = typer.Option(None, "--rtol", min=0.0, metavar="X",
@@ -22,16 +22,18 @@ def diff(
     no_values: bool = typer.Option(False, "--no-values", help="Compare bytes only; do not decode."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    allow_full_download: bool = typer.Option(False, "--allow-full-download", help=ALLOW_FULL_DOWNLOAD_HELP),
 ) -> None:
     """Compare two .sbs files by name. Exit 0 if equivalent (values within --atol/--rtol), 1 otherwise."""
     from sbs_tools.diff import diff as run
 
     exclusive(no_values=no_values, atol=atol is not None)
     exclusive(no_values=no_values, rtol=rtol is not None)
+    a, b = inputs_arg([a, b], allow_full_download)
     with progress_bar("comparing", show_progress(quiet=quiet, json_out=json_out)) as bar:
         rep = run(a, b, atol=atol or 0.0, rtol=rtol or 0.0, values=not no_values, progress=bar)
     if json_out:
-        print_json(rep.to_dict())
+        print_json(with_transfer(rep.to_dict(), [a, b]))
     else:
         _render(rep)
     if not rep.equivalent:

@@ -7,12 +7,12 @@ from typing import Any, Optional
 import typer
 from rich.markup import escape
 
-from .common import app, console, exclusive, print_json, requires
+from .common import ALLOW_FULL_DOWNLOAD_HELP, app, console, exclusive, inputs_arg, print_json, requires, with_transfer
 
 
 @app.command()
 def dump(
-    file: Path = typer.Argument(..., metavar="FILE", help="The .sbs file."),
+    file: str = typer.Argument(..., metavar="FILE", help="The .sbs file, or its URL."),
     json_out: bool = typer.Option(False, "--json", help="One JSON document."),
     markdown: bool = typer.Option(False, "--markdown", help="Markdown tables (for issues and docs)."),
     tensor: Optional[str] = typer.Option(None, "--tensor", "-t", metavar="NAME", help="Show one tensor instead."),
@@ -20,6 +20,7 @@ def dump(
                                          help="With --tensor: how many leading elements [default: 8]."),
     stats: bool = typer.Option(False, "--stats", help="With --tensor: min/max/mean/std/zeros/non-finite."),
     raw: bool = typer.Option(False, "--raw", help="With --tensor: the packed bytes, not decoded values."),
+    allow_full_download: bool = typer.Option(False, "--allow-full-download", help=ALLOW_FULL_DOWNLOAD_HELP),
 ) -> None:
     """Dump headers, the blob directory, the full config and the toc (or one tensor's values)."""
     import sbs_tools
@@ -31,18 +32,19 @@ def dump(
     for flag, given in (("values", values is not None), ("stats", stats), ("raw", raw)):
         requires(flag, given, "tensor", tensor is not None)
     values = 8 if values is None else values
+    file = inputs_arg(file, allow_full_download)
 
     with sbs_tools.open(file) as f:
         if tensor is not None:
             rep = tensor_report(f, tensor, values=values, stats=stats, raw=raw)
             if json_out:
-                print_json(rep)
+                print_json(with_transfer(rep, [file]))
             else:
                 _render_tensor(rep, markdown)
             return
         data = dump_data(f)
     if json_out:
-        print_json(data)
+        print_json(with_transfer(data, [file]))
     elif markdown:
         print(to_markdown(data))
     else:

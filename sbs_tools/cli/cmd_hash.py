@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from .common import app, console, err_console, exclusive, print_json, requires, show_progress, usage_error
+from .common import (ALLOW_FULL_DOWNLOAD_HELP, app, console, err_console, exclusive, inputs_arg, print_json, requires,
+                     show_progress, usage_error, with_transfer)
 from .progress import progress_bar, status_line
 
 
@@ -25,8 +26,8 @@ class Algo(str, Enum):
 
 @app.command("hash")
 def hash_cmd(
-    files: Optional[list[Path]] = typer.Argument(None, metavar="FILE", help="One or more .sbs files.",
-                                                 show_default=False),
+    files: Optional[list[str]] = typer.Argument(None, metavar="FILE", help="One or more .sbs files (or URLs).",
+                                                show_default=False),
     per: Optional[Per] = typer.Option(None, "--per", help="One digest per tensor (+ config, tokenizer), per "
                                                           "blob, or for the whole file [default: tensor]."),
     algo: Optional[Algo] = typer.Option(None, "--algo", help="Digest algorithm [default: xxh64]."),
@@ -34,11 +35,13 @@ def hash_cmd(
     check: Optional[Path] = typer.Option(None, "--check", "-c", metavar="MANIFEST",
                                          help="Verify files against a manifest (text or JSON), like sha256sum -c."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="With --check: print only failures."),
+    allow_full_download: bool = typer.Option(False, "--allow-full-download", help=ALLOW_FULL_DOWNLOAD_HELP),
 ) -> None:
     """Digest a .sbs file per tensor, per blob or whole (over the mmap, no copies); --check a manifest."""
     from sbs_tools import hashing
 
     requires("quiet", quiet, "check", check is not None)
+    files = inputs_arg(files or [], allow_full_download)
     if check is not None:
         exclusive(check=True, FILE=bool(files))
         exclusive(check=True, per=per is not None)
@@ -51,7 +54,7 @@ def hash_cmd(
         manifest = hashing.hash_files(files, per=(per or Per.tensor).value, algo=(algo or Algo.xxh64).value,
                                       progress=bar)
     if json_out:
-        print_json(manifest.to_dict())
+        print_json(with_transfer(manifest.to_dict(), files))
     else:
         print(manifest.to_text(), end="")
 

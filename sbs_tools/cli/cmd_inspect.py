@@ -1,27 +1,27 @@
 """``sbs inspect FILE``: what is in the file, on one screen."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
-from .common import app, console, human_bytes, print_json
+from .common import ALLOW_FULL_DOWNLOAD_HELP, app, console, human_bytes, inputs_arg, print_json, with_transfer
 
 
 @app.command()
 def inspect(
-    file: Path = typer.Argument(..., metavar="FILE", help="The .sbs file."),
+    file: str = typer.Argument(..., metavar="FILE", help="The .sbs file, or its URL (https://, s3://, ...)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of the summary."),
+    allow_full_download: bool = typer.Option(False, "--allow-full-download", help=ALLOW_FULL_DOWNLOAD_HELP),
 ) -> None:
     """Summarize a .sbs file: model, layout, layers by type, weight types, tokenizer."""
     import sbs_tools
     from sbs_tools.summary import summarize
 
+    file = inputs_arg(file, allow_full_download)
     with sbs_tools.open(file) as f:
         if json_out:
             data = f.metadata()
             data["summary"] = summarize(f)
-            print_json(data)
+            print_json(with_transfer(data, [file]))
             return
         s = summarize(f)
     _render(s)

@@ -17,14 +17,14 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from .common import app, console, refuse_unusable, show_progress, usage_error
+from .common import ALLOW_FULL_DOWNLOAD_HELP, app, console, inputs_arg, refuse_unusable, show_progress, usage_error
 from .progress import status_line
 
 
 @app.command()
 def report(
-    files: list[Path] = typer.Argument(..., metavar="FILE", help="The .sbs file, or two files A B to "
-                                                                           "compare.", show_default=False),
+    files: list[str] = typer.Argument(..., metavar="FILE", help="The .sbs file (or URL), or two files A B to "
+                                                                "compare.", show_default=False),
     out: Optional[Path] = typer.Option(None, "-o", "--output", metavar="OUT.html",
                                        help="Where to write the page (default: <FILE stem>.report.html in the "
                                             "current directory; '-' for stdout)."),
@@ -32,6 +32,7 @@ def report(
                                                     "(and value differences with two files)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing OUT.html."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress spinner."),
+    allow_full_download: bool = typer.Option(False, "--allow-full-download", help=ALLOW_FULL_DOWNLOAD_HELP),
 ) -> None:
     """Write a self-contained HTML report: verdict, byte map, layer stack, (--deep) value histograms; with two
     files, the differences from A to B."""
@@ -39,12 +40,15 @@ def report(
 
     if len(files) > 2:
         usage_error("sbs report takes one file, or two to compare")
+    from sbs_tools.source import stem
+
+    files = inputs_arg(files, allow_full_download)
     to_stdout = out is not None and str(out) == "-"
     if force and to_stdout:
         usage_error("--force does not apply to -o - (standard output)")
     if out is None:
-        stem = files[0].stem if len(files) == 1 else f"{files[0].stem}-vs-{files[1].stem}"
-        out = Path(f"{stem}.report.html")
+        name = stem(files[0]) if len(files) == 1 else f"{stem(files[0])}-vs-{stem(files[1])}"
+        out = Path(f"{name}.report.html")
     for f in files:
         refuse_unusable(f)
     if not to_stdout:

@@ -9,12 +9,14 @@ are still checked. A damaged BlobStore (``bad-magic``, ...) is a result, exit 1.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.markup import escape
 
 from . import EXIT_FINDINGS, EXIT_UNUSABLE, print_error
-from .common import app, console, print_json, requires, show_progress
+from .common import (ALLOW_FULL_DOWNLOAD_HELP, app, console, exclusive, inputs_arg, print_json, requires,
+                     show_progress, with_transfer)
 from .progress import byte_bar
 
 #: Text output shows at most this many findings of one code per file (--json has all).
@@ -24,8 +26,9 @@ _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "blue"}
 
 @app.command()
 def verify(
-    files: list[Path] = typer.Argument(..., metavar="FILE", help="One or more .sbs files.",
-                                       show_default=False),
+    files: list[str] = typer.Argument(..., metavar="FILE", help="One or more .sbs files, directories (every *.sbs "
+                                      "below), globs or URLs / URL prefixes (s3://bucket/models/).",
+                                      show_default=False),
     deep: bool = typer.Option(False, "--deep", help="Also decode every tensor (streaming): NaN/Inf, all-zero, "
                                                     "invalid scales, SFP/NUQ encoding, suspicious norms."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document instead of the report."),
@@ -33,30 +36,71 @@ def verify(
                                       help="Also write a JUnit XML report (one test case per check family)."),
     strict: bool = typer.Option(False, "--strict", help="Treat warnings as failures (exit 1)."),
     force: bool = typer.Option(False, "--force", help="With --junit: replace an existing report file."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, metavar="N", help="Check N files at once (process pool)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="tcp://HOST:PORT",
+                                            help="Check the files on this Dask cluster, one task per file."),
+    jsonl: Optional[Path] = typer.Option(None, "--jsonl", metavar="OUT",
+                                         help="Append one JSON line per file as it is done; a rerun with the same "
+                                              "OUT skips files already there with the same size and mtime."),
+    allow_full_download: bool = typer.Option(False, "--allow-full-download", help=ALLOW_FULL_DOWNLOAD_HELP),
 ) -> None:
     """Check .sbs files before gemma.cpp loads them: container, config, toc, tokenizer, the tensors every
     layer type needs, which gemma.cpp versions can load them, and with --deep the values."""
-    from sbs_tools.output import check_output_file, write_file
-    from sbs_tools.verify import verify as run_verify
+    from sbs_tools.output import check_append_file, check_output_file, write_file
+    from sbs_tools.source import expand_inputs
 
     requires("force", force, "junit", junit is not None)
+    exclusive(jobs=jobs > 1, scheduler=scheduler is not None)
+    inputs_arg(files, allow_full_download)
+    paths = expand_inputs(files)
     if junit is not None:
-        check_output_file(junit, files, force=force)
-    reports = []
-    for path in files:
-        report = _with_progress(run_verify, path) if show_progress(json_out=json_out) and deep else \
-            run_verify(path, deep=deep)
-        reports.append(report)
+        check_output_file(junit, [p for p in paths if not _is_url(p)], force=force)
+    fleet = jobs > 1 or scheduler is not None or jsonl is not None
+    if jsonl is not None:
+        check_append_file(jsonl, [p for p in paths if not _is_url(p)])
+    counts = {"resumed": 0}
+
+    def show(report, resumed: bool = False) -> None:
+        counts["resumed"] += resumed
         bad = report.unreadable
         if bad is not None:
-            print_error(bad.code, f"{report.path}: {bad.message}" + (f" (fix: {bad.hint})" if bad.hint else ""))
+            msg = bad.message if bad.message.startswith(f"{report.path}:") else f"{report.path}: {bad.message}"
+            print_error(bad.code, msg + (f" (fix: {bad.hint})" if bad.hint else ""))
         elif not json_out:
             _render(report, strict)
+
+    if fleet:
+        from sbs_tools.verify.fleet import connect, verify_many
+
+        client = connect(scheduler) if scheduler is not None else None
+        try:
+            reports = verify_many(paths, deep=deep, jobs=jobs, client=client, jsonl=jsonl, on_result=show)
+        finally:
+            if client is not None:
+                client.close()
+    else:
+        from sbs_tools.verify.fleet import verify_one
+
+        reports = []
+        for path in paths:
+            report = _with_progress(path) if show_progress(json_out=json_out) and deep else verify_one(path, deep)
+            report.stat = None
+            reports.append(report)
+            show(report)
     unreadable = [r for r in reports if r.unreadable is not None]
     failed = [r for r in reports if not (r.ok_strict() if strict else r.ok)]
+    summary = {"files": len(reports), "ok": len(reports) - len(failed), "errors": len(failed) - len(unreadable),
+               "unreadable": len(unreadable), "resumed": counts["resumed"]}
     if json_out:
-        print_json({"files": [r.to_dict() for r in reports], "ok": not failed, "strict": strict,
-                    "unreadable": len(unreadable)})
+        doc = {"files": [r.to_dict() for r in reports], "ok": not failed, "strict": strict,
+               "unreadable": len(unreadable)}
+        if fleet:
+            doc["summary"] = summary
+        print_json(with_transfer(doc, paths))
+    elif fleet:
+        console.print(f"[bold]{summary['files']} file(s): {summary['ok']} ok, {summary['errors']} with errors, "
+                      f"{summary['unreadable']} unreadable[/]"
+                      + (f" ({summary['resumed']} already done in {escape(str(jsonl))})" if summary["resumed"] else ""))
     elif len(reports) > 1:
         console.print(f"[bold]{len(reports) - len(failed)} of {len(reports)} file(s) passed[/]"
                       + (f", {len(unreadable)} could not be read" if unreadable else ""))
@@ -70,13 +114,27 @@ def verify(
         raise typer.Exit(EXIT_FINDINGS)
 
 
-def _with_progress(run_verify, path: Path):
+def _is_url(p) -> bool:
+    from sbs_tools.source import is_url
+
+    return is_url(p)
+
+
+def _with_progress(path: str):
+    from sbs_tools.errors import SbsError
+    from sbs_tools.source import stat_input, stem
+    from sbs_tools.verify import verify as run_verify
+    from sbs_tools.verify.fleet import unreadable_report, verify_one
+
     try:
-        total = path.stat().st_size
-    except OSError:
-        return run_verify(path, deep=True)  # verify reports the bad path itself
-    with byte_bar(f"decoding {path.name}", total, True) as advance:
-        return run_verify(path, deep=True, progress=advance)
+        total = stat_input(path).size
+    except SbsError:
+        return verify_one(path, deep=True)  # verify reports the bad path itself
+    with byte_bar(f"decoding {stem(path)}", total, True) as advance:
+        try:
+            return run_verify(path, deep=True, progress=advance)
+        except SbsError as e:
+            return unreadable_report(path, e, True)
 
 
 def _status(r, strict: bool) -> str:

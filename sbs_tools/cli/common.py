@@ -99,6 +99,33 @@ def refuse_unusable(path) -> None:
         raise SbsError(f"{path}: {bad.message}" + (f" (fix: {bad.hint})" if bad.hint else ""), code=bad.code)
 
 
+#: ``--allow-full-download``, on every command that reads .sbs files (meaningful for URLs only).
+ALLOW_FULL_DOWNLOAD_HELP = ("URL inputs: when the server ignores HTTP Range requests, download the whole file "
+                            "once instead of refusing (range-unsupported).")
+
+
+def inputs_arg(values, allow_full_download: bool = False):
+    """Input arguments as the commands take them: a URL stays a string (read in ranges through
+    ``sbs_tools.source``), anything else becomes a ``Path``. Also applies ``--allow-full-download``."""
+    from pathlib import Path
+
+    from sbs_tools import source
+
+    source.configure(allow_full_download=allow_full_download)
+    one = not isinstance(values, (list, tuple))
+    out = [v if source.is_url(v) else Path(v) for v in ([values] if one else values)]
+    return out[0] if one else out
+
+
+def with_transfer(data: dict, inputs) -> dict:
+    """``data`` plus a ``transfer`` object (requests made, bytes moved) when any input is a URL."""
+    from sbs_tools import source
+
+    if any(source.is_url(p) for p in inputs):
+        data["transfer"] = source.transfer_totals()
+    return data
+
+
 def show_progress(*, quiet: bool = False, json_out: bool = False) -> bool:
     """Progress bars only on a terminal, never with --json or --quiet."""
     return not quiet and not json_out and sys.stderr.isatty()

@@ -142,16 +142,8 @@ def _same_bytes(fa: SbsFile, fb: SbsFile, ia: TensorInfo, ib: TensorInfo, chunk:
     """Byte equality of two blobs, read in chunks (the memory maps are not touched)."""
     if ia.bytes != ib.bytes:
         return False
-    with open(fa.path, "rb") as ha, open(fb.path, "rb") as hb:
-        ha.seek(ia.offset)
-        hb.seek(ib.offset)
-        left = ia.bytes
-        while left:
-            n = min(chunk, left)
-            if ha.read(n) != hb.read(n):
-                return False
-            left -= n
-    return True
+    return all(np.array_equal(x, y) for x, y in zip(fa.chunks(ia.offset, ia.bytes, chunk_bytes=chunk),
+                                                   fb.chunks(ib.offset, ib.bytes, chunk_bytes=chunk)))
 
 
 def _value_delta(fa: SbsFile, fb: SbsFile, ia: TensorInfo, ib: TensorInfo) -> dict[str, Any]:

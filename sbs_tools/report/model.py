@@ -27,6 +27,7 @@ from ..blobstore import BLOB_ALIGN, HEADER_BYTES, Directory, round_up
 from ..config import ModelConfig
 from ..errors import FileChangedError, SbsError
 from ..sbsfile import METADATA_KEYS, SbsFile, TensorInfo, read_buffer
+from ..source import stat_input
 from ..tensors import (VIT_LAYER_BASES, TensorSpec, choices, gemma_layer_tensors, model_tensors, split_name,
                        vit_layer_tensors)
 from ..types import Type, packed_bytes
@@ -585,7 +586,7 @@ def build_file_model(path: str | os.PathLike, deep: bool = False,
     if progress:
         progress(f"verifying {os.path.basename(path)}")
     report = run_verify(path, deep=deep)
-    size = os.path.getsize(path)
+    size = stat_input(path, allow_empty=True).size
     m = FileModel(path, os.path.basename(path), size, report, deep=deep)
     by_tensor: dict[str, list] = {}
     by_blob: dict[str, list] = {}

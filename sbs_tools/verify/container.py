@@ -14,10 +14,11 @@ import struct
 from .. import blobstore
 from ..blobstore import END_ALIGN, HEADER_BYTES, KEY_BYTES, MAGIC, V2_PLACEHOLDER_FILE_BYTES, Problem
 from ..errors import ContainerError, SbsError
-from ..inputs import InputError, check_input_file
+from ..inputs import InputError
+from ..source import open_binary, stat_input
 from ..sbsfile import SbsFile
 from ..tensors import split_name
-from .findings import Finding, finding
+from .findings import UNREADABLE_CODES, Finding, finding
 from .sniff import damaged_header_hint, identify
 
 #: gemma.cpp HEAD asserts ``LayerIdxFromKey(key) < 999`` for every numeric key suffix.
@@ -54,7 +55,7 @@ def _from_problem(p: Problem) -> Finding:
 
 
 def _head_tail(path: str, size: int) -> tuple[bytes, bytes]:
-    with open(path, "rb") as fh:
+    with open_binary(path) as fh:
         head = fh.read(HEADER_BYTES)
         tail = b""
         if size >= HEADER_BYTES:
@@ -66,7 +67,7 @@ def _head_tail(path: str, size: int) -> tuple[bytes, bytes]:
 def _find_v2_trailer(path: str, size: int) -> int | None:
     """End of a V2 store followed by appended bytes: the largest 64 KiB multiple < size whose last
     16 bytes are a header with matching file_bytes."""
-    with open(path, "rb") as fh:
+    with open_binary(path) as fh:
         end = (size // END_ALIGN) * END_ALIGN
         if end == size:
             end -= END_ALIGN
@@ -131,20 +132,29 @@ def open_checked(path: str | os.PathLike) -> tuple[SbsFile | None, list[Finding]
     """
     path = os.fspath(path)
     try:
-        size = check_input_file(path, allow_empty=True).st_size
+        size = stat_input(path, allow_empty=True).size
+    except SbsError as e:
+        return None, [finding(e.code if e.code in UNREADABLE_CODES else "io-error", e.message)]
+    try:
+        if size == 0:
+            return None, _unopenable(path, 0, ContainerError("empty", code="empty-file"))
+        try:
+            f = SbsFile(path, strict=False)
+        except ContainerError as e:
+            return None, _unopenable(path, size, e)
     except InputError as e:
         return None, [finding(e.code, e.message)]
-    if size == 0:
-        return None, _unopenable(path, 0, ContainerError("empty", code="empty-file"))
-    try:
-        f = SbsFile(path, strict=False)
-    except ContainerError as e:
-        return None, _unopenable(path, size, e)
     except SbsError as e:
-        return None, [finding("io-error", e.message)]
+        return None, [finding(e.code if e.code in UNREADABLE_CODES else "io-error", e.message)]
     except OSError as e:
         return None, [finding("io-error", f"cannot read {path}: {e.strerror}")]
-    out = [_from_problem(p) for p in blobstore.check_layout(f.directory, read=f.read)]
+    try:
+        if f.remote:  # the padding check reads every gap between blobs: fetch them together
+            f.prefetch(blobstore.padding_ranges(f.directory))
+        out = [_from_problem(p) for p in blobstore.check_layout(f.directory, read=f.read)]
+    except SbsError as e:
+        f.close()
+        return None, [finding(e.code if e.code in UNREADABLE_CODES else "io-error", e.message)]
     if any(x.code in _PLACEMENT for x in out):
         # Padding is only defined relative to correct blob ranges: don't report the displaced data again.
         out = [x for x in out if x.code != "nonzero-padding"]

@@ -36,7 +36,8 @@ _E, _W, _I = "error", "warning", "info"
 
 #: Findings that mean "this input could not be used at all" (exit 2), not "this .sbs file has errors".
 UNREADABLE_CODES = frozenset({"not-sbs", "io-error", "not-found", "is-directory", "not-regular-file",
-                              "permission-denied", "stdin-unsupported"})
+                              "permission-denied", "stdin-unsupported", "file-changed", "host-unreachable",
+                              "remote-timeout", "remote-error", "remote-unsupported", "range-unsupported"})
 
 CODES: dict[str, CodeInfo] = {
     # format
@@ -48,6 +49,19 @@ CODES: dict[str, CodeInfo] = {
     "not-regular-file": CodeInfo(_E, "format", "The path is a FIFO, device or socket: never opened (it could "
                                                "block)."),
     "permission-denied": CodeInfo(_E, "format", "The file exists but cannot be read by this user."),
+    "file-changed": CodeInfo(_E, "format", "The file was truncated, replaced or modified while it was read: read "
+                                           "it again once the writer has finished."),
+    "host-unreachable": CodeInfo(_E, "format", "URL input: the server cannot be reached (DNS, refused or broken "
+                                               "connection), after the retries of docs/remote.md."),
+    "remote-timeout": CodeInfo(_E, "format", "URL input: the server did not answer within the timeout "
+                                             "(SBS_REMOTE_TIMEOUT, default 30 s), after the retries."),
+    "remote-error": CodeInfo(_E, "format", "URL input: the server answered with an error status other than "
+                                           "401/403/404, or the store failed otherwise."),
+    "remote-unsupported": CodeInfo(_E, "format", "URL input: fsspec (pip install 'sbs-tools[remote]') or the "
+                                                 "package for the URL's protocol is not installed."),
+    "range-unsupported": CodeInfo(_E, "format", "URL input: the server ignores HTTP Range requests; refused "
+                                                "rather than downloading the whole file (--allow-full-download "
+                                                "downloads it once)."),
     "stdin-unsupported": CodeInfo(_E, "format", "'-' was given: .sbs files are read by random access, not from "
                                                 "a pipe."),
     # container
@@ -236,6 +250,9 @@ class Report:
     compat: list[Generation] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)  # layout, era, model, ... (for display)
     deep: bool = False
+    #: Fleet scans (``verify_many``): the input's size and modification stamp when it was checked
+    #: (``--jsonl`` resumes on them); shown as ``input`` in the JSON when set.
+    stat: dict[str, Any] | None = None
 
     @property
     def errors(self) -> list[Finding]:
@@ -271,4 +288,13 @@ class Report:
         return {"path": self.path, "ok": self.ok, "unreadable": self.unreadable is not None, "deep": self.deep,
                 "facts": self.facts,
                 "findings": [f.to_dict() for f in self.findings],
-                "compat": [g.to_dict() for g in self.compat]}
+                "compat": [g.to_dict() for g in self.compat]} | ({"input": self.stat} if self.stat else {})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Report":
+        """The inverse of :meth:`to_dict` (a ``--jsonl`` record read back)."""
+        findings = [Finding(x["code"], x["severity"], x["message"], x.get("offset"), x.get("blob"), x.get("tensor"),
+                            x.get("layer"), x.get("layer_type"), x.get("hint")) for x in d.get("findings", [])]
+        compat = [Generation(g["generation"], g["label"], g["loads"], g.get("runs"), list(g.get("reasons", [])))
+                  for g in d.get("compat", [])]
+        return cls(d["path"], findings, compat, dict(d.get("facts", {})), bool(d.get("deep")), d.get("input"))

@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass
 
 from ..blobstore import MAGIC
+from ..source import open_binary, stat_input
 
 HEAD_BYTES = 4096
 
@@ -28,7 +29,7 @@ class Identity:
 
 def _zip_identity(path: str) -> Identity:
     try:
-        with zipfile.ZipFile(path) as z:
+        with open_binary(path) as fh, zipfile.ZipFile(fh) as z:
             names = z.namelist()[:2000]
     except (zipfile.BadZipFile, OSError, ValueError):
         names = []
@@ -51,12 +52,12 @@ def _zip_identity(path: str) -> Identity:
 
 def identify(path: str | os.PathLike, size: int | None = None) -> Identity:
     """Best guess of a non-BlobStore file's format, from its first bytes."""
-    path = os.fspath(path)
-    size = os.path.getsize(path) if size is None else size
+    path = path if isinstance(path, str) else os.fspath(path)
+    size = stat_input(path, allow_empty=True).size if size is None else size
     if size == 0:
         return Identity("empty", "an empty file (0 bytes)",
                         "the download or copy did not complete; fetch the file again")
-    with open(path, "rb") as fh:
+    with open_binary(path) as fh:
         head = fh.read(HEAD_BYTES)
     if head[:4] == b"GGUF":
         return Identity("gguf", "a GGUF file (llama.cpp format)",
@@ -74,7 +75,7 @@ def identify(path: str | os.PathLike, size: int | None = None) -> Identity:
         (n,) = struct.unpack("<Q", head[:8])
         if 2 <= n <= 100_000_000 and head[8:9] == b"{" and n + 8 <= size:
             try:
-                with open(path, "rb") as fh:
+                with open_binary(path) as fh:
                     fh.seek(8)
                     meta = json.loads(fh.read(min(n, 1 << 24)))
                 if isinstance(meta, dict):
@@ -113,7 +114,7 @@ def _looks_like_sentencepiece(path: str, size: int) -> bool:
     try:
         import sentencepiece as spm
 
-        with open(path, "rb") as fh:
+        with open_binary(path) as fh:
             sp = spm.SentencePieceProcessor(model_proto=fh.read())
         return sp.get_piece_size() > 0
     except Exception:  # noqa: BLE001 - any failure means "not a SentencePiece model"

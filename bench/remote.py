@@ -1,0 +1,119 @@
+"""Remote inputs: what `sbs` moves and how fast it streams, over a local HTTP server that honours Range.
+
+Writes a multi-GB synthetic file with bench/make_large.py (unless --file), serves its directory with
+the test suite's HTTP server (tests/servers.py, 127.0.0.1) and measures, each command in its own
+process:
+
+* ``inspect --json`` of the URL: bytes and requests (its ``transfer`` object and the server's log),
+  wall time, against ``inspect --json`` of the local file;
+* ``verify --deep`` and ``hash`` of the URL: throughput against a bare sequential ranged read of
+  the same URL (16 MiB GETs with http.client, nothing done with the bytes) in the same run, and
+  peak RSS (``wait4``).
+
+Usage: ``python bench/remote.py [--model gemma2-2b --weight sfp] [--file F] [--keep]``. The file is
+deleted afterwards unless --keep or --file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.servers import http_server  # noqa: E402
+
+BARE = r"""
+import http.client, sys, time, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1]); size = int(sys.argv[2]); step = 16 << 20
+c = http.client.HTTPConnection(u.hostname, u.port); buf = bytearray(step); mv = memoryview(buf)
+t = time.perf_counter(); pos = 0
+while pos < size:
+    end = min(size, pos + step)
+    c.request("GET", u.path, headers={"Range": f"bytes={pos}-{end - 1}"})
+    r = c.getresponse(); assert r.status == 206; got = 0
+    while got < end - pos:
+        n = r.readinto(mv[got:end - pos]); got += n
+        if not n: raise SystemExit("short read")
+    pos = end
+print(time.perf_counter() - t)
+"""
+
+
+def peak_rss(args: list[str]) -> tuple[float, int, str]:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t = time.perf_counter()
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    out = p.stdout.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        raise SystemExit(f"{' '.join(args)} failed ({code})")
+    return wall, ru.ru_maxrss * 1024, out.decode()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="gemma2-2b")
+    ap.add_argument("--weight", default="sfp")
+    ap.add_argument("--file", help="an existing .sbs file instead of writing one")
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+    tmpdir = None
+    if a.file:
+        path = os.path.abspath(a.file)
+    else:
+        tmpdir = tempfile.mkdtemp(prefix="sbs-bench-remote.", dir=os.path.join(ROOT, "bench"))
+        path = os.path.join(tmpdir, f"{a.model}-{a.weight}.sbs")
+        subprocess.run([sys.executable, os.path.join(ROOT, "bench", "make_large.py"), a.model, a.weight, "-o", path],
+                       check=True, stdout=subprocess.DEVNULL)
+    size = os.path.getsize(path)
+    sbs = [sys.executable, "-m", "sbs_tools"]
+    rows = []
+    try:
+        with http_server(os.path.dirname(path)) as (base, state):
+            url = base + os.path.basename(path)
+            # warm the page cache for both sides
+            peak_rss(sbs + ["hash", "--per", "file", path])
+            wl, _, out_l = peak_rss(sbs + ["inspect", "--json", path])
+            meta = json.loads(out_l)
+            md = {b["key"]: b["bytes"] for b in meta["blobs"]}
+            state.log.clear()
+            wr, _, out_r = peak_rss(sbs + ["inspect", "--json", url])
+            tr = json.loads(out_r)["transfer"]
+            rows.append(("inspect --json (local)", f"{wl:.2f} s", "", "", ""))
+            rows.append(("inspect --json (URL)", f"{wr:.2f} s", f"{tr['bytes']} B in {tr['requests']} requests",
+                         f"metadata: config {md.get('config', 0)} + toc {md.get('toc', 0)} + directory "
+                         f"{32 * len(meta['blobs'])} B", ""))
+            bare = min(float(subprocess.run([sys.executable, "-c", BARE, url, str(size)], check=True,
+                                            capture_output=True, text=True).stdout) for _ in range(2))
+            rows.append(("bare sequential ranged read (16 MiB GETs)", f"{bare:.2f} s",
+                         f"{size / bare / 1e6:.0f} MB/s", "1.00x", ""))
+            for name, cmd in (("verify --deep (URL)", ["verify", "--deep", "--json", url]),
+                              ("hash (URL)", ["hash", "--json", url]),
+                              ("hash --per file (URL)", ["hash", "--per", "file", url]),
+                              ("verify --deep (local)", ["verify", "--deep", "--json", path]),
+                              ("hash (local)", ["hash", "--json", path])):
+                w, rss, _ = peak_rss(sbs + cmd)
+                rows.append((name, f"{w:.2f} s", f"{size / w / 1e6:.0f} MB/s",
+                             f"{bare / w:.2f}x" if "URL" in name else "", f"{rss / 2**20:.0f} MiB"))
+    finally:
+        if tmpdir and not a.keep:
+            import shutil
+
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    print(f"file: {a.model}-{a.weight}, {size / 1e9:.2f} GB ({size} bytes), {os.cpu_count()} cores")
+    print("| run | wall | moved / throughput | vs bare read | peak RSS |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Real servers for the remote-input tests, all on 127.0.0.1 and stopped by their context managers.
+
+* :func:`http_server` — a ``http.server`` that serves a directory and honours single-range
+  ``Range`` requests (206 + ``Content-Range``), or with ``ignore_range=True`` answers every GET
+  with 200 and the whole file, like a naive server. It keeps an access log (method, path,
+  requested range, status, body bytes sent) and can be told to answer some paths with a status
+  (403, 500, ...) or to stall (for timeouts).
+* :func:`s3_server` — moto's S3 in server mode (``ThreadedMotoServer``), spoken to over HTTP.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+@dataclass
+class Access:
+    method: str
+    path: str
+    range: str | None
+    status: int
+    sent: int
+
+
+@dataclass
+class ServerState:
+    root: str
+    ignore_range: bool = False
+    statuses: dict[str, int] = field(default_factory=dict)  # URL path -> status to answer
+    stall: set[str] = field(default_factory=set)  # URL paths whose answer never comes (until the server stops)
+    log: list[Access] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def record(self, *a) -> None:
+        with self.lock:
+            self.log.append(Access(*a))
+
+    def sent(self, path: str | None = None) -> int:
+        return sum(x.sent for x in self.log if path is None or x.path == path)
+
+    def requests(self, path: str | None = None, method: str = "GET") -> list[Access]:
+        return [x for x in self.log if (path is None or x.path == path) and x.method == method]
+
+
+def _handler(state: ServerState):
+    class Handler(SimpleHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=state.root, **k)
+
+        def log_message(self, *a) -> None:  # quiet; the access log is `state.log`
+            pass
+
+        def _status(self, method: str) -> bool:
+            path = self.path.split("?", 1)[0]
+            if path in state.stall:
+                state.stopping.wait(30)
+                return True
+            st = state.statuses.get(path)
+            if st is None:
+                return False
+            body = f"status {st}".encode()
+            self.send_response(st)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if method == "GET":
+                self.wfile.write(body)
+            state.record(method, path, self.headers.get("Range"), st, len(body) if method == "GET" else 0)
+            return True
+
+        def _file(self) -> str | None:
+            p = self.translate_path(self.path)
+            return p if os.path.isfile(p) else None
+
+        def do_HEAD(self) -> None:
+            if self._status("HEAD"):
+                return
+            p = self._file()
+            if p is None:
+                self.send_error(404)
+                state.record("HEAD", self.path, None, 404, 0)
+                return
+            st = os.stat(p)
+            self.send_response(200)
+            self.send_header("Content-Length", str(st.st_size))
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Last-Modified", self.date_time_string(int(st.st_mtime)))
+            if not state.ignore_range:
+                self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            state.record("HEAD", self.path, None, 200, 0)
+
+        def do_GET(self) -> None:
+            if self._status("GET"):
+                return
+            p = self._file()
+            if p is None:
+                if os.path.isdir(self.translate_path(self.path)):
+                    return super().do_GET()  # directory listing (fsspec's http ls scrapes the links)
+                self.send_error(404)
+                state.record("GET", self.path, self.headers.get("Range"), 404, 0)
+                return
+            size = os.path.getsize(p)
+            rng = self.headers.get("Range")
+            start, end, status = 0, size, 200
+            m = _RANGE.match(rng or "")
+            if m and not state.ignore_range:
+                a, b = m.groups()
+                if a == "":
+                    start, end = max(size - int(b), 0), size
+                else:
+                    start, end = int(a), min(int(b) + 1, size) if b else size
+                if start >= size:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    state.record("GET", self.path, rng, 416, 0)
+                    return
+                status = 206
+            self.send_response(status)
+            self.send_header("Content-Length", str(end - start))
+            self.send_header("Content-Type", "application/octet-stream")
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            self.end_headers()
+            sent = 0
+            try:
+                with open(p, "rb") as fh:
+                    fh.seek(start)
+                    while sent < end - start:
+                        chunk = fh.read(min(1 << 20, end - start - sent))
+                        if not chunk:
+                            break
+                        self.wfile.write(chunk)
+                        sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+            state.record("GET", self.path, rng, status, sent)
+
+    return Handler
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # a client that hangs up (as ours does on a refused 200) is not a test failure
+
+
+@contextlib.contextmanager
+def http_server(root: str | os.PathLike, *, ignore_range: bool = False) -> Iterator[tuple[str, ServerState]]:
+    """Serve ``root`` on 127.0.0.1 (a free port); yields (base URL ending in '/', state)."""
+    state = ServerState(os.fspath(root), ignore_range=ignore_range)
+    srv = _QuietServer(("127.0.0.1", 0), _handler(state))
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/", state
+    finally:
+        state.stopping.set()
+        srv.shutdown()
+        srv.server_close()
+        t.join(5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[str]:
+    """moto's S3 in server mode on 127.0.0.1; yields its endpoint URL. Needs moto[server]."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    srv.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.stop()
+
+
+def copy_tree(files: list[str], dest: str | os.PathLike) -> list[str]:
+    out = []
+    for f in files:
+        d = os.path.join(dest, os.path.relpath(f))
+        os.makedirs(os.path.dirname(d), exist_ok=True)
+        shutil.copy(f, d)
+        out.append(d)
+    return out
+
+
+def wait_until(cond, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,276 @@
+"""URL inputs against real servers: an HTTP server that honours Range, one that ignores it, and
+moto's S3 in server mode spoken to by s3fs over HTTP. No mocked file systems."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fsspec")
+pytest.importorskip("aiohttp")
+
+import sbs_tools  # noqa: E402
+from sbs_tools import source  # noqa: E402
+from sbs_tools.cli import main  # noqa: E402
+
+from .servers import http_server, s3_server, wait_until  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+CORPUS = sorted(str(p.relative_to(FIXTURES)) for pat in ("corpus/v*/*.sbs", "corpus/broken/*.sbs", "legacy/*.sbs")
+                for p in FIXTURES.glob(pat))
+LINE = re.compile(r"^error: \[[a-z0-9-]+\] [^\n]+\n$")
+
+
+@pytest.fixture(scope="module")
+def http():
+    with http_server(FIXTURES) as (base, state):
+        yield base, state
+
+
+@pytest.fixture(autouse=True)
+def _settings():
+    saved = dict(source.SETTINGS.__dict__)
+    yield
+    source.SETTINGS.__dict__.update(saved)
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def strip(obj, drop=("path", "transfer")):
+    """The JSON without the keys that name the input (and the transfer object)."""
+    if isinstance(obj, dict):
+        return {k: strip(v, drop) for k, v in obj.items() if k not in drop}
+    if isinstance(obj, list):
+        return [strip(v, drop) for v in obj]
+    return obj
+
+
+def local_and_remote(capsys, base, rel, *args):
+    rc_l, out_l, err_l = run(capsys, *args, FIXTURES / rel)
+    rc_r, out_r, err_r = run(capsys, *args, base + rel)
+    return (rc_l, out_l, err_l), (rc_r, out_r, err_r)
+
+
+@pytest.mark.parametrize("rel", CORPUS)
+def test_inspect_and_verify_json_equal_local(http, capsys, rel):
+    base, _ = http
+    for cmd in (["inspect", "--json"], ["verify", "--json"]):
+        (rc_l, out_l, err_l), (rc_r, out_r, err_r) = local_and_remote(capsys, base, rel, *cmd)
+        assert rc_l == rc_r, (cmd, err_r)
+        if rc_l == 2:  # inspect of a file open() refuses: the same one-line error, apart from the path
+            assert err_r.replace(base, str(FIXTURES) + "/") == err_l
+            continue
+        remote = json.loads(out_r)
+        assert remote["transfer"]["requests"] >= 1 and remote["transfer"]["bytes"] > 0
+        assert strip(remote) == strip(json.loads(out_l)), cmd
+
+
+@pytest.mark.parametrize("rel", CORPUS)
+def test_deep_verify_and_hash_equal_local(http, capsys, rel):
+    base, _ = http
+    (rc_l, out_l, _), (rc_r, out_r, err_r) = local_and_remote(capsys, base, rel, "verify", "--deep", "--json")
+    assert rc_l == rc_r, err_r
+    assert strip(json.loads(out_r)) == strip(json.loads(out_l))
+    for per in ("tensor", "file"):
+        (rc_l, out_l, err_l), (rc_r, out_r, err_r) = local_and_remote(capsys, base, rel, "hash", "--per", per,
+                                                                      "--json")
+        assert rc_l == rc_r, err_r
+        if rc_l == 0:
+            assert strip(json.loads(out_r)) == strip(json.loads(out_l))
+
+
+def test_text_output_equals_local_apart_from_the_path(http, capsys):
+    base, _ = http
+    rel = "corpus/broken/broken-vit-missing-att_ein_1.sbs"
+    for cmd in (["inspect"], ["verify"]):  # (dump's tables are as wide as the path)
+        (rc_l, out_l, _), (rc_r, out_r, _) = local_and_remote(capsys, base, rel, *cmd)
+        assert rc_l == rc_r
+        assert out_r.replace(base + rel, "F") == out_l.replace(str(FIXTURES / rel), "F")
+    (rc_l, out_l, _), (rc_r, out_r, _) = local_and_remote(capsys, base, rel, "dump", "--json")
+    assert rc_l == rc_r == 0 and strip(json.loads(out_r)) == strip(json.loads(out_l))
+
+
+def test_v2_inspect_reads_only_the_metadata(http, capsys):
+    """footer + directory + config + toc + 64 KiB at most, in the server's own access log."""
+    base, state = http
+    for rel in [r for r in CORPUS if "/v2/" in r]:
+        with sbs_tools.open(FIXTURES / rel) as f:
+            d = f.directory
+            budget = 16 + d.dir_bytes + f.blobs["config"].size + f.blobs["toc"].size + 65536
+        with state.lock:
+            state.log.clear()
+        rc, out, _ = run(capsys, "inspect", "--json", base + rel)
+        assert rc == 0
+        moved = json.loads(out)["transfer"]["bytes"]
+        wait_until(lambda: state.sent("/" + rel) >= moved, 5)  # the server logs a request after answering it
+        gets = state.requests("/" + rel)
+        sent = sum(x.sent for x in gets)
+        assert sent <= budget, (rel, sent, budget, [(x.range, x.sent) for x in gets])
+        assert all(x.status == 206 for x in gets)
+        assert moved == sent
+        assert len(gets) <= 4
+
+
+def test_remote_api_and_other_commands(http, capsys, tmp_path):
+    base, _ = http
+    rel = "corpus/v2/gemma3-1b-tiny-bf16.sbs"
+    with sbs_tools.open(base + rel) as r, sbs_tools.open(FIXTURES / rel) as loc:
+        assert r.remote and not loc.remote and loc.transfer is None
+        name = next(iter(loc.tensors))
+        assert (r.tensor(name) == loc.tensor(name)).all()
+        assert r.tokenizer_bytes == loc.tokenizer_bytes
+        assert r.transfer["requests"] >= 3
+    (rc_l, out_l, _), (rc_r, out_r, _) = local_and_remote(capsys, base, rel, "dump", "--json", "--tensor", name,
+                                                          "--stats")
+    assert rc_l == rc_r == 0 and strip(json.loads(out_r)) == strip(json.loads(out_l))
+    other = FIXTURES / "corpus/v2/gemma3-1b-tiny-sfp.sbs"
+    rc_l, out_l, _ = run(capsys, "diff", "--json", FIXTURES / rel, other)
+    rc_r, out_r, _ = run(capsys, "diff", "--json", base + rel, other)
+    assert rc_l == rc_r == 1 and strip(json.loads(out_r), ("a", "b", "transfer")) == strip(json.loads(out_l),
+                                                                                         ("a", "b", "transfer"))
+    rc, _, err = run(capsys, "export", base + rel, tmp_path / "r.safetensors", "-q")
+    assert rc == 0, err
+    run(capsys, "export", FIXTURES / rel, tmp_path / "l.safetensors", "-q")
+    from safetensors.numpy import load_file
+
+    a, b = load_file(tmp_path / "r.safetensors"), load_file(tmp_path / "l.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    rc, _, err = run(capsys, "report", base + rel, "-o", tmp_path / "r.html", "-q")
+    assert rc == 0 and (tmp_path / "r.html").stat().st_size > 1000, err
+    manifest = tmp_path / "m.txt"
+    rc, out, _ = run(capsys, "hash", base + rel)
+    manifest.write_text(out)
+    rc, out, err = run(capsys, "hash", "--check", manifest)
+    assert rc == 0, out + err
+
+
+def test_server_that_ignores_range(capsys, tmp_path):
+    rel = "corpus/v2/gemma2-2b-tiny-sfp.sbs"
+    with http_server(FIXTURES, ignore_range=True) as (base, state):
+        for cmd in (["inspect"], ["verify"], ["hash"]):
+            rc, out, err = run(capsys, *cmd, base + rel)
+            assert rc == 2 and LINE.match(err) and err.startswith("error: [range-unsupported] "), (cmd, err)
+        assert state.sent() < 4 << 20
+        rc_l, out_l, _ = run(capsys, "inspect", "--json", FIXTURES / rel)
+        rc, out, err = run(capsys, "inspect", "--json", "--allow-full-download", base + rel)
+        assert rc == 0, err
+        remote = json.loads(out)
+        assert remote["transfer"]["bytes"] >= os.path.getsize(FIXTURES / rel)
+        assert strip(remote) == strip(json.loads(out_l))
+    # refused before the body is read: of a 256 MiB file, only what the socket buffers took moved
+    big = tmp_path / "big.sbs"
+    with open(big, "wb") as fh:
+        fh.truncate(256 << 20)
+    with http_server(tmp_path, ignore_range=True) as (base, state):
+        rc, out, err = run(capsys, "verify", base + "big.sbs")
+        assert rc == 2 and err.startswith("error: [range-unsupported] "), err
+        assert state.sent() < 32 << 20
+    leftovers = [p for p in os.listdir(os.environ.get("TMPDIR", "/tmp")) if p.startswith(".sbs-download.")]
+    assert not leftovers
+
+
+def test_http_error_codes(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(source.SETTINGS, "timeout", 0.5)
+    monkeypatch.setattr(source.SETTINGS, "retries", 2)
+    shutil.copy(FIXTURES / "corpus/v2/gemma2-2b-tiny-sfp.sbs", tmp_path / "m.sbs")
+    with http_server(tmp_path) as (base, state):
+        state.statuses["/forbidden.sbs"] = 403
+        state.statuses["/broken.sbs"] = 500
+        state.stall.add("/slow.sbs")
+        cases = {"missing.sbs": "not-found", "forbidden.sbs": "permission-denied", "broken.sbs": "remote-error",
+                 "slow.sbs": "remote-timeout"}
+        for name, code in cases.items():
+            for cmd in (["inspect"], ["verify"], ["hash"]):
+                rc, out, err = run(capsys, *cmd, base + name)
+                assert rc == 2 and LINE.match(err) and err.startswith(f"error: [{code}] "), (name, cmd, err)
+        # 500 is retried (2 tries in all), 403 is not
+        assert len(state.requests("/broken.sbs", "HEAD")) == 3 * 2
+        assert len(state.requests("/forbidden.sbs", "HEAD")) == 3
+    # nothing listens there any more
+    for cmd in (["inspect"], ["verify"]):
+        rc, out, err = run(capsys, *cmd, base + "m.sbs")
+        assert rc == 2 and LINE.match(err) and err.startswith("error: [host-unreachable] "), err
+    rc, out, err = run(capsys, "inspect", "nosuchproto://x/y.sbs")
+    assert rc == 2 and err.startswith("error: [remote-unsupported] "), err
+
+
+def test_file_that_changes_between_requests(tmp_path, capsys):
+    src = FIXTURES / "corpus/v2/gemma2-2b-tiny-f32.sbs"
+    shutil.copy(src, tmp_path / "m.sbs")
+    with http_server(tmp_path) as (base, _):
+        f = sbs_tools.open(base + "m.sbs")
+        with open(tmp_path / "m.sbs", "ab") as fh:
+            fh.write(b"\0" * 65536)  # the publisher replaces the file with a longer one
+        with pytest.raises(sbs_tools.FileChangedError):
+            for name in f.tensors:
+                f.tensor(name)
+        f.close()
+        shutil.copy(src, tmp_path / "m.sbs")
+        f = sbs_tools.open(base + "m.sbs")
+        os.truncate(tmp_path / "m.sbs", 4096)
+        with pytest.raises(sbs_tools.FileChangedError):
+            for name in f.tensors:
+                f.tensor(name)
+        f.close()
+        shutil.copy(src, tmp_path / "m.sbs")
+        report = sbs_tools.verify_file(base + "m.sbs", deep=True)
+        assert report.ok
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    import fsspec
+
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with s3_server() as endpoint:
+            fsspec.config.conf["s3"] = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+            fs = fsspec.filesystem("s3", skip_instance_cache=True)
+            fs.mkdir("models")
+            for rel in CORPUS:
+                fs.put_file(str(FIXTURES / rel), f"models/{rel}")
+            yield endpoint, env
+    finally:
+        fsspec.config.conf.pop("s3", None)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.mark.parametrize("rel", CORPUS)
+def test_s3_equals_local(s3, capsys, rel):
+    url = f"s3://models/{rel}"
+    for cmd in (["inspect", "--json"], ["verify", "--json"], ["verify", "--deep", "--json"], ["hash", "--json"]):
+        rc_l, out_l, err_l = run(capsys, *cmd, FIXTURES / rel)
+        rc_r, out_r, err_r = run(capsys, *cmd, url)
+        assert rc_l == rc_r, (cmd, err_r)
+        if rc_l == 2:
+            assert err_r.replace(url, "F") == err_l.replace(str(FIXTURES / rel), "F")
+            continue
+        assert strip(json.loads(out_r)) == strip(json.loads(out_l)), cmd
+
+
+def test_s3_errors_and_prefix(s3, capsys, tmp_path):
+    rc, out, err = run(capsys, "inspect", "s3://models/corpus/nope.sbs")
+    assert rc == 2 and err.startswith("error: [not-found] "), err
+    rc, out, err = run(capsys, "verify", "s3://no-such-bucket/x.sbs")
+    assert rc == 2 and LINE.match(err) and err.startswith("error: [not-found] "), err
+    rc, out, err = run(capsys, "verify", "--json", "s3://models/corpus/v2/")
+    doc = json.loads(out)
+    assert rc == 0 and len(doc["files"]) == len([r for r in CORPUS if r.startswith("corpus/v2/")])
