@@ -1,0 +1,303 @@
+"""How a remote file is fetched: ranged HTTP GETs with checks fsspec does not make, or fsspec's
+``cat_file`` for any other protocol; errors mapped to our codes, retries per the package docstring."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+
+from ..errors import FileChangedError, SbsError
+from ..inputs import InputError
+from .settings import PARALLEL, SETTINGS, TOTAL
+
+
+# -- remote -----------------------------------------------------------------------------------------
+class RemoteError(SbsError):
+    """A remote input that cannot be read (exit 2)."""
+
+    code = "remote-error"
+
+
+class _Retry(Exception):
+    """A transient failure (connection, timeout, 429, 5xx): the request may be tried again."""
+
+    def __init__(self, error: SbsError) -> None:
+        self.error = error
+
+
+def _fsspec():
+    try:
+        import fsspec
+    except ImportError:
+        raise RemoteError("reading URLs needs the remote extra: pip install 'sbs-tools[remote]'",
+                          code="remote-unsupported") from None
+    return fsspec
+
+
+def _filesystem(url: str):
+    """(fsspec file system, path inside it) for ``url``; a missing protocol package is one error line."""
+    fsspec = _fsspec()
+    try:
+        return fsspec.core.url_to_fs(url, **SETTINGS.storage_options)
+    except (ImportError, ValueError) as e:
+        scheme = url.split("://", 1)[0]
+        raise RemoteError(f"cannot read {scheme}:// URLs: {' '.join(str(e).split())[:300]}",
+                          code="remote-unsupported") from None
+
+
+def _is_http(fs) -> bool:
+    return "http" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,))
+
+
+def _classify(url: str, e: BaseException) -> SbsError:
+    """An exception of fsspec or its protocol package as one of our codes."""
+    if isinstance(e, SbsError):
+        return e
+    name = type(e).__name__
+    text = " ".join(str(e).split())[:300] or name
+    if isinstance(e, FileNotFoundError):
+        return InputError(f"{url}: no such file", code="not-found")
+    if isinstance(e, PermissionError):
+        return InputError(f"cannot read {url}: permission denied ({text})", code="permission-denied")
+    if isinstance(e, (TimeoutError,)) or "Timeout" in name:
+        return RemoteError(f"{url}: the server did not answer in time ({text})", code="remote-timeout")
+    if "Connect" in name or "Endpoint" in name or isinstance(e, ConnectionError):
+        return RemoteError(f"{url}: cannot reach the server ({text})", code="host-unreachable")
+    return RemoteError(f"{url}: {text}", code="remote-error")
+
+
+def _retrying(url: str, op: Callable[[], object]):
+    """Run ``op`` under the retry policy of the module docstring."""
+    delay = 0.25
+    for attempt in range(SETTINGS.retries):
+        try:
+            return op()
+        except _Retry as r:
+            err = r.error
+        except SbsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - fsspec and its packages raise anything
+            err = _classify(url, e)
+            if err.code not in ("host-unreachable", "remote-timeout"):
+                raise err from None
+        if attempt + 1 < SETTINGS.retries:
+            time.sleep(delay)
+            delay *= 2
+    raise err
+
+
+class _HttpBackend:
+    """Ranged GETs on the aiohttp session of fsspec's HTTP file system, checking what fsspec's
+    ``cat_file`` does not: a 200 answer to a ranged request (the server ignores ``Range``) is refused
+    before its body is read, and ``Content-Range``'s total and the ETag must not change."""
+
+    def __init__(self, fs, url: str) -> None:
+        self.fs, self.url = fs, url
+        self.etag: str | None = None
+        self.mtime: str | None = None
+        self.ranges_ok = True
+
+    def _timeout(self):
+        import aiohttp
+
+        return aiohttp.ClientTimeout(total=None, sock_connect=SETTINGS.timeout, sock_read=SETTINGS.timeout)
+
+    def _run(self, coro_fn, *args):
+        from fsspec.asyn import sync
+
+        return _retrying(self.url, lambda: sync(self.fs.loop, coro_fn, *args))
+
+    def _error(self, status: int, reason: str) -> SbsError:
+        if status == 404 or status == 410:
+            return InputError(f"{self.url}: no such file (HTTP {status})", code="not-found")
+        if status in (401, 403):
+            return InputError(f"cannot read {self.url}: permission denied (HTTP {status} {reason})",
+                              code="permission-denied")
+        err = RemoteError(f"{self.url}: HTTP {status} {reason}", code="remote-error")
+        if status == 429 or status >= 500:
+            raise _Retry(err)
+        return err
+
+    async def _wrap(self, coro):
+        import asyncio
+
+        import aiohttp
+
+        try:
+            return await coro
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
+            raise _Retry(RemoteError(f"{self.url}: no answer within {SETTINGS.timeout:g} s ({type(e).__name__})",
+                                     code="remote-timeout")) from None
+        except aiohttp.ClientConnectorError as e:
+            raise _Retry(RemoteError(f"{self.url}: cannot reach the server ({' '.join(str(e).split())})",
+                                     code="host-unreachable")) from None
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+            raise _Retry(RemoteError(f"{self.url}: the connection broke ({type(e).__name__})",
+                                     code="host-unreachable")) from None
+        except aiohttp.InvalidURL:
+            raise InputError(f"{self.url}: not a valid URL", code="not-found") from None
+
+    async def _head(self) -> tuple[int | None, str | None, str | None]:
+        session = await self.fs.set_session()
+        async with session.head(self.fs.encode_url(self.url), allow_redirects=True,
+                                timeout=self._timeout()) as r:
+            TOTAL.add(1, 0)
+            if r.status >= 400:
+                raise self._error(r.status, r.reason or "")
+            size = r.headers.get("Content-Length")
+            enc = r.headers.get("Content-Encoding", "identity")
+            return (int(size) if size and enc == "identity" else None, r.headers.get("ETag"),
+                    r.headers.get("Last-Modified"))
+
+    def stat(self) -> tuple[int, str | None]:
+        size, etag, mtime = self._run(lambda: self._wrap(self._head()))
+        if size is None:  # no length in HEAD: ask for one byte and read the total of Content-Range
+            size = self._run(lambda: self._wrap(self._probe_size()))
+        self.etag, self.mtime = etag, mtime
+        return size, etag or mtime
+
+    async def _probe_size(self) -> int:
+        session = await self.fs.set_session()
+        async with session.get(self.fs.encode_url(self.url), headers={"Range": "bytes=0-0"},
+                               timeout=self._timeout()) as r:
+            TOTAL.add(1, 0)
+            if r.status >= 400:
+                raise self._error(r.status, r.reason or "")
+            total = _content_range_total(r.headers.get("Content-Range"))
+            if r.status != 206 or total is None:
+                raise RemoteError(f"{self.url}: the server tells no file size (no Content-Length) and ignores "
+                                  "Range requests", code="range-unsupported")
+            return total
+
+    async def _get(self, start: int, end: int, size: int, out: memoryview) -> None:
+        session = await self.fs.set_session()
+        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+        async with session.get(self.fs.encode_url(self.url), headers=headers,
+                               timeout=self._timeout()) as r:
+            if r.status >= 400 and r.status != 416:
+                TOTAL.add(1, 0)
+                raise self._error(r.status, r.reason or "")
+            if r.status == 416 or (r.status == 206 and _content_range_total(r.headers.get("Content-Range"))
+                                   not in (None, size)):
+                TOTAL.add(1, 0)
+                total = _content_range_total(r.headers.get("Content-Range"))
+                raise FileChangedError(f"{self.url} changed while it was being read (its size went from {size} "
+                                       f"to {total if total is not None else 'less than ' + str(end)} bytes)",
+                                       offset=start)
+            if r.status != 206:
+                if not (start == 0 and end == size):
+                    TOTAL.add(1, 0)
+                    r.close()  # drop the connection: never read the whole body of a multi-GB file
+                    self.ranges_ok = False
+                    raise RemoteError(
+                        f"{self.url}: the server ignores HTTP Range requests (answered {r.status} with the whole "
+                        f"file); refusing to download {size} bytes to read {end - start} (pass "
+                        "--allow-full-download to download it)", code="range-unsupported")
+            etag = r.headers.get("ETag")
+            if self.etag and etag and etag != self.etag:
+                TOTAL.add(1, 0)
+                raise FileChangedError(f"{self.url} changed while it was being read (its ETag went from "
+                                       f"{self.etag} to {etag})", offset=start)
+            pos = 0
+            n = end - start
+            while pos < n:
+                chunk = await r.content.read(min(n - pos, 4 << 20))
+                if not chunk:
+                    break
+                out[pos:pos + len(chunk)] = chunk
+                pos += len(chunk)
+            TOTAL.add(1, pos)
+            if pos < n:
+                raise FileChangedError(f"{self.url} changed while it was being read (a read of {n} bytes at offset "
+                                       f"{start} returned {pos})", offset=start + pos)
+
+    def fetch_into(self, start: int, end: int, size: int, out: memoryview) -> None:
+        self._run(lambda: self._wrap(self._get(start, end, size, out)))
+
+    def fetch_many(self, ranges: list[tuple[int, int]], size: int) -> list[bytearray]:
+        import asyncio
+
+        bufs = [bytearray(b - a) for a, b in ranges]
+
+        async def one(a, b, buf, sem):
+            async with sem:
+                await self._wrap(self._get(a, b, size, memoryview(buf)))
+
+        async def all_():
+            sem = asyncio.Semaphore(PARALLEL)
+            await asyncio.gather(*(one(a, b, buf, sem) for (a, b), buf in zip(ranges, bufs)))
+
+        from fsspec.asyn import sync
+
+        _retrying(self.url, lambda: sync(self.fs.loop, all_))
+        return bufs
+
+    async def _download(self, fh) -> int:
+        session = await self.fs.set_session()
+        async with session.get(self.fs.encode_url(self.url), headers={"Accept-Encoding": "identity"},
+                               timeout=self._timeout()) as r:
+            if r.status >= 400:
+                TOTAL.add(1, 0)
+                raise self._error(r.status, r.reason or "")
+            n = 0
+            async for chunk in r.content.iter_chunked(4 << 20):
+                fh.write(chunk)
+                n += len(chunk)
+            TOTAL.add(1, n)
+            return n
+
+    def download(self, fh) -> int:
+        return self._run(lambda: self._wrap(self._download(fh)))
+
+
+def _content_range_total(value: str | None) -> int | None:
+    if not value or "/" not in value:
+        return None
+    total = value.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
+class _FsBackend:
+    """Any other fsspec file system (s3, gs, hf, ...): ``cat_file`` of byte ranges; the size and ETag
+    seen at open are compared again by :meth:`RemoteSource.check_unchanged`."""
+
+    ranges_ok = True
+
+    def __init__(self, fs, path: str, url: str) -> None:
+        self.fs, self.path, self.url = fs, path, url
+
+    def stat(self) -> tuple[int, str | None]:
+        info = _retrying(self.url, lambda: self.fs.info(self.path))
+        TOTAL.add(1, 0)
+        if info.get("type") == "directory":
+            raise InputError(f"{self.url} is a directory, not a .sbs file", code="is-directory")
+        size = info.get("size")
+        if size is None:
+            raise RemoteError(f"{self.url}: the store tells no file size", code="remote-error")
+        tag = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
+        return int(size), None if tag is None else str(tag)
+
+    def fetch_into(self, start: int, end: int, size: int, out: memoryview) -> None:
+        data = _retrying(self.url, lambda: self.fs.cat_file(self.path, start=start, end=end))
+        TOTAL.add(1, len(data))
+        if len(data) != end - start:
+            raise FileChangedError(f"{self.url} changed while it was being read (a read of {end - start} bytes at "
+                                   f"offset {start} returned {len(data)})", offset=start + min(len(data), end - start))
+        out[:] = data
+
+    def fetch_many(self, ranges: list[tuple[int, int]], size: int) -> list[bytearray]:
+        out = []
+        for a, b in ranges:  # cat_ranges would hide short reads; a handful of metadata ranges
+            buf = bytearray(b - a)
+            self.fetch_into(a, b, size, memoryview(buf))
+            out.append(buf)
+        return out
+
+    def download(self, fh) -> int:
+        n = 0
+        with self.fs.open(self.path, "rb") as src:
+            while chunk := src.read(4 << 20):
+                fh.write(chunk)
+                n += len(chunk)
+        TOTAL.add(1, n)
+        return n
