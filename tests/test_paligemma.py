@@ -7,6 +7,7 @@ corpus' ``paligemma/`` (its README is ``fixtures/vision/tiny-paligemma2-README.m
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from functools import lru_cache
@@ -254,7 +255,7 @@ def test_cli_run_paligemma(capsys):
     assert "16 image tokens" in err and "prompt: 26 tokens" in err and "runs again" in err
 
 
-# -- export --hf and convert: the round trip, and the other weight types ------------------------------------------------
+# -- export --hf and convert: the round trip, and the other weight types -----------------------------------------
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("pali") / "hf"
@@ -335,7 +336,6 @@ def test_derived_types_follow_gemma_cpps_type_rule(derived, t):
             assert ty == bf16[name] and (name not in vit_rule or vit_rule[name] == ty), name
     with sbs_tools.open(derived[t]) as f, sbs_tools.open(PALI) as g:
         assert f.config.weight_name == t and f.config.specifier == f"paligemma2-3b-224-{t}"
-        import dataclasses
         assert dataclasses.replace(f.config, weight=g.config.weight) == g.config  # only the weight type differs
         for name in ours:
             a, b = f.tensor(name), g.tensor(name)
