@@ -38,7 +38,10 @@ def load(path: str | os.PathLike, *, rope: str = "gemmacpp", numerics: str = "ge
     ``numerics``: ``"gemmacpp"`` (bf16-rounded weights, I8 halves re-quantized) or ``"f32"``.
     ``vision``: ``"gemmacpp"`` (gemma.cpp's image path: soft-embedding norm on the first pooled
     token only, causal attention over Gemma 3 image tokens) or ``"reference"`` (the published
-    models: norm on every token, bidirectional attention within an image); see ``vision.py``.
+    models: norm on every token, bidirectional attention within an image). PaliGemma: both attend
+    over the whole prompt as a prefix; ``"gemmacpp"`` then runs the last prompt token again at the
+    next position and samples the first new token there, ``"reference"`` samples it from the last
+    prompt position; see ``vision.py``.
     ``images``: decode the vision encoder now (else on the first image) and leave out the
     text-only notes.
     ``progress`` shows progress bars on stderr (decoding, and each streamed forward pass) when it

@@ -204,14 +204,16 @@ class Model:
         self.stats = {"prompt_tokens": prompt.size, "prompt_seconds": 0.0, "decode_tokens": 0,
                       "decode_seconds": 0.0}
         t0 = time.perf_counter()
-        # As gemma.cpp: prefill all but the last prompt token, which runs as the first decode step;
-        # after a PaliGemma prefix all of the prompt, then the last token again (vision.py, 5.).
-        refeed = rows is not None and vis.refeeds_last_token(self.config.wrapping, self.vision)
-        if refeed or prompt.size > 1:
-            self.forward(prompt if refeed else prompt[:-1], cache, last_only=True, image=rows)
+        # As gemma.cpp: prefill all but the last prompt token, which runs as the first decode step.
+        # A PaliGemma prompt with an image is one prefix, prefilled whole: gemma.cpp then runs its
+        # last token again (vision.py, 5.), the published model samples from the last position.
+        prefix = rows is not None and self.config.wrapping == vis.PALIGEMMA
+        if prefix or prompt.size > 1:
+            row = self.forward(prompt if prefix else prompt[:-1], cache, last_only=True, image=rows)[-1]
         if cache.length >= cache.max_len:
             return
-        row = self.forward(prompt[-1:], cache)[-1]
+        if not prefix or vis.refeeds_last_token(self.config.wrapping, self.vision):
+            row = self.forward(prompt[-1:], cache)[-1]
         self.stats["prompt_seconds"] = time.perf_counter() - t0
         for i in range(max_new_tokens):
             if cache.length >= cache.max_len:  # the new token would not fit in the context

@@ -23,8 +23,9 @@ from the published models (``vision="gemmacpp"``, the default, reproduces it):
 4. Image rows enter the residual stream as they are (no sqrt(D) scaling); Gemma 3 puts them at
    the placeholders -2 of the prompt, PaliGemma at its first num_image_tokens positions.
 5. PaliGemma generation re-feeds the last prompt token at position len(prompt) (gemma.cc rewinds
-   after a prefix prefill) and samples the first token from there; the published model samples
-   from the last prompt position.
+   after a prefix prefill) and samples the first token from there, so generated token k sits at
+   len(prompt) + 1 + k; the published model (``vision="reference"``) samples from the last prompt
+   position and places token k at len(prompt) + k. Both prefill the whole prompt as the prefix.
 6. Builds with native bf16 dot products (AVX-512 BF16, where the image references were made)
    run the old text attention kernel, whose softmax also takes in the entries of its probability
    buffer before a sliding window, left there by the buffer row's previous use; builds without
