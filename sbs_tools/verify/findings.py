@@ -30,6 +30,7 @@ FAMILIES = {
     "layers": "tensors each LLM / ViT layer needs, by layer type",
     "compat": "which gemma.cpp generations load and run the file",
     "deep": "decoded tensor values (--deep)",
+    "run": "a forward pass with the numpy decoder (--run)",
 }
 
 _E, _W, _I = "error", "warning", "info"
@@ -147,6 +148,15 @@ CODES: dict[str, CodeInfo] = {
     "norm-suspicious": CodeInfo(_W, "deep", "RMSNorm weights centred near 1: the 1+w convention was probably "
                                             "applied twice."),
     "deep-skipped": CodeInfo(_I, "deep", "A tensor that could not be decoded (its size is already wrong)."),
+    # run
+    "run-failed": CodeInfo(_E, "run", "An exception while loading or running the model (--run), with the LLM or "
+                                      "ViT layer or the tensor where it happened."),
+    "run-non-finite": CodeInfo(_E, "run", "NaN/Inf in the embedding rows, the activations or the logits of the "
+                                          "test run (--run), with the first layer where it appears."),
+    "run-degenerate": CodeInfo(_E, "run", "The test run's logits are constant across the vocabulary, or "
+                                          "identical for different inputs (--run)."),
+    "run-skipped": CodeInfo(_I, "run", "--run did not run the model (or its image path): structural errors, or "
+                                       "a file the numpy decoder does not run (the reason is given)."),
 }
 
 
@@ -236,6 +246,7 @@ class Report:
     compat: list[Generation] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)  # layout, era, model, ... (for display)
     deep: bool = False
+    run: bool = False
 
     @property
     def errors(self) -> list[Finding]:
@@ -269,6 +280,6 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "ok": self.ok, "unreadable": self.unreadable is not None, "deep": self.deep,
-                "facts": self.facts,
+                "run": self.run, "facts": self.facts,
                 "findings": [f.to_dict() for f in self.findings],
                 "compat": [g.to_dict() for g in self.compat]}
