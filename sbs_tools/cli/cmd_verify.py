@@ -33,6 +33,13 @@ def verify(
                                       help="Also write a JUnit XML report (one test case per check family)."),
     strict: bool = typer.Option(False, "--strict", help="Treat warnings as failures (exit 1)."),
     force: bool = typer.Option(False, "--force", help="With --junit: replace an existing report file."),
+    run: bool = typer.Option(False, "--run", help="When no error was found, also load the model and run a fixed "
+                                                  "prompt, a few decode steps and (ViT files) a synthetic image "
+                                                  "through every layer: run-failed, run-non-finite, "
+                                                  "run-degenerate."),
+    max_memory: str | None = typer.Option(None, "--max-memory", metavar="SIZE",
+                                          help="With --run: memory budget, e.g. 4G: resident float32 weights if "
+                                               "they fit, else streaming (default: half the available memory)."),
 ) -> None:
     """Check .sbs files before gemma.cpp loads them: container, config, toc, tokenizer, the tensors every
     layer type needs, which gemma.cpp versions can load them, and with --deep the values."""
@@ -40,12 +47,20 @@ def verify(
     from sbs_tools.verify import verify as run_verify
 
     requires("force", force, "junit", junit is not None)
+    requires("max_memory", max_memory is not None, "run", run)
+    if max_memory is not None:
+        from inference import parse_size
+
+        try:
+            parse_size(max_memory)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--max-memory")
     if junit is not None:
         check_output_file(junit, files, force=force)
     reports = []
     for path in files:
-        report = _with_progress(run_verify, path) if show_progress(json_out=json_out) and deep else \
-            run_verify(path, deep=deep)
+        report = _with_progress(run_verify, path, run, max_memory) if show_progress(json_out=json_out) and deep \
+            else run_verify(path, deep=deep, run=run, max_memory=max_memory)
         reports.append(report)
         bad = report.unreadable
         if bad is not None:
@@ -70,13 +85,18 @@ def verify(
         raise typer.Exit(EXIT_FINDINGS)
 
 
-def _with_progress(run_verify, path: Path):
+def _with_progress(run_verify, path: Path, run: bool, max_memory: str | None):
     try:
         total = path.stat().st_size
     except OSError:
-        return run_verify(path, deep=True)  # verify reports the bad path itself
+        return run_verify(path, deep=True, run=run, max_memory=max_memory)  # verify reports the bad path itself
     with byte_bar(f"decoding {path.name}", total, True) as advance:
-        return run_verify(path, deep=True, progress=advance)
+        report = run_verify(path, deep=True, progress=advance)
+    if run:  # the run after the bar: same report, run family added
+        from sbs_tools.verify import add_run
+
+        add_run(report, max_memory)
+    return report
 
 
 def _status(r, strict: bool) -> str:
@@ -110,6 +130,11 @@ def _render(r, strict: bool) -> None:
     for code, n in shown.items():
         if n > MAX_PER_CODE:
             console.print(f"  [dim]... and {n - MAX_PER_CODE} more {code} finding(s) (all of them in --json)[/]")
+    if "run" in r.facts and "mode" in r.facts["run"]:
+        x = r.facts["run"]
+        vit = f" + {x['vit_layers_run']} ViT layers" if x.get("vit_layers_run") else ""
+        console.print(f"  [bold]run:[/] {x['mode']} weights, {x['layers_run']} of {x['layers']} layers{vit} "
+                      f"reached, {x.get('decode_steps', 0)} decode steps, {x['seconds']:.2f} s", soft_wrap=True)
     if r.compat and r.facts:
         _render_compat(r)
 

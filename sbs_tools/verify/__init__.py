@@ -23,7 +23,7 @@ from .findings import CODES, FAMILIES, UNREADABLE_CODES, Finding, Generation, Re
 from .layers import check_layers, check_pre2025_names
 from .metadata import check_metadata
 
-__all__ = ["verify", "unusable", "Report", "Finding", "Generation", "CODES", "FAMILIES", "GENERATIONS"]
+__all__ = ["verify", "add_run", "unusable", "Report", "Finding", "Generation", "CODES", "FAMILIES", "GENERATIONS"]
 
 #: Problems ``SbsFile`` records itself that verify passes through (pre-2025 ``Fscales``).
 _PASSTHROUGH = ("scales-invalid", "scales-extra")
@@ -52,7 +52,7 @@ def verify(path: str | os.PathLike, deep: bool = False,
     if f is None:
         report.compat = evaluate(None, None, report.findings)
         if run:
-            _run(report, max_memory)
+            add_run(report, max_memory)
         return report
     try:
         report.facts = {"layout": f.layout, "format": f.format, "era": f.era, "file_bytes": f.file_bytes,
@@ -85,12 +85,14 @@ def verify(path: str | os.PathLike, deep: bool = False,
     finally:
         f.close()
     if run:
-        _run(report, max_memory)
+        add_run(report, max_memory)
     return report
 
 
-def _run(report: Report, max_memory: int | None) -> None:
-    """The ``run`` family: skipped (info) after structural errors, else :func:`.run.check_run`."""
+def add_run(report: Report, max_memory: int | str | None = None) -> None:
+    """Add the ``run`` family to a report of the other checks: ``run-skipped`` (info) after
+    errors, else the findings of :func:`.run.check_run`."""
+    report.run = True
     if report.unreadable is not None:
         return
     errors = sorted({f.code for f in report.errors})

@@ -204,7 +204,7 @@ def check_run(path: str, *, max_memory: int | str | None = None, mode: str = "au
 
 
 def _run_text(model, seen: dict[str, int], facts: dict) -> Finding | None:
-    ids = prompt_ids(model.vocab_size)
+    ids = prompt_ids(model.vocab_size, max(1, min(PROMPT_LEN, model.config.max_seq_len - DECODE_STEPS)))
     facts["prompt_tokens"] = len(ids)
     rows = np.asarray(model.weights.embedding[np.asarray(ids)], np.float32)
     found = _non_finite(rows, f"embedding rows of the prompt tokens {ids}", tensor="c_embedding")
