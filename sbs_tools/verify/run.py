@@ -81,7 +81,7 @@ def _locate(exc: BaseException) -> tuple[dict[str, Any], str]:
             stage = f"layer {where['layer']}"
         elif code.co_name == "load_layer" and isinstance(loc.get("i"), int):
             where = {"layer": loc["i"], "layer_type": "kGemma"}
-            stage = f"loading layer {loc['i']}"
+            stage = f"layer {loc['i']}"
         elif code.co_name == "encode" and "vit_layer" in _inner_names(tb) and isinstance(loc.get("i"), int):
             where = {"layer": loc["i"], "layer_type": "kVit"}
             stage = f"ViT layer {loc['i']}"
@@ -112,7 +112,7 @@ def _inner_names(tb) -> set[str]:
 def _failed(exc: BaseException, what: str) -> Finding:
     where, stage = _locate(exc)
     text = str(exc) or type(exc).__name__
-    return finding("run-failed", f"{what}{' in ' + stage if stage else ''}: {type(exc).__name__}: {text}",
+    return finding("run-failed", f"{what}{', ' + stage if stage else ''}: {type(exc).__name__}: {text}",
                    hint="the file's tensors or config make the forward pass fail; `sbs verify --deep` decodes "
                         "every tensor, `sbs dump` shows the one named", **where)
 
