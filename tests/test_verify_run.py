@@ -189,3 +189,14 @@ def test_cli_max_memory_usage_errors(args, capsys):
     assert main(["verify", *args, str(G3_BF16)]) == 2
     captured = capsys.readouterr()
     assert "--max-memory" in captured.err and "Traceback" not in captured.err + captured.out
+
+
+def test_logits_identical_for_different_positions_are_degenerate():
+    from sbs_tools.verify.run import _degenerate
+
+    row = np.linspace(-1, 1, 16, dtype=np.float32)
+    same = _degenerate(np.stack([row, row, row]), "logits")
+    assert same is not None and same.code == "run-degenerate" and "identical for all 3 positions" in same.message
+    varied = np.stack([row, row[::-1], row * 2])
+    assert _degenerate(varied, "logits") is None
+    assert _degenerate(row[None], "logits") is None  # one position: nothing to compare
