@@ -82,10 +82,11 @@ class Model:
                 self._vit = vis.load_vit(f, self.numerics)
         return self._vit
 
-    def image_tokens(self, image, stages: dict | None = None) -> np.ndarray:
+    def image_tokens(self, image, stages: dict | None = None, on_layer: LayerHook | None = None) -> np.ndarray:
         """(num_image_tokens, model_dim) float32: what ``image`` (a path, or an (H, W, 3) uint8
-        array) contributes to the prompt. ``stages`` (a dict) receives the ViT's intermediates."""
-        return vis.encode(self.vit, vis.read_image(image), self.vision, stages)
+        array) contributes to the prompt. ``stages`` (a dict) receives the ViT's intermediates;
+        ``on_layer(i, x)`` is called after ViT layer i."""
+        return vis.encode(self.vit, vis.read_image(image), self.vision, stages, on_layer)
 
     def wrap(self, text: str, image=None) -> list[int]:
         """The prompt ids gemma.cpp's ``WrapAndTokenize`` builds for this file's wrapping, with one

@@ -377,9 +377,11 @@ def avg_pool(x: np.ndarray, grid: int, k: int = POOL) -> np.ndarray:
     return (acc * F32(1.0 / (k * k))).reshape(-1, x.shape[-1])
 
 
-def encode(vit: VitWeights, pixels: np.ndarray, mode: str = "gemmacpp", stages: dict | None = None) -> np.ndarray:
+def encode(vit: VitWeights, pixels: np.ndarray, mode: str = "gemmacpp", stages: dict | None = None,
+           on_layer: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
     """Image tokens (num_tokens, model_dim) of normalized ``pixels`` (H, W, 3). ``stages`` (a dict)
-    receives pixels, patches, embed, encoder_norm, pooled, pre_proj and image_tokens."""
+    receives pixels, patches, embed, encoder_norm, pooled, pre_proj and image_tokens;
+    ``on_layer(i, x)`` is called after ViT layer i (raise in it to stop)."""
     if mode not in VISION_MODES:
         raise ValueError(f"vision must be one of {VISION_MODES}, not {mode!r}")
     bf16 = vit.emulate
@@ -389,8 +391,10 @@ def encode(vit: VitWeights, pixels: np.ndarray, mode: str = "gemmacpp", stages: 
     x = linear(p, vit.w_patch, vit.b_patch, bf16) + vit.pos_emb
     keep["embed"] = x
     gemma3 = vit.wrapping == GEMMA_VLM
-    for L in vit.layers:
+    for i, L in enumerate(vit.layers):
         x = vit_layer(x, L, bf16, bf16_scores=gemma3 and bf16)
+        if on_layer is not None:
+            on_layer(i, x)
     keep["encoder_norm"] = x = layer_norm(x, *vit.enc_norm)
     if gemma3:
         keep["pooled"] = x = avg_pool(x, vit.grid)

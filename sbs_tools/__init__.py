@@ -24,11 +24,13 @@ if TYPE_CHECKING:
 
 
 def verify_file(path: str | os.PathLike, deep: bool = False,
-                progress: Callable[[int], None] | None = None) -> "verify.Report":
-    """``sbs verify`` of one file: a :class:`sbs_tools.verify.Report` (never raises for a bad file)."""
+                progress: Callable[[int], None] | None = None, *, run: bool = False,
+                max_memory: int | str | None = None) -> "verify.Report":
+    """``sbs verify`` of one file: a :class:`sbs_tools.verify.Report` (never raises for a bad file;
+    ``run=True``: also a forward pass within the ``max_memory`` budget, see :func:`sbs_tools.verify.verify`)."""
     from .verify import verify
 
-    return verify(path, deep=deep, progress=progress)
+    return verify(path, deep=deep, progress=progress, run=run, max_memory=max_memory)
 
 
 def verify_many(inputs: Any, *, deep: bool = False, jobs: int = 1, client: Any = None,

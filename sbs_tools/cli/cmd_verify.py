@@ -43,6 +43,13 @@ def verify(
                                          help="Append one JSON line per file as it is done; a rerun with the same "
                                               "OUT skips files already there with the same size and mtime."),
     allow_full_download: bool = typer.Option(False, "--allow-full-download", help=ALLOW_FULL_DOWNLOAD_HELP),
+    run: bool = typer.Option(False, "--run", help="When no error was found, also load the model and run a fixed "
+                                                  "prompt, a few decode steps and (ViT files) a synthetic image "
+                                                  "through every layer: run-failed, run-non-finite, "
+                                                  "run-degenerate."),
+    max_memory: str | None = typer.Option(None, "--max-memory", metavar="SIZE",
+                                          help="With --run: memory budget, e.g. 4G: resident float32 weights if "
+                                               "they fit, else streaming (default: half the available memory)."),
 ) -> None:
     """Check .sbs files before gemma.cpp loads them: container, config, toc, tokenizer, the tensors every
     layer type needs, which gemma.cpp versions can load them, and with --deep the values."""
@@ -50,6 +57,14 @@ def verify(
     from sbs_tools.source import expand_inputs
 
     requires("force", force, "junit", junit is not None)
+    requires("max_memory", max_memory is not None, "run", run)
+    if max_memory is not None:
+        from inference import parse_size
+
+        try:
+            parse_size(max_memory)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--max-memory")
     exclusive(jobs=jobs > 1, scheduler=scheduler is not None)
     inputs_arg(files, allow_full_download)
     paths = expand_inputs(files)
@@ -74,7 +89,8 @@ def verify(
 
         client = connect(scheduler) if scheduler is not None else None
         try:
-            reports = verify_many(paths, deep=deep, jobs=jobs, client=client, jsonl=jsonl, on_result=show)
+            reports = verify_many(paths, deep=deep, jobs=jobs, client=client, jsonl=jsonl, on_result=show, run=run,
+                                  max_memory=max_memory)
         finally:
             if client is not None:
                 client.close()
@@ -83,7 +99,8 @@ def verify(
 
         reports = []
         for path in paths:
-            report = _with_progress(path) if show_progress(json_out=json_out) and deep else verify_one(path, deep)
+            report = _with_progress(path, run, max_memory) if show_progress(json_out=json_out) and deep else \
+                verify_one(path, deep, run=run, max_memory=max_memory)
             report.stat = None
             reports.append(report)
             show(report)
@@ -120,10 +137,10 @@ def _is_url(p) -> bool:
     return is_url(p)
 
 
-def _with_progress(path: str):
+def _with_progress(path: str, run: bool, max_memory: str | None):
     from sbs_tools.errors import SbsError
     from sbs_tools.source import stat_input, stem
-    from sbs_tools.verify import verify as run_verify
+    from sbs_tools.verify import add_run, verify as run_verify
     from sbs_tools.verify.fleet import unreadable_report, verify_one
 
     try:
@@ -132,9 +149,12 @@ def _with_progress(path: str):
         return verify_one(path, deep=True)  # verify reports the bad path itself
     with byte_bar(f"decoding {stem(path)}", total, True) as advance:
         try:
-            return run_verify(path, deep=True, progress=advance)
+            report = run_verify(path, deep=True, progress=advance)
         except SbsError as e:
             return unreadable_report(path, e, True)
+    if run:  # the run after the bar: same report, run family added
+        add_run(report, max_memory)
+    return report
 
 
 def _status(r, strict: bool) -> str:
@@ -168,6 +188,11 @@ def _render(r, strict: bool) -> None:
     for code, n in shown.items():
         if n > MAX_PER_CODE:
             console.print(f"  [dim]... and {n - MAX_PER_CODE} more {code} finding(s) (all of them in --json)[/]")
+    if "run" in r.facts and "mode" in r.facts["run"]:
+        x = r.facts["run"]
+        vit = f" + {x['vit_layers_run']} ViT layers" if x.get("vit_layers_run") else ""
+        console.print(f"  [bold]run:[/] {x['mode']} weights, {x['layers_run']} of {x['layers']} layers{vit} "
+                      f"reached, {x.get('decode_steps', 0)} decode steps, {x['seconds']:.2f} s", soft_wrap=True)
     if r.compat and r.facts:
         _render_compat(r)
 

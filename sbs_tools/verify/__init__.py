@@ -8,7 +8,8 @@
 :func:`verify` never raises for a bad file: an unreadable file is a report
 with a ``not-sbs`` / ``bad-magic`` / ... finding. Checks run in families
 (see :data:`~sbs_tools.verify.findings.FAMILIES`): format, container,
-metadata, tokenizer, layers, compat and (``deep=True``) the decoded values.
+metadata, tokenizer, layers, compat, (``deep=True``) the decoded values and
+(``run=True``) a forward pass with the numpy decoder (:mod:`.run`).
 """
 from __future__ import annotations
 
@@ -22,25 +23,36 @@ from .findings import CODES, FAMILIES, UNREADABLE_CODES, Finding, Generation, Re
 from .layers import check_layers, check_pre2025_names
 from .metadata import check_metadata
 
-__all__ = ["verify", "unusable", "Report", "Finding", "Generation", "CODES", "FAMILIES", "GENERATIONS"]
+__all__ = ["verify", "add_run", "unusable", "Report", "Finding", "Generation", "CODES", "FAMILIES", "GENERATIONS"]
 
 #: Problems ``SbsFile`` records itself that verify passes through (pre-2025 ``Fscales``).
 _PASSTHROUGH = ("scales-invalid", "scales-extra")
 
 
 def verify(path: str | os.PathLike, deep: bool = False,
-           progress: Callable[[int], None] | None = None) -> Report:
+           progress: Callable[[int], None] | None = None, *, run: bool = False,
+           max_memory: int | str | None = None) -> Report:
     """Check one file; returns a :class:`Report` (``report.ok`` is False when any error was found).
 
     ``deep=True`` also decodes every tensor (streaming); ``progress`` is then
     called with the number of tensor bytes processed after each chunk.
+    ``run=True``, once the other checks found no error, loads the model (resident or streaming
+    weights, as ``max_memory`` allows: bytes or a size such as ``"4G"``) and runs a short prompt,
+    a few decode steps and, with a vision encoder, a synthetic image (``run-*`` findings; the
+    run's mode and time in ``report.facts["run"]``). An invalid ``max_memory`` raises ValueError.
     """
     path = os.fspath(path)
-    report = Report(path, deep=deep)
+    if max_memory is not None:
+        from inference import parse_size
+
+        max_memory = parse_size(max_memory)
+    report = Report(path, deep=deep, run=run)
     f, found = open_checked(path)
     report.findings += found
     if f is None:
         report.compat = evaluate(None, None, report.findings)
+        if run:
+            add_run(report, max_memory)
         return report
     try:
         report.facts = {"layout": f.layout, "format": f.format, "era": f.era, "file_bytes": f.file_bytes,
@@ -72,7 +84,27 @@ def verify(path: str | os.PathLike, deep: bool = False,
             report.findings += check_deep(f, progress)
     finally:
         f.close()
+    if run:
+        add_run(report, max_memory)
     return report
+
+
+def add_run(report: Report, max_memory: int | str | None = None) -> None:
+    """Add the ``run`` family to a report of the other checks: ``run-skipped`` (info) after
+    errors, else the findings of :func:`.run.check_run`."""
+    report.run = True
+    if report.unreadable is not None:
+        return
+    errors = sorted({f.code for f in report.errors})
+    if errors:
+        report.findings.append(finding("run-skipped", "not run: the structural checks found errors ("
+                                       + ", ".join(errors) + "); fix them first"))
+        return
+    from .run import check_run
+
+    found, facts = check_run(report.path, max_memory=max_memory)
+    report.findings += found
+    report.facts["run"] = facts
 
 
 def unusable(path: str | os.PathLike) -> Finding | None:

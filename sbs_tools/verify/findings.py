@@ -30,6 +30,7 @@ FAMILIES = {
     "layers": "tensors each LLM / ViT layer needs, by layer type",
     "compat": "which gemma.cpp generations load and run the file",
     "deep": "decoded tensor values (--deep)",
+    "run": "a forward pass with the numpy decoder (--run)",
 }
 
 _E, _W, _I = "error", "warning", "info"
@@ -161,6 +162,15 @@ CODES: dict[str, CodeInfo] = {
     "norm-suspicious": CodeInfo(_W, "deep", "RMSNorm weights centred near 1: the 1+w convention was probably "
                                             "applied twice."),
     "deep-skipped": CodeInfo(_I, "deep", "A tensor that could not be decoded (its size is already wrong)."),
+    # run
+    "run-failed": CodeInfo(_E, "run", "An exception while loading or running the model (--run), with the LLM or "
+                                      "ViT layer or the tensor where it happened."),
+    "run-non-finite": CodeInfo(_E, "run", "NaN/Inf in the embedding rows, the activations or the logits of the "
+                                          "test run (--run), with the first layer where it appears."),
+    "run-degenerate": CodeInfo(_E, "run", "The test run's logits are constant across the vocabulary, or "
+                                          "identical for different inputs (--run)."),
+    "run-skipped": CodeInfo(_I, "run", "--run did not run the model (or its image path): structural errors, or "
+                                       "a file the numpy decoder does not run (the reason is given)."),
 }
 
 
@@ -253,6 +263,7 @@ class Report:
     #: Fleet scans (``verify_many``): the input's size and modification stamp when it was checked
     #: (``--jsonl`` resumes on them); shown as ``input`` in the JSON when set.
     stat: dict[str, Any] | None = None
+    run: bool = False
 
     @property
     def errors(self) -> list[Finding]:
@@ -286,7 +297,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "ok": self.ok, "unreadable": self.unreadable is not None, "deep": self.deep,
-                "facts": self.facts,
+                "run": self.run, "facts": self.facts,
                 "findings": [f.to_dict() for f in self.findings],
                 "compat": [g.to_dict() for g in self.compat]} | ({"input": self.stat} if self.stat else {})
 
@@ -297,4 +308,5 @@ class Report:
                             x.get("layer"), x.get("layer_type"), x.get("hint")) for x in d.get("findings", [])]
         compat = [Generation(g["generation"], g["label"], g["loads"], g.get("runs"), list(g.get("reasons", [])))
                   for g in d.get("compat", [])]
-        return cls(d["path"], findings, compat, dict(d.get("facts", {})), bool(d.get("deep")), d.get("input"))
+        return cls(d["path"], findings, compat, dict(d.get("facts", {})), bool(d.get("deep")), d.get("input"),
+                   bool(d.get("run")))

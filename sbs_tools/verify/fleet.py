@@ -31,8 +31,10 @@ def unreadable_report(path: str, e: SbsError, deep: bool, stat: dict | None = No
     return Report(path, [finding(code, msg)], deep=deep, stat=stat)
 
 
-def verify_one(path: str, deep: bool = False, settings: dict[str, Any] | None = None) -> Report:
-    """One task of a fleet scan: stat, then verify; never raises for a bad file."""
+def verify_one(path: str, deep: bool = False, settings: dict[str, Any] | None = None, run: bool = False,
+               max_memory: int | str | None = None) -> Report:
+    """One task of a fleet scan: stat, then verify (``run``: also the forward pass of ``--run``); never
+    raises for a bad file."""
     from . import verify
 
     if settings:
@@ -43,7 +45,7 @@ def verify_one(path: str, deep: bool = False, settings: dict[str, Any] | None = 
         return unreadable_report(path, e, deep)
     stat = {"size": st.size, "mtime": st.mtime}
     try:
-        report = verify(path, deep=deep)
+        report = verify(path, deep=deep, run=run, max_memory=max_memory)
     except SbsError as e:  # e.g. file-changed, or a server that went away mid-scan
         return unreadable_report(path, e, deep, stat)
     report.stat = stat
@@ -103,7 +105,8 @@ def _json_default(o):
 
 def verify_many(inputs: Iterable[str | os.PathLike], *, deep: bool = False, jobs: int = 1, client=None,
                 jsonl: str | os.PathLike | None = None,
-                on_result: Callable[[Report, bool], None] | None = None) -> list[Report]:
+                on_result: Callable[[Report, bool], None] | None = None, run: bool = False,
+                max_memory: int | str | None = None) -> list[Report]:
     """Verify every file ``inputs`` name (see the module docstring); reports in input order.
 
     ``jobs`` > 1: a process pool of that size; ``client``: a ``dask.distributed.Client`` (one task per
@@ -116,7 +119,7 @@ def verify_many(inputs: Iterable[str | os.PathLike], *, deep: bool = False, jobs
     todo: list[str] = []
     for p in paths:
         rec = done.get(p)
-        if rec is not None and bool(rec.get("deep")) == deep:
+        if rec is not None and bool(rec.get("deep")) == deep and bool(rec.get("run")) == run:
             try:
                 st = stat_input(p, allow_empty=True)
             except SbsError:
@@ -130,6 +133,7 @@ def verify_many(inputs: Iterable[str | os.PathLike], *, deep: bool = False, jobs
     out = _Appender(jsonl) if jsonl is not None and todo else None
     settings = {"allow_full_download": SETTINGS.allow_full_download, "timeout": SETTINGS.timeout,
                 "retries": SETTINGS.retries}
+    checks = {"deep": deep, "settings": settings, "run": run, "max_memory": max_memory}
 
     def take(report: Report) -> None:
         results[report.path] = report
@@ -140,19 +144,19 @@ def verify_many(inputs: Iterable[str | os.PathLike], *, deep: bool = False, jobs
 
     try:
         if client is not None:
-            _on_dask(client, todo, deep, settings, take)
+            _on_dask(client, todo, checks, take)
         elif jobs > 1 and len(todo) > 1:
-            _in_pool(jobs, todo, deep, settings, take)
+            _in_pool(jobs, todo, checks, take)
         else:
             for p in todo:
-                take(verify_one(p, deep))
+                take(verify_one(p, deep, run=run, max_memory=max_memory))
     finally:
         if out is not None:
             out.close()
     return [results[p] for p in paths]
 
 
-def _in_pool(jobs: int, todo: list[str], deep: bool, settings: dict, take: Callable[[Report], None]) -> None:
+def _in_pool(jobs: int, todo: list[str], checks: dict, take: Callable[[Report], None]) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -162,7 +166,7 @@ def _in_pool(jobs: int, todo: list[str], deep: bool, settings: dict, take: Calla
         it = iter(todo)
         try:
             for p in it:  # at most 2 x jobs tasks queued: thousands of files need no thousands of futures
-                pending.add(pool.submit(verify_one, p, deep, settings))
+                pending.add(pool.submit(verify_one, p, **checks))
                 if len(pending) >= 2 * jobs:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in finished:
@@ -177,10 +181,10 @@ def _in_pool(jobs: int, todo: list[str], deep: bool, settings: dict, take: Calla
             raise
 
 
-def _on_dask(client, todo: list[str], deep: bool, settings: dict, take: Callable[[Report], None]) -> None:
+def _on_dask(client, todo: list[str], checks: dict, take: Callable[[Report], None]) -> None:
     from distributed import as_completed
 
-    futures = client.map(verify_one, todo, deep=deep, settings=settings, pure=False)
+    futures = client.map(verify_one, todo, **checks, pure=False)
     try:
         for fut in as_completed(futures):
             take(fut.result())

@@ -40,10 +40,11 @@ def to_junit(reports: list[Report], strict: bool = False) -> str:
                 el = ET.SubElement(case, "failure", type=bad[0].code,
                                    message=f"{len(bad)} finding(s): " + ", ".join(sorted({f.code for f in bad})))
                 el.text = _text(bad)
-            elif (fam == "deep" and not r.deep) or (unreadable and fam not in ("format", "container")):
+            elif (fam == "deep" and not r.deep) or (fam == "run" and not r.run) or \
+                    (unreadable and fam not in ("format", "container")):
                 s_skip += 1
-                ET.SubElement(case, "skipped", message="run with --deep" if fam == "deep" and not r.deep
-                              else "the file could not be read")
+                ET.SubElement(case, "skipped", message=f"run with --{fam}" if fam in ("deep", "run") and
+                              not getattr(r, fam) else "the file could not be read")
             out = [f for f in mine if f not in bad]
             text = _text(out)
             if fam == "compat" and r.compat:
