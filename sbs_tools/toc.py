@@ -141,7 +141,7 @@ def decode_toc(words: np.ndarray, max_records: int = MAX_RECORDS) -> list[TocRec
             raise TocError(f"toc record {len(out)}: {e.message}", code="toc-undecodable",
                            offset=e.offset, blob="toc") from None
         out.append(TocRecord(**r.values, word_pos=pos, extra_u32=r.extra_u32))
-        pos = r.pos + r.extra_u32
+        pos = r.pos
     return out
 
 

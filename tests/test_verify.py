@@ -25,8 +25,13 @@ VIT_BROKEN = CORPUS / "broken" / "broken-vit-missing-att_ein_1.sbs"
 def test_clean_files_have_no_errors(path, deep):
     r = verify(path, deep=deep)
     assert r.ok, [(f.code, f.message) for f in r.errors]
-    # gemma.cpp-written files are clean apart from compatibility notes.
-    assert {f.code for f in r.warnings} <= {"legacy-only", "runtime-unsupported"}
+    # gemma.cpp-written files are clean apart from compatibility notes -- and every Gemma 3 1B/4B/12B/27B
+    # single-file config written before 2025-10-24 lacks use_global_timescale (addendum §6.3); Gemma 2 and
+    # pre-2025 files (canonical config at load) do not.
+    warn = {f.code for f in r.warnings}
+    gemma3 = r.facts.get("model") in ("GEMMA3_1B", "GEMMA3_4B", "GEMMA3_12B", "GEMMA3_27B")
+    assert ("global-timescale-missing" in warn) == gemma3
+    assert warn - {"global-timescale-missing"} <= {"legacy-only", "runtime-unsupported"}
     assert not [f for f in r.findings if f.family == "deep"]
 
 
@@ -68,7 +73,7 @@ def test_broken_truncated_explains_truncation():
 # -- Gemma 3 + ViT, both ways ------------------------------------------------------------------------------------------
 def test_gemma3_vit_correct_file_passes():
     r = verify(VIT, deep=True)
-    assert r.ok and not r.warnings
+    assert r.ok and [f.code for f in r.warnings] == ["global-timescale-missing"]
     assert r.compat[-1].loads and r.compat[-1].runs
     # The 2025-05-06 builds crash on any ViT model regardless of contents.
     may6 = next(g for g in r.compat if g.key == "2025-05-06")
@@ -99,7 +104,7 @@ def test_compat_matches_cross_version_facts():
     r = verify(LEGACY / "e2-gemma3-vit-type2-sfp.sbs")  # V1 + ViT type 2: e9ecb77 yes, HEAD "Invalid enum 2"
     assert _gen(r, "2025-05-07").loads and not _gen(r, "2025-10-15").loads
     assert any("Invalid enum 2" in why for why in _gen(r, "2025-10-15").reasons)
-    assert r.ok and [f.code for f in r.warnings] == ["legacy-only"]
+    assert r.ok and sorted(f.code for f in r.warnings) == ["global-timescale-missing", "legacy-only"]
 
 
 def test_compat_nuq_and_i8():
@@ -152,7 +157,8 @@ def test_cli_json(capsys):
             assert x["severity"] in ("error", "warning", "info") and x["code"] in CODES and x["message"]
             assert set(x) <= {"code", "severity", "message", "offset", "blob", "tensor", "layer", "layer_type",
                               "hint"}
-    (miss,) = files[1]["findings"]
+    # the Gemma 3 4B file also lacks use_global_timescale (a warning since gemma.cpp 1bdde1a)
+    (miss,) = [x for x in files[1]["findings"] if x["code"] == "missing-tensor"]
     assert miss["tensor"] == "att_ein_1" and miss["layer"] == 1 and miss["layer_type"] == "kGemma"
     assert files[2]["findings"][0]["code"] == "not-sbs"
 
@@ -184,7 +190,7 @@ def test_cli_junit(tmp_path):
 def test_python_api():
     r = sbs_tools.verify(VIT_BROKEN)
     assert isinstance(r, sbs_tools.verify.Report) and not r.ok
-    assert r.to_dict()["findings"][0]["code"] == "missing-tensor"
+    assert [f["code"] for f in r.to_dict()["findings"] if f["severity"] == "error"] == ["missing-tensor"]
     assert sbs_tools.verify.verify is not None
 
 
