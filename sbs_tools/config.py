@@ -508,7 +508,7 @@ class ModelConfig:
         if self.schema_revision != CURRENT:  # the May-2025 numbering: only the fields its writers knew
             cfg = self.legacy_form()
             n = self.stored_fields
-            cfg.stored_fields = MODEL_FIELDS_3ED403E if n is None else min(n, MODEL_FIELDS_3ED403E)
+            cfg.stored_fields = MODEL_FIELDS_3ED403E if n is None else n
         return write_struct(SCHEMAS[self.schema_revision], cfg.to_values())
 
     def to_bytes(self) -> bytes:
@@ -539,11 +539,9 @@ def _decoded(r: ReadResult) -> dict[str, Any]:
 
 
 def _old_form(r: ReadResult) -> bool:
-    """No field appended after 3ed403e is stored (top level or any LayerConfig)."""
+    """No LayerConfig holds a field appended after 3ed403e (new top-level trailing fields such as
+    use_global_timescale may be there: old readers skip those)."""
     v = r.values
-    n = v.get(NFIELDS)
-    if n is None or n > MODEL_FIELDS_3ED403E:
-        return False
     lays = list(v["layer_configs"]) + list(v["vit_config"]["layer_configs"])
     return all((lc.get(NFIELDS) or 99) <= LAYER_FIELDS_3ED403E for lc in lays)
 

@@ -127,10 +127,15 @@ def test_utf8_strings_and_newer_enum_values():
     assert back.newer_values == [("model", "Model", 57)]
     # A value below the sentinel that gemma.cpp rejects stays invalid (PostQKType is {0, 1, 8}).
     from sbs_tools.config import LayerConfig
-    bad = ModelConfig(model=15, weight=3, num_layers=1, layer_configs=[LayerConfig(post_qk=5)])
+    from sbs_tools.verify.metadata import config_field_offsets
+    good = ModelConfig(model=15, weight=3, num_layers=1, layer_configs=[LayerConfig(post_qk=1)])
+    words = good.to_words()
+    at = config_field_offsets(good, 0, len(words))["layer_configs[0].post_qk"] // 4
+    assert words[at] == 1
+    words[at] = 5
     with pytest.raises(FieldsError) as e:
-        decode_config(np.asarray(bad.to_words(), dtype="<u4"))
-    assert e.value.code == "config-invalid"
+        decode_config(np.asarray(words, dtype="<u4"))
+    assert e.value.code == "config-invalid" and e.value.offset == 4 * at
 
 
 def test_spec_gemma3_1b_config_prefix():
