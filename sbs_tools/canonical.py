@@ -224,7 +224,10 @@ def canonical_config(model: str | int, weight_type: str | int | Type,
         eos_id=1, secondary_eos_id=106 if g3 else 107, scale_base_names=list(SCALE_BASE_NAMES))
     if arch.image_size:
         cfg.vit_config = _vit_config(arch.image_size, g3)
-    return cfg
+    # Since 1bdde1a (2025-10-24) the Gemma 3 1B/4B/12B/27B configs carry use_global_timescale; written as
+    # the one trailing word 3ed403e still reads (addendum §4.4), with 15-field LayerConfigs.
+    cfg.use_global_timescale = m in GLOBAL_ROPE_1E6_MODELS
+    return cfg.compact_form()
 
 
 def parse_specifier(specifier: str) -> tuple[int, Type, int]:

@@ -427,7 +427,8 @@ class ModelConfig:
     def needs_global_timescale(self) -> bool:
         """Gemma 3 1B/4B/12B/27B without ``use_global_timescale``: gemma.cpp since 1bdde1a (2025-10-24) runs
         its global layers with RoPE base 1e4 instead of 1e6 (addendum §6.3)."""
-        return self.model in GLOBAL_TIMESCALE_MODELS and not self.use_global_timescale
+        return (self.model in GLOBAL_TIMESCALE_MODELS and not self.use_global_timescale
+                and any(self.is_global_layer(i) for i in range(len(self.layer_configs))))
 
     def is_global_layer(self, i: int) -> bool:
         """A layer whose window covers the whole context (gemma.cpp's IsGlobalLayer)."""
@@ -513,6 +514,31 @@ class ModelConfig:
 
     def to_bytes(self) -> bytes:
         return np.asarray(self.to_words(), dtype="<u4").tobytes()
+
+    def compact_form(self) -> "ModelConfig":
+        """The compatible-writer recipe (addendum §4.4) applied where it loses nothing: LayerConfigs as 15
+        fields when every field 16-38 holds its default (readable by gemma.cpp <= 3ed403e), and top-level
+        fields only up to the last one that differs from its default (never fewer than 3ed403e wrote)."""
+        from dataclasses import fields as _fields
+
+        out = self
+        lays = self.layer_configs + self.vit_config.layer_configs
+        new = [f.name for f in _fields(LayerConfig) if f.compare][LAYER_FIELDS_3ED403E:]
+        default = LayerConfig()
+        if all(getattr(lc, n) == getattr(default, n) for lc in lays for n in new):
+            out = self.legacy_form()
+        schema = SCHEMAS[CURRENT]
+        values = out.to_values()
+        visited = schema.visited(values)
+        keep = MODEL_FIELDS_3ED403E
+        for i, f in enumerate(visited[MODEL_FIELDS_3ED403E:], start=MODEL_FIELDS_3ED403E + 1):
+            if values[f.name] != f.default:
+                keep = i
+        if out is self:
+            from dataclasses import replace as _replace
+            out = _replace(self)
+        out.stored_fields = keep
+        return out
 
     def legacy_form(self) -> "ModelConfig":
         """This config as gemma.cpp <= 3ed403e can read it (addendum §4.4, compatible-writer recipe):

@@ -289,7 +289,7 @@ def _format_findings(cfg: ModelConfig, md: Metadata, cfg_offset: int) -> list[Fi
             what.append(f"{len(short_layers)} layer config(s) hold fewer than {LAYER_FIELDS_3ED403E} fields")
         out.append(finding("config-missing-fields",
                            f"{' and '.join(what)} (older writer); defaults apply", offset=cfg_offset, blob="config"))
-    if cfg.needs_global_timescale:
+    if cfg.needs_global_timescale and global_layers(cfg):
         stored = cfg.stored_fields is None or cfg.stored_fields > MODEL_FIELDS_3ED403E
         state = "is false" if stored else "is absent (written before 2025-10-24)"
         out.append(finding(
@@ -350,6 +350,11 @@ def check_toc(f: SbsFile, md: Metadata) -> list[Finding]:
             t = Type(r.type)
         except ValueError:
             t = None
+        if t is None and r.type >= len(Type):
+            out.append(finding("newer-format", f"tensor {r.name!r} has element type {r.type}, newer than this release: "
+                                               "its size and values cannot be checked", offset=at, blob="toc",
+                               tensor=r.name, hint="update sbs_tools"))
+            continue
         if t is None or t == Type.UNKNOWN:
             continue  # type-unsupported is reported by the layer checks
         want = packed_bytes(t, r.rows * r.cols)
@@ -406,6 +411,9 @@ def check_weight_type(md: Metadata, f: SbsFile) -> list[Finding]:
             return TYPE_BITS[Type(r.type)]
         except ValueError:
             return 0
+
+    if cfg.weight >= len(Type) or any(r.type >= len(Type) for r in recs):
+        return []  # a type newer than this release: its bits are unknown (newer-format says so)
 
     smallest: TocRecord | None = None
     for r in recs:
