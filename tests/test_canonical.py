@@ -134,8 +134,9 @@ def test_match_canonical_tolerates_context_and_names_not_dims():
 def test_text_only_match_of_vision_models():
     cfg = C.canonical_config(14, "bf16")
     cfg.vit_config = type(cfg.vit_config)()
-    assert C.match_canonical(cfg) is None
-    assert C.match_canonical(cfg, with_vit=False) == 14
+    # since 2026 gemma.cpp has a text-only Gemma 3 4B: GEMMA3_4B_LM (addendum §1.2)
+    assert C.match_canonical(cfg) == 20
+    assert C.match_canonical(cfg, with_vit=False) == 14  # the VLM number is kept (use_global_timescale)
     g2 = C.canonical_config(7, "bf16")
     assert C.match_canonical(g2, with_vit=False) == 7
 

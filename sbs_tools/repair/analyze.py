@@ -340,7 +340,12 @@ def _metadata(a: Analysis) -> None:
             if data == MOCK_TOKENIZER:
                 a.tokenizer_status = "mock"
             else:
-                err = tokenizer_problem(data)
+                if a.config is not None and a.config.tokenizer_kind == 1:  # HF BPE (addendum §7)
+                    from ..bpe import problems
+
+                    err = "; ".join(problems(data)[0])
+                else:
+                    err = tokenizer_problem(data)
                 a.tokenizer_status, a.tokenizer_error = ("invalid", err) if err else ("ok", "")
     a.scales = a.scales_key = None
     for k in SCALES_KEYS:

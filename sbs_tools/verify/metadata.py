@@ -440,6 +440,15 @@ def check_tokenizer(f: SbsFile, md: Metadata) -> list[Finding]:
         data = blobstore.blob_view(f.buf, e).tobytes()
     except SbsError:
         return []
+    cfg = md.config
+    bpe = cfg is not None and cfg.tokenizer_kind == 1
+    if bpe and data != MOCK_TOKENIZER:
+        return _check_bpe(data, e, md)
+    if bpe:
+        return [finding("tokenizer-missing", "config.tokenizer_kind is kHfBpe but the tokenizer blob is the "
+                                             "placeholder 'unavailable': gemma.cpp falls back to its mock tokenizer "
+                                             "and ignores --tokenizer for HF BPE models", offset=e.offset,
+                        blob="tokenizer", hint="re-export the model with its tokenizer.json")]
     if data == MOCK_TOKENIZER:
         return [finding("tokenizer-missing", "the tokenizer blob is the placeholder 'unavailable' (written without "
                                              "a tokenizer): gemma.cpp needs --tokenizer PATH.spm, otherwise it "
@@ -452,6 +461,13 @@ def check_tokenizer(f: SbsFile, md: Metadata) -> list[Finding]:
         pieces = int(sp.get_piece_size())
     except Exception as err:  # noqa: BLE001 - sentencepiece raises RuntimeError/OSError/TypeError
         msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        from .. import bpe
+
+        if not bpe.problems(data)[0]:
+            return [finding("tokenizer-invalid", f"the tokenizer blob ({e.size} bytes) is an HF-BPE tokenizer but "
+                                                 "config.tokenizer_kind is kSentencePiece: gemma.cpp hands it to "
+                                                 "SentencePiece and aborts", offset=e.offset, blob="tokenizer",
+                            hint="set config.tokenizer_kind to kHfBpe (1), or embed the SentencePiece model")]
         return [finding("tokenizer-invalid", f"the tokenizer blob ({e.size} bytes) is not a SentencePiece model "
                                              f"({msg}); gemma.cpp aborts loading it", offset=e.offset,
                         blob="tokenizer", hint="embed the right tokenizer.spm (`sbs repair --tokenizer`)")]
@@ -462,6 +478,20 @@ def check_tokenizer(f: SbsFile, md: Metadata) -> list[Finding]:
                                           f"{cfg.vocab_size}: token ids beyond {cfg.vocab_size - 1} index past the "
                                           "embedding", offset=e.offset, blob="tokenizer",
                         hint="the tokenizer belongs to another model; embed the matching one")]
+    return []
+
+
+def _check_bpe(data: bytes, e, md: Metadata) -> list[Finding]:
+    """config.tokenizer_kind == kHfBpe: the blob must be a BpeTokenizerBlob gemma.cpp can load (addendum §7)."""
+    from .. import bpe
+
+    why, v = bpe.problems(data)
+    if why:
+        return [finding("tokenizer-invalid", f"the HF-BPE tokenizer blob ({e.size} bytes) is unusable: "
+                                             + "; ".join(why) + " (gemma.cpp aborts: 'Failed to load BpeTokenizer "
+                                             "from compact blob', or mis-tokenizes)", offset=e.offset,
+                        blob="tokenizer", hint="re-export the tokenizer (pack_bpe_tokenizer of tokenizer.json)")]
+    md.tokenizer_pieces = len(v["vocab"]) if v else None
     return []
 
 
