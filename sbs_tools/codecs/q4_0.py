@@ -73,6 +73,7 @@ def _quantize(x: np.ndarray) -> np.ndarray:
     f32 = np.float32
     idx = np.argmax(np.abs(x), axis=1)  # first of the largest magnitude (strict >)
     max_val = x[np.arange(x.shape[0]), idx]
+    max_val = np.where(max_val != 0, max_val, np.float32(0.0)).astype(f32)  # the C++ starts from +0.0
     with np.errstate(all="ignore"):
         d = (max_val / f32(-8.0)).astype(f32)
         inv = np.where(d != 0, f32(1.0) / np.where(d != 0, d, f32(1)), f32(0)).astype(f32)
