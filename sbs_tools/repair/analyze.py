@@ -429,7 +429,7 @@ def _scan_toc(blob: np.ndarray, keys: set[str]) -> list[TocRecord]:
             except SbsError:
                 r = None
             if r is not None and r.values["name"] in keys and r.values["name"] not in names:
-                out.append(TocRecord(**r.values, word_pos=pos, extra_u32=r.extra_u32))
+                out.append(TocRecord.from_values(r.values, word_pos=pos, extra_u32=r.extra_u32))
                 names.add(r.values["name"])
                 pos = r.pos
                 continue

@@ -146,6 +146,7 @@ EXPECTED_ON_VALID = {
     "runtime-unsupported": "NUQ weights do not run in current gemma.cpp",
     "end-not-aligned": "E0/E1 files are not padded to 64 KiB",
     "v1-end-padded": "V1 single-file layout",
+    "global-timescale-missing": "Gemma 3 1B/4B/12B/27B configs in 3ed403e's form (no use_global_timescale)",
 }
 
 
