@@ -66,7 +66,7 @@ def summarize(f: SbsFile) -> dict[str, Any]:
         timescale = None
         if cfg.needs_global_timescale:
             timescale = (f"use_global_timescale is missing or false: gemma.cpp since 2025-10-24 (1bdde1a) runs the "
-                         f"global layers of {cfg.model_name} with RoPE base 10,000 instead of 1,000,000 (silently); "
+                         f"global layers of {cfg.model_name} with RoPE base 1e4 instead of 1e6 (silently); "
                          "`sbs repair --target current` sets it")
         s["notes"] = [n for n in (rope_discrepancy(cfg), timescale) if n]
     s["problems"] = [{"code": p.code, "severity": p.severity, "message": p.message, **p.location()}

@@ -339,7 +339,8 @@ def test_diff_missing_tensor_is_only_in_a_and_rendered():
     assert len(dom.find_all(lambda n: n.tag == "svg" and "bytemap" in n.classes())) == 2
     _assert_ids_and_links(dom)
     links = dom.by_id("summary-b").find_all(lambda n: n.tag == "a" and "where" in n.classes())
-    assert [a.attrs["href"] for a in links] == ["#t-att_ein_1"]
+    # ... and the config, which lacks use_global_timescale (3ed403e wrote the file; global-timescale-missing)
+    assert [a.attrs["href"] for a in links] == ["#t-att_ein_1", "#bb-config"]
 
 
 def test_diff_with_an_unreadable_file_falls_back():

@@ -196,7 +196,7 @@ def test_python_api():
 
 ISSUE_CODES = """not-sbs bad-magic file-size-mismatch too-many-blobs empty-store blob-out-of-bounds blob-misaligned
 blob-overlap blob-gap zero-size-blob duplicate-key bad-key nonzero-padding end-not-aligned config-missing
-config-undecodable config-invalid config-extra-fields toc-missing toc-undecodable toc-blob-missing blob-not-in-toc
+config-undecodable config-invalid newer-format toc-missing toc-undecodable toc-blob-missing blob-not-in-toc
 tensor-size-mismatch weight-type-mismatch tokenizer-missing tokenizer-invalid vocab-mismatch missing-tensor
 unexpected-tensor shape-mismatch type-unsupported both-forms non-finite all-zero scale-invalid sfp-noncanonical
 nuq-table-invalid norm-suspicious""".split()
