@@ -141,7 +141,9 @@ def _fields_2026(draw, cfg: ModelConfig, family: str) -> None:
             lc.norm_v = draw(st.booleans())
             lc.route_scale = draw(st.sampled_from([1.0, 1.5]))
     else:
-        cfg.stored_fields = draw(st.integers(24, 38))
+        # at least up to the last field that differs from its default (a writer never drops those)
+        lo = max(24, cfg.compact_form().stored_fields)
+        cfg.stored_fields = draw(st.integers(lo, 38)) if lo <= 38 else None  # 39: all (global_rope_theta)
         for lc in cfg.layer_configs + cfg.vit_config.layer_configs:
             lc.stored_fields = 15
 
