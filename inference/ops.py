@@ -13,7 +13,7 @@ from sbs_tools.codecs.bf16 import round_f32
 F32 = np.float32
 EPS = 1e-6  # RMSNorm epsilon (gemma.cpp ops-inl.h)
 GEMMA3_GLOBAL_1E6 = (14, 15, 16, 17)  # Model enum: GEMMA3_4B, 1B, 12B, 27B ("IsVLM" in gemma.cpp)
-GEMMA3_MODELS = (14, 15, 16, 17, 18)  # ... plus GEMMA3_270M
+GEMMA3_MODELS = (14, 15, 16, 17, 18, 20, 21, 22)  # ... plus GEMMA3_270M and the text-only GEMMA3_*_LM
 ROPE_MODES = ("gemmacpp", "reference")
 
 

@@ -149,6 +149,10 @@ def _nbytes(arrays) -> int:
     return sum(a.nbytes for a in unique.values())
 
 
+#: Models whose architecture (MoE, PLE, MLA, encoder-decoder, Qwen3) this decoder does not implement.
+UNIMPLEMENTED_MODELS = frozenset({19, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32})
+
+
 def check_supported(cfg) -> list[str]:
     """Raise :class:`UnsupportedModel` naming the config field this decoder cannot run; return
     informational notes (e.g. ViT layers that a text-only run skips)."""
@@ -158,6 +162,11 @@ def check_supported(cfg) -> list[str]:
 
     def refuse(what: str, why: str) -> None:
         raise UnsupportedModel(f"{what}: {why}")
+
+    if cfg.model in UNIMPLEMENTED_MODELS or cfg.model >= 33 or cfg.is_encoder_decoder:
+        raise UnsupportedModel(f"model {cfg.model_name}: this decoder implements Gemma 2 and Gemma 3 (including "
+                               "the text-only GEMMA3_*_LM) only; gemma.cpp itself runs this architecture",
+                               code="inference-unsupported")
 
     if not cfg.layer_configs:
         refuse("layer_configs", "no text layers")
@@ -174,6 +183,12 @@ def check_supported(cfg) -> list[str]:
     first = cfg.layer_configs[0]
     for i, lc in enumerate(cfg.layer_configs):
         where = f"layer_configs[{i}]"
+        for name, default in (("num_experts", 0), ("ple_dim", 0), ("kv_lora_rank", 0), ("kv_share_layer_idx", -1),
+                              ("activation", 0), ("norm_v", False)):
+            if getattr(lc, name) != default:
+                refuse(f"{where}.{name}", f"{getattr(lc, name)}: not implemented (a 2026 architecture feature)")
+        if lc.post_qk not in (0, 1):
+            refuse(f"{where}.post_qk", f"{lc.post_qk}: only Rope and HalfRope are implemented")
         if lc.type != 0:
             refuse(f"{where}.type", f"{cfg.layer_type_name(lc.type)} ({lc.type}); only kGemma (0) text "
                                     "layers are supported")

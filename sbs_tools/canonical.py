@@ -117,8 +117,12 @@ ARCHS: dict[int, _Arch] = {
     17: _Arch("Gemma3_27B", model_dim=5376, ff_hidden_dim=21504, heads=32, kv_heads=16, qkv_dim=128,
               num_layers=62, windows=_LOCAL5_1024, image_size=896, wrapping=GEMMA_VLM, **_G3),
 }
+# Text-only Gemma 3 (addendum §1.2, configs.cc@0224dcbd): the 4B/12B/27B LLM without the ViT, GEMMA_IT,
+# use_global_timescale false (upstream's canonical value).
+for _m, _base, _name in ((20, 14, "Gemma3_4B_LM"), (21, 16, "Gemma3_12B_LM"), (22, 17, "Gemma3_27B_LM")):
+    ARCHS[_m] = replace(ARCHS[_base], display_name=_name, image_size=0, wrapping=GEMMA_IT)
 
-#: Model enum values gemma.cpp 3ed403e can build a config for, in enum order (``ForEachModel``).
+#: Model enum values gemma.cpp can build a config for, in enum order (``ForEachModel``)., in enum order (``ForEachModel``).
 CANONICAL_MODELS: tuple[int, ...] = tuple(sorted(ARCHS))
 
 # SigLIP So400m ViT as gemma.cpp configures it (``LayerConfigVit`` / ``AddVitConfig``).
@@ -134,6 +138,9 @@ def model_enum(model: str | int) -> int:
             return model
         raise ConfigError(f"unknown model number {model}", code="unknown-model")
     key = str(model).strip()
+    from .config import MODEL_ALIASES
+    if key.upper() in MODEL_ALIASES:
+        return MODEL_ALIASES[key.upper()]
     for value, name in MODEL_NAMES.items():
         if key.upper() == name:
             return value
@@ -224,7 +231,10 @@ def canonical_config(model: str | int, weight_type: str | int | Type,
         eos_id=1, secondary_eos_id=106 if g3 else 107, scale_base_names=list(SCALE_BASE_NAMES))
     if arch.image_size:
         cfg.vit_config = _vit_config(arch.image_size, g3)
-    return cfg
+    # Since 1bdde1a (2025-10-24) the Gemma 3 1B/4B/12B/27B configs carry use_global_timescale; written as
+    # the one trailing word 3ed403e still reads (addendum §4.4), with 15-field LayerConfigs.
+    cfg.use_global_timescale = m in GLOBAL_ROPE_1E6_MODELS
+    return cfg.compact_form()
 
 
 def parse_specifier(specifier: str) -> tuple[int, Type, int]:
@@ -236,7 +246,9 @@ def parse_specifier(specifier: str) -> tuple[int, Type, int]:
     model's default. Ambiguity or absence raises ``bad-specifier``.
     """
     s = specifier.strip()
+    # FindModel: the longest matching prefix wins (gemma3-4b-lm-... is not gemma3-4b), addendum §1.1
     models = [m for m in CANONICAL_MODELS if s.startswith(MODEL_PREFIX[m] + "-")]
+    models = sorted(models, key=lambda m: -len(MODEL_PREFIX[m]))[:1]
     if len(models) != 1:
         raise ConfigError(f"specifier {specifier!r}: expected one model prefix "
                           f"({', '.join(MODEL_PREFIX[m] for m in CANONICAL_MODELS)}), found {len(models)}",
@@ -244,8 +256,8 @@ def parse_specifier(specifier: str) -> tuple[int, Type, int]:
     rest = s[len(MODEL_PREFIX[models[0]]):]
     # Type names are searched in the whole specifier by gemma.cpp; none of today's prefixes contains one,
     # but searching the remainder keeps e.g. a future "...-f32x" prefix from matching.
-    types = [t for t in (Type.F32, Type.BF16, Type.SFP, Type.NUQ, Type.F64, Type.U32, Type.U64, Type.I8)
-             if GEMMA_TYPE_NAMES[t] in rest]
+    types = [t for t in (Type.F32, Type.BF16, Type.SFP, Type.NUQ, Type.F64, Type.U32, Type.U64, Type.I8, Type.Q4_0,
+                         Type.MXFP4) if GEMMA_TYPE_NAMES[t] in rest]
     if len(types) != 1:
         raise ConfigError(f"specifier {specifier!r}: expected exactly one weight type name "
                           "(f32, bf16, sfp, nuq, i8)", code="bad-specifier")
@@ -400,6 +412,10 @@ def match_canonical(config: ModelConfig, *, with_vit: bool = True) -> int | None
     ``with_vit=False`` ignores the ViT part (for text-only checkpoints of Gemma 3 4B/12B/27B)."""
     found = [m for m in CANONICAL_MODELS
              if not architecture_differences(config, canonical_config(m, Type.BF16), with_vit=with_vit)]
+    if len(found) > 1:
+        # Text-only Gemma 3 checkpoints keep the VLM model number, whose config has use_global_timescale
+        # (the _LM configs run the global layers with RoPE base 1e4, addendum §1.2).
+        found = [m for m in found if m not in (20, 21, 22)] or found
     if not with_vit and len(found) > 1:
         # PaliGemma 2 shares its LLM with Gemma 2; a text-only checkpoint is the plain Gemma 2.
         found = [m for m in found if m not in PALIGEMMA_MODELS] or found

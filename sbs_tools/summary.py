@@ -64,7 +64,12 @@ def summarize(f: SbsFile) -> dict[str, Any]:
         from .canonical import rope_discrepancy, vision_discrepancy, vit_pool_grid_problem
 
         pool = vit_pool_grid_problem(cfg)
-        s["notes"] = [n for n in (rope_discrepancy(cfg), pool and pool[0].upper() + pool[1:] + ".",
+        timescale = None
+        if cfg.needs_global_timescale:
+            timescale = (f"use_global_timescale is missing or false: gemma.cpp since 2025-10-24 (1bdde1a) runs the "
+                         f"global layers of {cfg.model_name} with RoPE base 1e4 instead of 1e6 (silently); "
+                         "`sbs repair --target current` sets it")
+        s["notes"] = [n for n in (rope_discrepancy(cfg), timescale, pool and pool[0].upper() + pool[1:] + ".",
                                   vision_discrepancy(cfg)) if n]
     s["problems"] = [{"code": p.code, "severity": p.severity, "message": p.message, **p.location()}
                      for p in f.problems]

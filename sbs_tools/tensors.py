@@ -35,7 +35,8 @@ from .config import ModelConfig
 from .types import Type
 
 #: Element types gemma.cpp can hold in a weight tensor (F64/U32/U64 are never weights).
-WEIGHT_TYPES: frozenset[Type] = frozenset({Type.F32, Type.BF16, Type.SFP, Type.NUQ, Type.I8})
+WEIGHT_TYPES: frozenset[Type] = frozenset({Type.F32, Type.BF16, Type.SFP, Type.NUQ, Type.I8, Type.Q4_0,
+                                          Type.MXFP4})
 F32_ONLY: frozenset[Type] = frozenset({Type.F32})
 
 GEMMA = "kGemma"

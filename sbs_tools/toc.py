@@ -7,7 +7,7 @@ import numpy as np
 
 from .config import _type_enum
 from .errors import FieldsError, TocError
-from .fields import Field, Schema, read_struct, write_struct
+from .fields import NFIELDS, Field, Schema, read_struct, write_struct
 from .types import Type, element_bytes, num_elements, packed_bytes, type_name
 
 MATPTR = Schema("MatPtr", (
@@ -42,6 +42,11 @@ class TocRecord:
         """The record gemma.cpp's writer emits for a packed tensor."""
         t = Type(t)
         return cls(name, int(t), element_bytes(t), num_elements(t, rows * cols), rows, cols, scale, cols)
+
+    @classmethod
+    def from_values(cls, values: dict, **kw) -> "TocRecord":
+        """From decoded values (an older record's stored-field count is not part of a TocRecord)."""
+        return cls(**{k: v for k, v in values.items() if k != NFIELDS}, **kw)
 
     @property
     def type_name(self) -> str:
@@ -140,8 +145,8 @@ def decode_toc(words: np.ndarray, max_records: int = MAX_RECORDS) -> list[TocRec
         except FieldsError as e:
             raise TocError(f"toc record {len(out)}: {e.message}", code="toc-undecodable",
                            offset=e.offset, blob="toc") from None
-        out.append(TocRecord(**r.values, word_pos=pos, extra_u32=r.extra_u32))
-        pos = r.pos + r.extra_u32
+        out.append(TocRecord.from_values(r.values, word_pos=pos, extra_u32=r.extra_u32))
+        pos = r.pos
     return out
 
 

@@ -27,16 +27,17 @@ def test_gemma3_1b_sfp_vlm_words_match_spec_example():
     body = ([1] + _str_words("Gemma3_1B") + [15, 2, 3, 26, 1152, 262144, 32768, 0, 0, 0, 0, 0, 0]
             + [26] + layer * 26 + [26] + windows + [1, 7, 0, 0, 0, 14, 224, 0, 1, 1, 1, 106]
             + [8] + [w for n in names for w in _str_words(n)])
+    body += [1]  # use_global_timescale, appended since 1bdde1a (2025-10-24); 3ed403e wrote 505 words
     expected = [len(body)] + body
     got = C.canonical_config("GEMMA3_1B", "sfp").to_words()
-    assert len(got) == 505
+    assert len(got) == 506
     assert got == expected
 
 
 def test_gemma3_4b_words_appendix_a():
     w = C.canonical_config(14, Type.SFP, "GEMMA_VLM").to_words()
-    assert len(w) == 1073
-    assert w[:13] == [1072, 1] + _str_words("Gemma3_4B") + [14, 2, 3, 34, 2560, 262144, 32768]
+    assert len(w) == 1074 and w[-1] == 1  # Appendix A's 1073 words (3ed403e) + use_global_timescale
+    assert w[:13] == [1073, 1] + _str_words("Gemma3_4B") + [14, 2, 3, 34, 2560, 262144, 32768]
     cfg = decode_config(np.asarray(w, dtype=np.uint32))
     assert len(cfg.vit_config.layer_configs) == 27
     assert all(lc.type == 1 for lc in cfg.vit_config.layer_configs)
@@ -133,8 +134,9 @@ def test_match_canonical_tolerates_context_and_names_not_dims():
 def test_text_only_match_of_vision_models():
     cfg = C.canonical_config(14, "bf16")
     cfg.vit_config = type(cfg.vit_config)()
-    assert C.match_canonical(cfg) is None
-    assert C.match_canonical(cfg, with_vit=False) == 14
+    # since 2026 gemma.cpp has a text-only Gemma 3 4B: GEMMA3_4B_LM (addendum §1.2)
+    assert C.match_canonical(cfg) == 20
+    assert C.match_canonical(cfg, with_vit=False) == 14  # the VLM number is kept (use_global_timescale)
     g2 = C.canonical_config(7, "bf16")
     assert C.match_canonical(g2, with_vit=False) == 7
 

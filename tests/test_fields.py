@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from sbs_tools import FieldsError
 from sbs_tools.config import CURRENT, SCHEMAS, ModelConfig, decode_config
-from sbs_tools.fields import Field, Schema, as_words, read_struct, write_struct
+from sbs_tools.fields import NFIELDS, Field, Schema, as_words, read_struct, write_struct
 from sbs_tools.toc import MATPTR, TocRecord, decode_toc, encode_toc
 from sbs_tools.types import Type
 
@@ -40,15 +40,28 @@ SMALL = Schema("S", (Field("a", "u32", 7), Field("b", "string", "x"), Field("c",
 
 def test_older_data_keeps_defaults():
     r = read_struct(SMALL, W(1, 5))
-    assert r.values == {"a": 5, "b": "x", "c": []}
+    assert r.values == {"a": 5, "b": "x", "c": [], NFIELDS: 1}  # one field stored
     assert r.missing_fields == 2 and r.extra_u32 == 0
+    assert write_struct(SMALL, r.values) == [1, 5]  # written back as stored
 
 
 def test_newer_data_extra_words_skipped():
     words = W(6, 1, 1, 0x6968, 0, 0xAAAA, 0xBBBB)  # a=1, b="hi", c=[], then 2 unknown words
     r = read_struct(SMALL, words)
     assert r.values == {"a": 1, "b": "hi", "c": []}
-    assert r.extra_u32 == 2 and r.pos == 5
+    assert r.extra_u32 == 2 and r.pos == 7  # skipped by the length prefix
+    assert r.extra_at == [("", 2)]
+
+
+def test_nested_extra_fields_never_shift_what_follows():
+    """Addendum §4.4: a newer writer's extra fields inside a nested object are skipped by the object's own
+    length prefix (gemma.cpp <= 3ed403e reads them as the parent's next fields and crashes)."""
+    inner = Schema("I", (Field("x", "u32"),))
+    outer = Schema("O", (Field("v", "vector", [], elem=Field("i", "struct", schema=inner)), Field("z", "u32")))
+    words = W(8, 2, 2, 10, 0xEE, 2, 11, 0xEE, 42)  # two elements written with one extra field each, then z
+    r = read_struct(outer, words)
+    assert r.values["v"] == [{"x": 10}, {"x": 11}] and r.values["z"] == 42
+    assert r.extra_at == [("v[0]", 1), ("v[1]", 1)]
 
 
 def test_toc_skips_extra_words_between_records():
@@ -64,8 +77,8 @@ def test_toc_skips_extra_words_between_records():
     ((2, 1, 65), "fields-value", 8),                     # string of 65 words
     ((3, 1, 2, 0x41), "fields-structure", 8),           # string runs past its record
     ((3, 1, 1, 0), "fields-value", 12),                  # all-zero string word
-    ((3, 1, 1, 0x80), "fields-value", 12),               # non-ASCII
-    ((3, 1, 0, 65537), "fields-value", 12),              # vector too long
+    ((3, 1, 0, 8388609), "fields-value", 12),            # vector longer than 8 Mi (3dd2961a's limit)
+    ((3, 1, 0, 65537), "fields-structure", 12),          # more elements than words left
 ])
 def test_invalid_data(words, code, offset):
     with pytest.raises(FieldsError) as e:
@@ -77,7 +90,7 @@ def test_invalid_float_bool_enum():
     base = ModelConfig(model=7, weight=3, num_layers=0)
     words = base.to_words()
     # words: m, family, "" (1 word), model, wrapping, weight, layers, dim, vocab, seq, scales, att_cap(11)
-    for idx, value, what in [(11, 0x7FC00000, "float"), (13, 2, "bool"), (3, 99, "Model")]:
+    for idx, value, what in [(11, 0x7FC00000, "float"), (13, 2, "bool")]:
         bad = list(words)
         bad[idx] = value
         with pytest.raises(FieldsError) as e:
@@ -100,8 +113,29 @@ def test_vit_type_2_decodes_with_may_2025_schema():
     back = decode_config(np.asarray(cfg.to_words(), dtype="<u4"))
     assert back.schema_revision == "2025-05"
     assert back.layer_type_name(back.vit_config.layer_configs[0].type) == "kVit"
-    with pytest.raises(FieldsError):
-        decode_config(np.asarray(cfg.to_words(), dtype="<u4"), revision=CURRENT)
+    # Read in today's numbering, 2 is kDeepSeekMLA (gemma.cpp since 2026 parses it, then aborts loading).
+    cur = decode_config(np.asarray(cfg.to_words(), dtype="<u4"), revision=CURRENT)
+    assert cur.layer_type_name(cur.vit_config.layer_configs[0].type) == "kDeepSeekMLA"
+
+
+def test_utf8_strings_and_newer_enum_values():
+    """Since 4b26b039 strings may be UTF-8; a Model value newer than this release stays a number."""
+    cfg = ModelConfig(display_name="Gemma 3 — ünïcode", model=57, weight=3, num_layers=0)
+    back = decode_config(np.asarray(cfg.to_words(), dtype="<u4"))
+    assert back.display_name == "Gemma 3 — ünïcode" and back.non_ascii == ["display_name"]
+    assert back.model == 57 and back.to_dict()["model"] == 57
+    assert back.newer_values == [("model", "Model", 57)]
+    # A value below the sentinel that gemma.cpp rejects stays invalid (PostQKType is {0, 1, 8}).
+    from sbs_tools.config import LayerConfig
+    from sbs_tools.verify.metadata import config_field_offsets
+    good = ModelConfig(model=15, weight=3, num_layers=1, layer_configs=[LayerConfig(post_qk=1)])
+    words = good.to_words()
+    at = config_field_offsets(good, 0, len(words))["layer_configs[0].post_qk"] // 4
+    assert words[at] == 1
+    words[at] = 5
+    with pytest.raises(FieldsError) as e:
+        decode_config(np.asarray(words, dtype="<u4"))
+    assert e.value.code == "config-invalid" and e.value.offset == 4 * at
 
 
 def test_spec_gemma3_1b_config_prefix():

@@ -65,8 +65,26 @@ def assert_clean(path: Path) -> None:
 @pytest.mark.parametrize("path", CLEAN_CORPUS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_clean_corpus_nothing_to_repair(path, tmp_path):
     r = run(path, tmp_path / "out.sbs")
-    assert r.status == "nothing-to-repair" and r.exit_code == 0
-    assert not (tmp_path / "out.sbs").exists()
+    with sbs_tools.open(path) as f:
+        gemma3 = f.config.model in (14, 15, 16, 17)
+    if not gemma3:
+        assert r.status == "nothing-to-repair" and r.exit_code == 0
+        assert not (tmp_path / "out.sbs").exists()
+        return
+    # Gemma 3 1B/4B written by 3ed403e lack use_global_timescale (addendum §6.3): the one thing to repair.
+    assert r.status == "repaired" and r.exit_code == 0
+    assert [i.action.kind for i in r.plan.items if i.status == "fix"] == ["set-global-timescale"]
+    n = len(sbs_tools.open(path).tensors)
+    assert r.proof_summary() == f"{n}/{n} tensors identical"
+    with sbs_tools.open(path) as a, sbs_tools.open(tmp_path / "out.sbs") as b:
+        words_old, words_new = a._metadata_words("config"), b._metadata_words("config")
+        # the 3ed403e-compatible recipe: [m] + 1, then one word 1 after scale_base_names, nothing else
+        assert words_new[0] == words_old[0] + 1 and list(words_new[1:]) == list(words_old[1:]) + [1]
+        assert b.config.use_global_timescale and a.config.to_dict() | {"use_global_timescale": True} == \
+            b.config.to_dict()
+        for name in a.tensors:
+            assert a.raw(name).tobytes() == b.raw(name).tobytes()
+    assert not [x for x in sbs_tools.verify_file(tmp_path / "out.sbs").findings if x.code == "global-timescale-missing"]
 
 
 def test_corpus_misaligned_offset(tmp_path):
@@ -113,10 +131,14 @@ def test_vit_type_2_renumbered(tmp_path):
     out = tmp_path / "out.sbs"
     r = run(LEGACY / "e2-gemma3-vit-type2-sfp.sbs", out)
     assert r.status == "repaired"
-    assert sha(out) == sha(LEGACY / "v1-gemma3-vit-sfp.sbs")  # auto keeps V1
-    out2 = tmp_path / "out2.sbs"
+    # auto keeps V1; both files also get use_global_timescale (written before 2025-10-24)
+    ref = tmp_path / "ref.sbs"
+    run(LEGACY / "v1-gemma3-vit-sfp.sbs", ref)
+    assert sha(out) == sha(ref)
+    out2, ref2 = tmp_path / "out2.sbs", tmp_path / "ref2.sbs"
     run(LEGACY / "e2-gemma3-vit-type2-sfp.sbs", out2, target="current", layout="v2")
-    assert sha(out2) == sha(CORPUS / "v2" / "gemma3-4b-vit-tiny-sfp.sbs")  # what gemma.cpp 3ed403e wrote
+    run(CORPUS / "v2" / "gemma3-4b-vit-tiny-sfp.sbs", ref2, target="current")  # what gemma.cpp 3ed403e wrote, +flag
+    assert sha(out2) == sha(ref2)
 
 
 def test_target_2025_05(tmp_path):
@@ -244,8 +266,13 @@ def test_catalogue_repairable(name, tmp_path):
     assert_clean(out)
     same, total = r.proof_counts()
     assert same == total > 0
-    assert model_of(out) == model_of(src)
-    if identical:
+    want = model_of(src)
+    with sbs_tools.open(src) as f:
+        flag = f.config is not None and f.config.needs_global_timescale
+    if flag:  # repair also appends use_global_timescale (addendum §6.3)
+        want["config"] = [want["config"][0] + 1] + want["config"][1:] + [1]
+    assert model_of(out) == want
+    if identical and not flag:
         assert sha(out) == sha(src)
     assert run(out, tmp_path / "again.sbs").status == "nothing-to-repair"  # idempotent
     # Every finding of the input was either fixed or is a tolerated warning that stays.

@@ -91,7 +91,7 @@ def test_json(capsys, tmp_path):
     assert d["status"] == "repaired" and d["exit_code"] == 0 and d["output"] == str(out)
     assert d["proof"]["identical"] == d["proof"]["total"] == 18
     assert {t["status"] for t in d["proof"]["tensors"]} == {"identical", "dropped"}
-    assert d["plan"]["target"] == "2025-10-15"
+    assert d["plan"]["target"] == "2026-08-27"
     assert [a["action"] for a in d["plan"]["actions"]] == ["migrate-pre-2025", "convert-layout"]
     assert d["verify"]["ok"] is True
     item = d["plan"]["items"][0]

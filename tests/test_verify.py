@@ -25,9 +25,14 @@ VIT_BROKEN = CORPUS / "broken" / "broken-vit-missing-att_ein_1.sbs"
 def test_clean_files_have_no_errors(path, deep):
     r = verify(path, deep=deep)
     assert r.ok, [(f.code, f.message) for f in r.errors]
-    # gemma.cpp-written files are clean apart from compatibility notes.
-    # (and the tiny Gemma 3 ViTs' 8x8 patch grid, which gemma.cpp's image path cannot pool)
-    assert {f.code for f in r.warnings} <= {"legacy-only", "runtime-unsupported", "vit-pool-grid"}
+    # gemma.cpp-written files are clean apart from compatibility notes -- and every Gemma 3 1B/4B/12B/27B
+    # single-file config written before 2025-10-24 lacks use_global_timescale (addendum §6.3); Gemma 2 and
+    # pre-2025 files (canonical config at load) do not; the tiny Gemma 3 ViTs' 8x8 patch grid cannot be
+    # pooled by gemma.cpp's image path (vit-pool-grid).
+    warn = {f.code for f in r.warnings}
+    gemma3 = r.facts.get("model") in ("GEMMA3_1B", "GEMMA3_4B", "GEMMA3_12B", "GEMMA3_27B")
+    assert ("global-timescale-missing" in warn) == gemma3
+    assert warn - {"global-timescale-missing"} <= {"legacy-only", "runtime-unsupported", "vit-pool-grid"}
     assert not [f for f in r.findings if f.family == "deep"]
 
 
@@ -69,7 +74,7 @@ def test_broken_truncated_explains_truncation():
 # -- Gemma 3 + ViT, both ways ------------------------------------------------------------------------------------------
 def test_gemma3_vit_correct_file_passes():
     r = verify(VIT, deep=True)
-    assert r.ok and [f.code for f in r.warnings] == ["vit-pool-grid"]  # 8x8 patches: gemma.cpp pools 64x64 only
+    assert r.ok and sorted(f.code for f in r.warnings) == ["global-timescale-missing", "vit-pool-grid"]
     assert r.compat[-1].loads and r.compat[-1].runs
     # The 2025-05-06 builds crash on any ViT model regardless of contents.
     may6 = next(g for g in r.compat if g.key == "2025-05-06")
@@ -100,7 +105,8 @@ def test_compat_matches_cross_version_facts():
     r = verify(LEGACY / "e2-gemma3-vit-type2-sfp.sbs")  # V1 + ViT type 2: e9ecb77 yes, HEAD "Invalid enum 2"
     assert _gen(r, "2025-05-07").loads and not _gen(r, "2025-10-15").loads
     assert any("Invalid enum 2" in why for why in _gen(r, "2025-10-15").reasons)
-    assert r.ok and [f.code for f in r.warnings if f.code != "vit-pool-grid"] == ["legacy-only"]
+    assert r.ok and sorted(f.code for f in r.warnings if f.code != "vit-pool-grid") == ["global-timescale-missing",
+                                                                                          "legacy-only"]
 
 
 def test_compat_nuq_and_i8():
@@ -108,7 +114,7 @@ def test_compat_nuq_and_i8():
     cur = r.compat[-1]
     assert cur.loads and cur.runs is False and any("NUQ" in why for why in cur.reasons)
     r = verify(CORPUS / "v2" / "gemma2-2b-tiny-i8.sbs")
-    assert [g.key for g in r.compat if g.loads] == ["2025-10-15"]
+    assert [g.key for g in r.compat if g.loads] == ["2025-10-15", "2025-10-24", "2026-07-10", "2026-08-27"]
 
 
 def test_compat_legacy_eras():
@@ -153,7 +159,8 @@ def test_cli_json(capsys):
             assert x["severity"] in ("error", "warning", "info") and x["code"] in CODES and x["message"]
             assert set(x) <= {"code", "severity", "message", "offset", "blob", "tensor", "layer", "layer_type",
                               "hint"}
-    (miss,) = [x for x in files[1]["findings"] if x["code"] not in ("vit-pool-grid", "vision-quirk")]
+    # the Gemma 3 4B file also lacks use_global_timescale (a warning since gemma.cpp 1bdde1a)
+    (miss,) = [x for x in files[1]["findings"] if x["code"] == "missing-tensor"]
     assert miss["tensor"] == "att_ein_1" and miss["layer"] == 1 and miss["layer_type"] == "kGemma"
     assert files[2]["findings"][0]["code"] == "not-sbs"
 
@@ -185,13 +192,13 @@ def test_cli_junit(tmp_path):
 def test_python_api():
     r = sbs_tools.verify_file(VIT_BROKEN)
     assert isinstance(r, sbs_tools.verify.Report) and not r.ok
-    assert r.to_dict()["findings"][0]["code"] == "missing-tensor"
+    assert [f["code"] for f in r.to_dict()["findings"] if f["severity"] == "error"] == ["missing-tensor"]
     assert sbs_tools.verify.verify is not None
 
 
 ISSUE_CODES = """not-sbs bad-magic file-size-mismatch too-many-blobs empty-store blob-out-of-bounds blob-misaligned
 blob-overlap blob-gap zero-size-blob duplicate-key bad-key nonzero-padding end-not-aligned config-missing
-config-undecodable config-invalid config-extra-fields toc-missing toc-undecodable toc-blob-missing blob-not-in-toc
+config-undecodable config-invalid newer-format toc-missing toc-undecodable toc-blob-missing blob-not-in-toc
 tensor-size-mismatch weight-type-mismatch tokenizer-missing tokenizer-invalid vocab-mismatch missing-tensor
 unexpected-tensor shape-mismatch type-unsupported both-forms non-finite all-zero scale-invalid sfp-noncanonical
 nuq-table-invalid norm-suspicious""".split()

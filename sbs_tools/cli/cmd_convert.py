@@ -17,6 +17,8 @@ class WeightType(str, Enum):
     sfp = "sfp"
     nuq = "nuq"
     i8 = "i8"
+    q4_0 = "q4_0"
+    mxfp4 = "mxfp4"
 
 
 class Layout(str, Enum):

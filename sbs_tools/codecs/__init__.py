@@ -7,7 +7,8 @@ Public API::
     packed_size(type_name, num_elements) -> int
     scale_for_sfp(values) -> (scaled_values, scale)
 
-``type_name`` is "F32", "BF16", "SFP", "NUQ", "I8", "F64", "U32" or "U64"
+``type_name`` is "F32", "BF16", "SFP", "NUQ", "I8", "Q4_0", "MXFP4", "F64", "U32",
+"U64", "U16", "U8" or "INT8"
 (any case), a :class:`~sbs_tools.types.Type` or its number. ``decode`` never
 applies ``MatPtr.scale`` (multiply by it yourself), reads ``raw`` (bytes,
 memoryview or uint8 array, e.g. a read-only view of an mmap) in place and
@@ -22,7 +23,8 @@ of length ``num_elements``) when given. Every problem raises
   quantize, or an unrepresentable U32/U64 value;
 * ``unknown-type``, ``bad-count``, ``bad-input``, ``bad-out``: bad arguments.
 
-Encoders of F32, BF16, SFP and I8 are bit-identical to gemma.cpp; NUQ is an
+Encoders of F32, BF16, SFP, I8 and Q4_0 are bit-identical to gemma.cpp, MXFP4 up to
+Highway's approximate ``Log2`` (see ``mxfp4``); NUQ is an
 exact-DP k-means whose error is no worse than gemma.cpp's (see ``nuq``).
 Error bounds of each lossy type are documented in its module.
 """
@@ -32,7 +34,7 @@ import numpy as np
 
 from ..errors import CodecError
 from ..types import Type, packed_bytes, type_from_name
-from . import bf16, i8, nuq, plain, sfp
+from . import bf16, i8, mxfp4, nuq, plain, q4_0, sfp
 from ._buffers import RawBuffer, checked_u8, finite_f32, prepare_out
 from .sfp import SFP_MAX, scale_for_sfp
 
@@ -68,6 +70,10 @@ def decode(type_name: str | Type | int, raw: RawBuffer, num_elements: int,
         return nuq.decode(u8, n, dst)
     if t == Type.I8:
         return i8.decode(u8, n, dst)
+    if t == Type.Q4_0:
+        return q4_0.decode(u8, n, dst)
+    if t == Type.MXFP4:
+        return mxfp4.decode(u8, n, dst)
     return plain.decode(t, u8, n, dst)
 
 
@@ -83,4 +89,8 @@ def encode(type_name: str | Type | int, values: object) -> bytes:
         return sfp.encode(x)
     if t == Type.NUQ:
         return nuq.encode(x)
+    if t == Type.Q4_0:
+        return q4_0.encode(x)
+    if t == Type.MXFP4:
+        return mxfp4.encode(x)
     return i8.encode(x)

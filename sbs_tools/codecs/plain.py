@@ -17,7 +17,9 @@ from ._buffers import CHUNK, finite_f32
 __all__ = ["decode", "encode", "DTYPES"]
 
 DTYPES = {Type.F32: np.dtype("<f4"), Type.F64: np.dtype("<f8"),
-          Type.U32: np.dtype("<u4"), Type.U64: np.dtype("<u8")}
+          Type.U32: np.dtype("<u4"), Type.U64: np.dtype("<u8"),
+          # activation / KV types (addendum §2.1): never weights, decoded as their integers
+          Type.U16: np.dtype("<u2"), Type.U8: np.dtype("u1"), Type.INT8: np.dtype("i1")}
 
 
 def decode(t: Type, u8: np.ndarray, n: int, out: np.ndarray) -> np.ndarray:
@@ -40,14 +42,15 @@ def encode(t: Type, values: object) -> bytes:
         raise CodecError(f"{t.name}: input contains NaN or Inf", code="non-finite")
     if t == Type.F64:
         return arr.astype("<f8").tobytes()
-    hi = 2**32 - 1 if t == Type.U32 else 2**64 - 1
+    lo, hi = {Type.U32: (0, 2**32 - 1), Type.U64: (0, 2**64 - 1), Type.U16: (0, 2**16 - 1),
+              Type.U8: (0, 255), Type.INT8: (-128, 127)}[t]
     if arr.size:
         if arr.dtype.kind == "f":
-            ok = bool((arr == np.floor(arr)).all() and arr.min() >= 0 and arr.max() <= hi)
+            ok = bool((arr == np.floor(arr)).all() and arr.min() >= lo and arr.max() <= hi)
             # float64 cannot hold 2**64 - 1; 2**64 itself must be refused.
-            ok = ok and (t == Type.U32 or float(arr.max()) < 2.0**64)
+            ok = ok and (t != Type.U64 or float(arr.max()) < 2.0**64)
         else:
-            ok = bool(int(arr.min()) >= 0 and int(arr.max()) <= hi)
+            ok = bool(int(arr.min()) >= lo and int(arr.max()) <= hi)
         if not ok:
-            raise CodecError(f"{t.name}: values must be integers in [0, {hi}]", code="out-of-range")
+            raise CodecError(f"{t.name}: values must be integers in [{lo}, {hi}]", code="out-of-range")
     return arr.astype(DTYPES[t]).tobytes()

@@ -26,11 +26,11 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .. import codecs
-from ..config import ModelConfig
+from ..config import GLOBAL_TIMESCALE_MODELS, ModelConfig
 from ..errors import CodecError, SbsError
 from ..tensors import TensorSpec, canonical_tensors
 from ..toc import TocRecord, encode_toc
-from ..types import Type
+from ..types import BLOCK_TYPES, TYPE_BITS, Type
 from ..inputs import check_input_dir_or_file, check_input_file
 from ..output import check_output_file
 from ..writer import BlobWriter
@@ -287,6 +287,16 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, *, weight: str
                 raise ConvertError(f"the checkpoint has no data for {spec.name} ({spec.where})",
                                    code="missing-tensor", tensor=spec.name)
             plan.append((spec, tensor_type(spec, wt)))
+        if cfg.model in GLOBAL_TIMESCALE_MODELS:
+            cfg.use_global_timescale = True  # what gemma.cpp's own exporter writes since 1bdde1a
+        cfg = cfg.compact_form()  # readable by 3ed403e too when nothing newer is needed
+        if wt in BLOCK_TYPES:
+            # gemma.cpp asserts config.weight == the first toc type with the fewest bits
+            first = min(plan, key=lambda x: TYPE_BITS[x[1]])[1]
+            if first != wt:
+                notes.append(f"no matrix has rows of a multiple of 32 values, so none is {wt.name}; the big "
+                             f"matrices are {first.name}")
+            cfg.weight = int(first)
         total = sum(s.rows * s.cols for s, _ in plan)
         prog = _Progress(progress, total, f"{Path(source).name} -> {cfg.specifier}")
         w = BlobWriter(output, layout, inputs=inputs, overwrite=overwrite)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensors import TensorSpec
-from ..types import Type
+from ..types import BLOCK_TYPES, Type
 
 #: Base names of the per-layer matrices that take the requested weight type.
 BIG_MATRICES = frozenset({"att_ein", "att_w", "qkv_ein", "qkv1_w", "qkv2_w", "gating_ein", "gating1_w",
@@ -34,7 +34,8 @@ BIG_MATRICES = frozenset({"att_ein", "att_w", "qkv_ein", "qkv1_w", "qkv2_w", "ga
 #: Always F32 in gemma.cpp's exports (besides every ``kind == "bias"`` tensor).
 F32_ALWAYS = frozenset({"img_pos_emb"})
 #: Types ``sbs convert --type`` accepts.
-WEIGHT_TYPES = {"f32": Type.F32, "bf16": Type.BF16, "sfp": Type.SFP, "nuq": Type.NUQ, "i8": Type.I8}
+WEIGHT_TYPES = {"f32": Type.F32, "bf16": Type.BF16, "sfp": Type.SFP, "nuq": Type.NUQ, "i8": Type.I8,
+                "q4_0": Type.Q4_0, "mxfp4": Type.MXFP4}
 
 
 def tensor_type(spec: TensorSpec, weight: Type) -> Type:
@@ -45,6 +46,9 @@ def tensor_type(spec: TensorSpec, weight: Type) -> Type:
     if weight == Type.F32:
         return Type.F32
     if spec.base in BIG_MATRICES and spec.layer_type == "kGemma":
+        if weight in BLOCK_TYPES and spec.cols % 32:
+            # 32-value blocks must not straddle rows (and att_ein needs qkv_dim % 32 == 0): addendum §2.2
+            return Type.BF16
         return weight
     return Type.BF16
 

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from .. import canonical as C
-from ..config import LayerConfig, ModelConfig, VitConfig
+from ..config import GEMMA3_LM_MODELS, LayerConfig, ModelConfig, VitConfig
 from ..tensors import TensorSpec
 from ..types import Type
 from . import ConvertError
@@ -185,6 +185,9 @@ def resolve_config(arch: Arch, weight: Type, *, specifier: str | None = None,
                                + (" ..." if len(diffs) > 6 else ""), code="config-mismatch")
     if len(matches) > 1 and not with_vit:
         matches = [m for m in matches if m not in C.PALIGEMMA_MODELS] or matches
+    if len(matches) > 1:  # a text-only Gemma 3 fits GEMMA3_xB (ViT dropped) and GEMMA3_xB_LM alike: keep the base,
+        # whose canonical config sets use_global_timescale (the _LM ones do not: addendum §6.3)
+        matches = [m for m in matches if m not in GEMMA3_LM_MODELS] or matches
     if len(matches) > 1 and arch.paligemma:
         matches = [m for m in matches if m in C.PALIGEMMA_MODELS] or matches
 

@@ -340,7 +340,12 @@ def _metadata(a: Analysis) -> None:
             if data == MOCK_TOKENIZER:
                 a.tokenizer_status = "mock"
             else:
-                err = tokenizer_problem(data)
+                if a.config is not None and a.config.tokenizer_kind == 1:  # HF BPE (addendum §7)
+                    from ..bpe import problems
+
+                    err = "; ".join(problems(data)[0])
+                else:
+                    err = tokenizer_problem(data)
                 a.tokenizer_status, a.tokenizer_error = ("invalid", err) if err else ("ok", "")
     a.scales = a.scales_key = None
     for k in SCALES_KEYS:
@@ -424,9 +429,9 @@ def _scan_toc(blob: np.ndarray, keys: set[str]) -> list[TocRecord]:
             except SbsError:
                 r = None
             if r is not None and r.values["name"] in keys and r.values["name"] not in names:
-                out.append(TocRecord(**r.values, word_pos=pos, extra_u32=r.extra_u32))
+                out.append(TocRecord.from_values(r.values, word_pos=pos, extra_u32=r.extra_u32))
                 names.add(r.values["name"])
-                pos = r.pos + r.extra_u32
+                pos = r.pos
                 continue
         pos += 1
     return out

@@ -36,7 +36,9 @@ from .plan import Plan
 TOLERATED = frozenset({"v1-end-padded", "config-missing-fields", "config-extra-fields", "pre-2025-format",
                        "tokenizer-missing", "unexpected-tensor", "blob-not-in-toc", "scale-ignored",
                        "runtime-unsupported", "legacy-only", "deep-skipped", "all-zero", "norm-suspicious",
-                       "sfp-noncanonical", "scales-extra", "vit-pool-grid"})
+                       "sfp-noncanonical", "scales-extra", "vit-pool-grid", "newer-format", "global-timescale-lm",
+                       # kept on purpose for targets that decide the RoPE base by the model number
+                       "global-timescale-missing"})
 
 
 @dataclass

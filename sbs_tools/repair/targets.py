@@ -33,14 +33,19 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {t.key: t for t in (
-    Target("2025-10-15", "current gemma.cpp (2025-10-15 and later)", None, 1, True, False, 8, 19),
+    Target("2026-08-27", "current gemma.cpp (2026-08-27 and later)", None, 1, True, False, 13, 33),
+    Target("2026-07-10", "gemma.cpp 2026-07-10..2026-08-26", None, 1, True, False, 13, 31),
+    Target("2025-10-24", "gemma.cpp 2025-10-24 (1bdde1a) and the builds before the 2026 formats", None, 1, True,
+           False, 8, 19),
+    Target("2025-10-15", "gemma.cpp 2025-10-15..2025-10-23 (3ed403e)", None, 1, True, False, 8, 19),
     Target("2025-09-05", "gemma.cpp 2025-09-05..2025-10-14", None, 1, True, False, 7, 19),
     Target("2025-07-31", "gemma.cpp 2025-07-31..2025-09-04 (V2 reader, ViT type 2)", None, 2, True, False, 5, 19),
     Target("2025-05-07", "gemma.cpp 2025-05-07..2025-07-30 (V1 only, ViT type 2)", "v1", 2, True, True, 5, 18),
     Target("2025-05-06", "gemma.cpp 2025-05-06 (8d0882b..c8d9294)", "v1", 2, True, True, 5, 18),
     Target("pre-2025", "gemma.cpp before 2025-05-06 (multi-file)", "v1", 2, False, True, 4, 18),
 )}
-ALIASES = {"current": "2025-10-15", "head": "2025-10-15", "2025-10": "2025-10-15", "2025-09": "2025-09-05",
+ALIASES = {"current": "2026-08-27", "head": "2026-08-27", "2026-08": "2026-08-27", "2026-07": "2026-07-10",
+           "3ed403e": "2025-10-15", "1bdde1a": "2025-10-24", "2025-10": "2025-10-15", "2025-09": "2025-09-05",
            "2025-08": "2025-07-31", "2025-07": "2025-07-31", "2025-05": "2025-05-07", "e2": "2025-05-07",
            "e0": "pre-2025", "pre2025": "pre-2025"}
 

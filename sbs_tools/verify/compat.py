@@ -32,8 +32,19 @@ GENERATIONS = (
     GenerationInfo("2025-05-07", "2025-05-07..2025-07-30 (e9ecb77..; V1 only, ViT type 2)"),
     GenerationInfo("2025-07-31", "2025-07-31..2025-09-04 (50ee1a3..; V2 reader, ViT type 2)"),
     GenerationInfo("2025-09-05", "2025-09-05..2025-10-14 (2b4c16e..; ViT type 1)"),
-    GenerationInfo("2025-10-15", "2025-10-15 and later (503aadd..3ed403e; I8)"),
+    GenerationInfo("2025-10-15", "2025-10-15..2025-10-23 (503aadd..3ed403e; I8)"),
+    GenerationInfo("2025-10-24", "2025-10-24..2026-07-09 (1bdde1a..; use_global_timescale; later builds in "
+                                 "this range add the 2026 changes listed under 2026-07-10)"),
+    GenerationInfo("2026-07-10", "2026-07-10..2026-08-26 (PR #947 T5Gemma..; 38-field LayerConfig, UTF-8, "
+                                 "HF BPE, Gemma 4 / DeepSeek / Qwen3 models; Q4_0 and MXFP4 in later builds)"),
+    GenerationInfo("2026-08-27", "2026-08-27 and later (PR #994..0224dcbd; global_rope_theta, GEMMA4_E4B)"),
 )
+#: Generations that read V2 files / ViT type 1 / I8, and those that know the 2026 formats.
+V2_READERS = ("2025-07-31", "2025-09-05", "2025-10-15", "2025-10-24", "2026-07-10", "2026-08-27")
+VIT1_READERS = ("2025-09-05", "2025-10-15", "2025-10-24", "2026-07-10", "2026-08-27")
+FORMAT_2026 = ("2026-07-10", "2026-08-27")
+#: gemma.cpp <= this generation: 15-field LayerConfig, ASCII strings, vectors <= 64 Ki.
+_OLD_FIELDS = ("2025-05-06", "2025-05-07", "2025-07-31", "2025-09-05", "2025-10-15", "2025-10-24")
 CURRENT = GENERATIONS[-1].key
 
 #: HEAD ``DeduceModel`` by layer count (spec §7), for files without a config.
@@ -51,8 +62,12 @@ _MODEL_INVALID = {
     "2025-07-31": lambda v: v >= 19 or v in (1, 2, 8, 9),
     "2025-09-05": lambda v: v >= 19 or v in (1, 2, 5, 6, 8, 9),
     "2025-10-15": lambda v: v >= 19 or v in (1, 2, 5, 6, 8, 9),
+    "2025-10-24": lambda v: v >= 19 or v in (1, 2, 5, 6, 8, 9),
+    "2026-07-10": lambda v: v >= 31 or v in (1, 2, 5, 6, 8, 9),  # kSentinel 31 at 3dd2961a
+    "2026-08-27": lambda v: v >= 33 or v in (1, 2, 5, 6, 8, 9),
 }
-_TYPE_LIMIT = {"2025-05-06": 8, "2025-05-07": 6, "2025-07-31": 8, "2025-09-05": 8, "2025-10-15": 9}
+_TYPE_LIMIT = {"2025-05-06": 8, "2025-05-07": 6, "2025-07-31": 8, "2025-09-05": 8, "2025-10-15": 9,
+               "2025-10-24": 9, "2026-07-10": 14, "2026-08-27": 14}
 
 
 def deduce_model(keys: list[str]) -> tuple[int, bool, str]:
@@ -84,6 +99,7 @@ class _Facts:
         self.types = {n: t.type for n, t in f.tensors.items()}
         self.errors = [x for x in findings if x.severity == "error" and x.code != "both-forms"]
         self.has_vit = bool(self.cfg and self.cfg.vit_config.layer_configs)
+        self.toc_non_ascii = [f"toc name {n!r}" for n in f.tensors if not n.isascii()]
 
 
 def _container(g: str, x: _Facts, why: list[str]) -> None:
@@ -101,7 +117,7 @@ def _container(g: str, x: _Facts, why: list[str]) -> None:
                        "accepts them)")
     if g in ("2025-05-06", "2025-05-07") and x.num_blobs >= MAX_BLOBS_E2:
         why.append(f"{x.num_blobs} blobs: readers of this generation accept fewer than {MAX_BLOBS_E2}")
-    if g in ("2025-07-31", "2025-09-05", "2025-10-15") and x.num_blobs >= MAX_BLOBS_HEAD:
+    if g in V2_READERS and x.num_blobs >= MAX_BLOBS_HEAD:
         why.append(f"{x.num_blobs} blobs: gemma.cpp since 2025-07-31 accepts fewer than {MAX_BLOBS_HEAD}")
 
 
@@ -109,8 +125,10 @@ def _config(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
     cfg = x.cfg
     if cfg is None:
         return
-    vit_num = VIT_TYPE["2025-10"] if g in ("2025-09-05", "2025-10-15") else VIT_TYPE["2025-05"]
+    vit_num = VIT_TYPE["2025-10"] if g in VIT1_READERS else VIT_TYPE["2025-05"]
     vit_types = {lc.type for lc in cfg.vit_config.layer_configs}
+    if g in FORMAT_2026 and cfg.schema_revision == "2025-10":
+        vit_types -= {3}  # kVitGemma4
     if vit_types and vit_types != {vit_num}:
         stored = ", ".join(str(v) for v in sorted(vit_types))
         if vit_num == 1:
@@ -120,8 +138,11 @@ def _config(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
         else:
             why.append(f"ViT layers stored with type number {stored} (kVit since 2025-09-05): this generation "
                        "reads 1 as a Griffin layer and 2 as kVit; `sbs repair --target 2025-05` can renumber them")
-    if any(lc.type != 0 for lc in cfg.layer_configs):
-        why.append("LLM layers with a non-Gemma type")
+    llm_ok = {0, 2} if g in FORMAT_2026 and cfg.schema_revision == "2025-10" else {0}
+    if any(lc.type not in llm_ok for lc in cfg.layer_configs):
+        why.append("LLM layers with a type this generation does not know" if g not in FORMAT_2026 else
+                   "LLM layers with a non-Gemma type")
+    _format_2026(g, x, why, caveats)
     if _MODEL_INVALID[g](cfg.model):
         why.append(f"model {cfg.model_name} ({cfg.model}) is not a valid Model value for this generation "
                    "('Invalid enum')")
@@ -133,9 +154,69 @@ def _config(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
         why.append(f"config.weight {cfg.weight_name} ({cfg.weight}) is not a valid Type for this generation")
 
 
+def _format_2026(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
+    """What the readers before 2026 cannot parse, and what changed for the 2026 readers (addendum §4.4, §6)."""
+    cfg = x.cfg
+    assert cfg is not None
+    nested = [p for p, _ in cfg.extra_at if p]
+    lays = cfg.layer_configs + cfg.vit_config.layer_configs
+    long_layers = any(lc.stored_fields is None or lc.stored_fields > 15 for lc in lays)
+    if g in _OLD_FIELDS:
+        if long_layers or nested:
+            why.append("LayerConfigs with more than 15 fields (written after 3ed403e): readers up to 1bdde1a do "
+                       "not skip a nested object's extra fields, read them as the next layer's length prefixes and "
+                       "crash ('Assert end_.empty()'); `sbs repair --target 2025-10-15` writes 15-field layers "
+                       "when the new fields hold their defaults")
+        if cfg.non_ascii or x.toc_non_ascii:
+            where = ", ".join((cfg.non_ascii + x.toc_non_ascii)[:3])
+            why.append(f"non-ASCII (UTF-8) strings ({where}): readers before 4b26b039 reject them ('Invalid "
+                       "characters')")
+        if cfg.long_vectors:
+            why.append(f"a vector of more than 65536 elements ({cfg.long_vectors[0][0]}): readers before "
+                       "3dd2961a reject it")
+        new_enums = []
+        for i, lc in enumerate(lays):
+            if lc.post_qk == 8 or lc.activation == 1 or (cfg.schema_revision == "2025-10" and lc.type in (2, 3)
+                                                          and i < len(cfg.layer_configs)) or lc.type == 3:
+                new_enums.append("layer enums (post_qk NormLocalRope, activation Silu or type 2/3)")
+                break
+        if cfg.query_scale == 2:
+            new_enums.append("query_scale One")
+        if new_enums:
+            why.append("enum values added in 2026 (" + "; ".join(new_enums) + "): 'Invalid enum'")
+        if g == "2025-10-24" and cfg.needs_global_timescale:
+            caveats.append("use_global_timescale is missing: this build runs the global layers with RoPE base "
+                           "1e4, not 1e6 (silent; `sbs repair` sets the flag)")
+        return
+    if g == "2026-07-10":
+        if cfg.long_vectors:
+            caveats.append("builds before 3dd2961a reject vectors of more than 65536 elements")
+        if cfg.model == 19:
+            caveats.append("CUSTOM loads only in builds without the wrapping override (4b26b039..0acc653c); "
+                           "from 3dd2961a on ChooseWrapping aborts ('Model type 19 unknown')")
+    if g == "2026-08-27" and cfg.model in (0, 19):
+        why.append(f"model {cfg.model_name}: the wrapping override calls ConfigFromModel, which aborts ('Model "
+                   f"type {cfg.model} unknown') (since 3dd2961a; whether a later build fixes it is unconfirmed)")
+    if cfg.needs_global_timescale:
+        caveats.append("use_global_timescale is missing: the global layers run with RoPE base 1e4, not 1e6 "
+                       "(silent; `sbs repair` sets the flag)")
+    if cfg.wrapping != 2 and cfg.model in (14, 15, 16, 17) or cfg.wrapping != 3 and cfg.model in (10, 11, 12, 13):
+        caveats.append(f"config.wrapping {cfg.wrapping_name} is overridden at load with the model's VLM wrapping "
+                       "(3dd2961a and later)")
+    if any(lc.type == 3 for lc in cfg.vit_config.layer_configs):
+        caveats.append("Gemma 4 ViT layers (kVitGemma4): how the newest loader maps their tensors is unconfirmed")
+
+
 def _types(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
     present = set(x.types.values())
-    if Type.I8 in present and g != "2025-10-15":
+    if g == "2026-07-10":
+        if Type.Q4_0 in present:
+            caveats.append("Q4_0 tensors: only builds with Q4_0 support (0acc653c, 3dd2961a and later) read them")
+        if Type.MXFP4 in present:
+            caveats.append("MXFP4 tensors: only builds from ee051c9c on read them")
+    if g in FORMAT_2026 and Type.MXFP4 in present:
+        caveats.append("an MXFP4 encoder bug of ee051c9c can zero blocks (`sbs verify --deep` finds them)")
+    if Type.I8 in present and g not in ("2025-10-15", "2025-10-24") + FORMAT_2026:
         why.append("I8 tensors: gemma.cpp supports I8 only since 2025-10-15 (503aadd); older readers reject the "
                    "toc ('Invalid enum 8')")
     if g == "2025-05-06" and x.cfg is not None:
@@ -179,7 +260,7 @@ def _forms(g: str, x: _Facts, run_why: list[str], caveats: list[str]) -> None:
             elif g == "2025-05-07":
                 caveats.append(f"builds 2025-05-07..05-12 require {c.forms[0][0].rsplit('_', 1)[0]}_N "
                                "(the split/transposed form is accepted since 8a312e9)")
-        if have[0] and have[1] and g in ("2025-05-07", "2025-07-31", "2025-09-05", "2025-10-15"):
+        if have[0] and have[1] and g in ("2025-05-07",) + V2_READERS:
             run_why.append(f"both {fused} and {' + '.join(c.forms[1])}: gemma.cpp since 2025-06-02 aborts "
                            "('exactly one of' check)")
     # Deduplicate the per-layer messages.
@@ -196,7 +277,12 @@ def _nuq(g: str, x: _Facts, run_why: list[str], caveats: list[str]) -> None:
     if not nuq:
         return
     att = [n for n in nuq if split_name(n)[0] == "att_ein"]
-    if g in ("2025-07-31", "2025-09-05", "2025-10-15"):
+    if g in FORMAT_2026:
+        if att:
+            run_why.append("NUQ attention weights: gemma.cpp reads the file but cannot run it (it aborts preparing "
+                           "them: 'Assert attn_vec_einsum_w.GetType() != Type::kNUQ')")
+        return  # GEMMA_ENABLE_NUQ defaults to 1 again since 3dd2961a
+    if g in ("2025-07-31", "2025-09-05", "2025-10-15", "2025-10-24"):
         if att:
             run_why.append("NUQ attention weights: gemma.cpp reads the file but cannot run it (it aborts preparing "
                            "them: 'Assert attn_vec_einsum_w.GetType() != Type::kNUQ'); NUQ is also compiled out by "
@@ -253,7 +339,7 @@ def evaluate(f: SbsFile | None, md: Metadata | None, findings: list[Finding]) ->
         if g == "2025-05-06" and x.has_vit:
             run_why.append("any model with ViT layers aborts in the weight reshape ('Assert att_weights.HasPtr()', "
                            "fixed 2025-05-07 in e9ecb77)")
-        if g in ("2025-07-31", "2025-09-05", "2025-10-15") and x.size % END_ALIGN and not why:
+        if g in V2_READERS and x.size % END_ALIGN and not why:
             caveats.append("file size not a multiple of 64 KiB: gemma.cpp reads it instead of memory-mapping it")
         loads = not why
         runs = (not run_why) if loads else None

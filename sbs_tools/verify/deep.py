@@ -60,6 +60,8 @@ class _Stats:
         self.first_bad_scale: int | None = None
         self.bad_tables = 0
         self.first_bad_table: int | None = None
+        self.bad_blocks = 0  # MXFP4 blocks the encoder never writes
+        self.first_bad_block: int | None = None
         self.values: np.ndarray | None = None  # kept only for small norm tensors
 
 
@@ -176,9 +178,14 @@ def _fast_clean(t: Type, raw: np.ndarray, count: int, st: _Stats, scratch: np.nd
     return False
 
 
+#: Values per group of the grouped types: chunks are whole groups (the packed bytes of a group start there).
+GROUP_VALUES = {Type.NUQ: 256, Type.I8: 128, Type.Q4_0: 32, Type.MXFP4: 32}
+
+
 def _chunk_values(t: Type) -> int:
     """Values per chunk of type ``t``: whole groups, about ``READ_BYTES``, at most ``CHUNK_VALUES``."""
-    group, gbytes = {Type.NUQ: (256, 144), Type.I8: (128, 132)}.get(t, (1, packed_bytes(t, 1)))
+    group = GROUP_VALUES.get(t, 1)
+    gbytes = packed_bytes(t, group)
     fit = max(1, READ_BYTES // gbytes) * group
     return max(group, min(CHUNK_VALUES, fit) // group * group)
 
@@ -189,7 +196,7 @@ def _scan(f: SbsFile, info: TensorInfo, t: Type, st: _Stats, out_buf: np.ndarray
     from ..codecs import sfp
 
     n = info.num_values
-    group = {Type.NUQ: 256, Type.I8: 128}.get(t, 1)
+    group = GROUP_VALUES.get(t, 1)
     step = _chunk_values(t)
     kept = [] if keep else None
     start = 0
@@ -213,6 +220,14 @@ def _scan(f: SbsFile, info: TensorInfo, t: Type, st: _Stats, out_buf: np.ndarray
             st.nonfinite += bad
         if not st.any_nonzero and np.any(vals != 0):
             st.any_nonzero = True
+        if t == Type.MXFP4:
+            from ..codecs import mxfp4
+
+            bad_blocks = mxfp4.clobbered(raw, count)
+            if bad_blocks.size:
+                if st.first_bad_block is None:
+                    st.first_bad_block = start // 32 + int(bad_blocks[0])
+                st.bad_blocks += int(bad_blocks.size)
         if t == Type.SFP:
             nz = raw == SFP_NEG_ZERO
             k = int(np.count_nonzero(nz))
@@ -343,6 +358,14 @@ def check_deep(f: SbsFile, progress: Progress | None = None) -> list[Finding]:
                                f"{info.name}: {st.bad_tables} NUQ group(s) whose cluster table is not ascending, "
                                f"first group {g}", **{**loc, "offset": info.offset + g * 144},
                                hint="the tensor is corrupt; re-export it"))
+        if st.bad_blocks:
+            b = st.first_bad_block
+            out.append(finding("mxfp4-block-invalid",
+                               f"{info.name}: {st.bad_blocks} MXFP4 block(s) the encoder never writes (exponent "
+                               f"0xFF, or exponent 0 with non-zero nibbles), first block {b} (values {b * 32}..): "
+                               "the ee051c9c encoder's zero-block overwrite, or corruption; they decode as 0 "
+                               "(garbage on AVX-512 bf16)", **{**loc, "offset": info.offset + b * 17},
+                               hint="re-encode the tensor with a fixed encoder (a one-block zeroing)"))
         if st.neg_zero:
             out.append(finding("sfp-noncanonical",
                                f"{info.name}: {st.neg_zero} SFP byte(s) 0x80 (negative zero, never written by "

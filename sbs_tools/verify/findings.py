@@ -96,8 +96,12 @@ CODES: dict[str, CodeInfo] = {
     "config-undecodable": CodeInfo(_E, "metadata", "The config blob's structure cannot be parsed."),
     "config-invalid": CodeInfo(_E, "metadata", "The config parses but holds invalid values: bad enum, "
                                                "NaN/Inf, string/vector too long, inconsistent counts or dims."),
-    "config-extra-fields": CodeInfo(_W, "metadata", "The config has fields this tool does not know "
-                                                    "(written by a newer gemma.cpp)."),
+    "config-extra-fields": CodeInfo(_I, "metadata", "The config has fields this tool does not know "
+                                                    "(written by a newer gemma.cpp); where they are. They are "
+                                                    "skipped by their objects' length prefixes."),
+    "newer-format": CodeInfo(_W, "metadata", "An enum value, element type or trailing field newer than this "
+                                             "release: shown as its number, everything known is still "
+                                             "checked; update sbs_tools to check the rest."),
     "config-missing-fields": CodeInfo(_I, "metadata", "The config lacks trailing fields (older writer); "
                                                       "defaults apply."),
     "scales-invalid": CodeInfo(_W, "metadata", "Pre-2025 file: the Fscales blob is not an f32 array or holds "
@@ -146,6 +150,15 @@ CODES: dict[str, CodeInfo] = {
     "runtime-unsupported": CodeInfo(_W, "compat", "Current gemma.cpp (or, when it cannot read the file, every "
                                                   "generation that can) reads the file but cannot run it "
                                                   "(e.g. NUQ attention weights)."),
+    "global-timescale-missing": CodeInfo(_W, "compat", "Gemma 3 1B/4B/12B/27B config without "
+                                                       "use_global_timescale (or false): gemma.cpp since "
+                                                       "2025-10-24 (1bdde1a) silently runs the global layers "
+                                                       "with RoPE base 1e4 instead of 1e6; `sbs repair` appends "
+                                                       "the flag."),
+    "global-timescale-lm": CodeInfo(_I, "compat", "Text-only Gemma 3 (GEMMA3_*_LM) with use_global_timescale "
+                                                  "false, as upstream's canonical config has it: global layers "
+                                                  "run with RoPE base 1e4 (the VLM configs of the same size use "
+                                                  "1e6)."),
     "rope-quirk": CodeInfo(_I, "compat", "Gemma 3 270M: gemma.cpp runs the global layers with RoPE base 10,000 "
                                          "where the original model uses 1,000,000."),
     "vit-pool-grid": CodeInfo(_W, "compat", "Gemma 3 + ViT whose patch grid is not 64x64: gemma.cpp's "
@@ -161,6 +174,12 @@ CODES: dict[str, CodeInfo] = {
     "nuq-table-invalid": CodeInfo(_E, "deep", "A NUQ cluster table that is not ascending (corrupt group)."),
     "norm-suspicious": CodeInfo(_W, "deep", "RMSNorm weights centred near 1: the 1+w convention was probably "
                                             "applied twice."),
+    "mxfp4-block-invalid": CodeInfo(_E, "deep", "An MXFP4 block the encoder never writes: exponent 0xFF, or "
+                                                "exponent 0 with non-zero nibbles (the ee051c9c parallel "
+                                                "zero-block overwrite): it decodes as 0 (garbage on AVX-512 bf16)."),
+    "block-straddle": CodeInfo(_W, "layers", "A Q4_0/MXFP4 tensor whose rows are not a multiple of 32 values: "
+                                             "its 32-value blocks straddle rows, which gemma.cpp's splits and "
+                                             "SIMD decode assume never happens."),
     "deep-skipped": CodeInfo(_I, "deep", "A tensor that could not be decoded (its size is already wrong)."),
     # run
     "run-failed": CodeInfo(_E, "run", "An exception while loading or running the model (--run), with the LLM or "

@@ -11,7 +11,7 @@ from ..sbsfile import SbsFile, TensorInfo
 from ..tensors import (F32_ONLY, GEMMA, GEMMA_LAYER_BASES, MODEL_TENSOR_NAMES, PRE2025_GEMMA_REQUIRED,
                        REGISTERED_UNUSED, VIT, VIT_LAYER_BASES, WEIGHT_TYPES, Choice, TensorSpec, choices,
                        expected_tensors, split_name)
-from ..types import Type, type_name
+from ..types import BLOCK_TYPES, NON_WEIGHT_TYPES, Type, type_name
 from .findings import Finding, finding
 
 #: What gemma.cpp prints when an exactly-one-of group has neither form (HEAD ``LayerWeightsPtrs::Fixup``).
@@ -162,11 +162,24 @@ def _check_type(t: TensorSpec, info: TensorInfo, out: list[Finding]) -> None:
         typ = Type(info.type)
     except ValueError:
         typ = None
+    if typ is None and info.type >= len(Type):
+        return  # a type newer than this release: newer-format (metadata) says so
     if typ is None or typ not in WEIGHT_TYPES:
+        what = " (an activation / KV-cache type; gemma.cpp aborts 'Unhandled type')" if typ in NON_WEIGHT_TYPES else ""
         out.append(finding("type-unsupported",
-                           f"{t.where}: {t.name} has element type {type_name(info.type)}, which gemma.cpp cannot use "
-                           "for weights (F32, BF16, SFP, NUQ or I8)", **_loc(t, info),
+                           f"{t.where}: {t.name} has element type {type_name(info.type)}{what}, which gemma.cpp "
+                           "cannot use for weights (F32, BF16, SFP, NUQ, I8, Q4_0 or MXFP4)", **_loc(t, info),
                            hint="re-export the tensor in a weight type"))
+    elif typ in BLOCK_TYPES and t.base in ("att_ein", "vit_att_ein") and t.cols % 32:
+        out.append(finding("type-unsupported",
+                           f"{t.where}: {t.name} is {typ.name} with qkv_dim {t.cols}, not a multiple of 32: gemma.cpp "
+                           "copies packed att_ein blocks per head and asserts PackedEnd(H*Dh) == H*PackedEnd(Dh)",
+                           **_loc(t, info), hint=f"re-export {t.name} as BF16 or SFP"))
+    elif typ in BLOCK_TYPES and info.cols % 32:
+        out.append(finding("block-straddle",
+                           f"{t.where}: {t.name} is {typ.name} with {info.cols} columns, not a multiple of 32: its "
+                           "32-value blocks straddle rows, which gemma.cpp's splits and SIMD decode assume never "
+                           "happens", **_loc(t, info), hint="use a type without blocks for this tensor"))
     elif typ not in t.types:
         allowed = "/".join(sorted(x.name for x in t.types))
         why = ("gemma.cpp declares it as MatPtrT<float> and asserts the file type is F32" if t.types == F32_ONLY

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ..config import SCHEMAS, ModelConfig, decode_config
+from ..config import (CURRENT, GEMMA3_LM_MODELS, LAYER_FIELDS_3ED403E, LAYER_TYPE, MLA_TYPE, MODEL_FIELDS_3ED403E,
+                      SCHEMAS, ModelConfig, decode_config, llm_layer_types)
 from ..errors import SbsError
-from ..fields import Field, Schema, as_words
+from ..fields import NFIELDS, Field, Schema, as_words, encode_string
 from ..sbsfile import METADATA_KEYS, MOCK_TOKENIZER, SbsFile
 from ..tensors import expected_tensors
 from ..toc import TocRecord, decode_toc
@@ -45,13 +46,13 @@ def _field_words(f: Field, value: Any) -> int:
     if k == "u64":
         return 2
     if k == "string":
-        return 1 + -(-len(str(value).encode("ascii", "replace")) // 4)
+        return 1 + -(-len(encode_string(value)) // 4)
     if k == "vector":
         assert f.elem is not None
         return 1 + sum(_field_words(f.elem, v) for v in value)
     if k == "struct":
         assert f.schema is not None
-        return 1 + sum(_field_words(g, value[g.name]) for g in f.schema.fields)
+        return 1 + sum(_field_words(g, value[g.name]) for g in f.schema.visited(value)[:value.get(NFIELDS)])
     return 1
 
 
@@ -65,7 +66,7 @@ def config_field_offsets(cfg: ModelConfig, base: int, nwords: int) -> dict[str, 
 
     def walk_struct(s: Schema, vals: dict, path: str, pos: int) -> int:
         pos += 1  # length prefix
-        for f in s.fields:
+        for f in s.visited(vals)[:vals.get(NFIELDS)]:
             pos = walk_field(f, vals[f.name], f"{path}.{f.name}" if path else f.name, pos)
         return pos
 
@@ -142,18 +143,41 @@ def _check_config_values(cfg: ModelConfig, pos: dict[str, int], cfg_offset: int)
         if not math.isfinite(v) or v < 0:
             bad(f"{name} is {v}: a soft-cap must be a finite value >= 0", name)
     vit_num = cfg.vit_type
+    llm_types = llm_layer_types(cfg)
+    newer_type = LAYER_TYPE[cfg.schema_revision].is_newer
     for i, lc in enumerate(cfg.layer_configs):
         p = f"layer_configs[{i}]"
         where = {"layer": i, "layer_type": "kGemma"}
-        if lc.type != 0:
+        if lc.type not in llm_types and not newer_type(lc.type):
             bad(f"LLM layer {i} has type {cfg.layer_type_name(lc.type)} ({lc.type}); every entry of "
-                "layer_configs must be kGemma (0)", f"{p}.type", **where)
+                "layer_configs must be kGemma (0)" + (" or kDeepSeekMLA (2)" if len(llm_types) > 1 else ""),
+                f"{p}.type", **where)
         _layer_dims(lc, i, p, cfg.model_dim, "LLM layer", bad, where)
+        _layer_links(cfg.layer_configs, lc, i, p, "LLM layer", bad, where)
+    for stack in ("encoder", "decoder"):
+        lcs = getattr(cfg, f"{stack}_layer_configs")
+        for i, lc in enumerate(lcs):
+            _layer_dims(lc, i, f"{stack}_layer_configs[{i}]", cfg.model_dim, f"{stack} layer", bad,
+                        {"layer": i, "layer_type": "kGemma"})
+    if cfg.is_encoder_decoder:
+        for stack in ("encoder", "decoder"):
+            n_st = getattr(cfg, f"{stack}_num_layers")
+            lcs, ws = getattr(cfg, f"{stack}_layer_configs"), getattr(cfg, f"{stack}_attention_window_sizes")
+            if len(lcs) != n_st:
+                bad(f"{stack}_num_layers is {n_st} but {stack}_layer_configs has {len(lcs)} entries",
+                    f"{stack}_layer_configs")
+            if len(ws) != len(lcs):
+                bad(f"{stack}_attention_window_sizes has {len(ws)} entries for {len(lcs)} {stack} layers",
+                    f"{stack}_attention_window_sizes")
     vit = cfg.vit_config
     for i, lc in enumerate(vit.layer_configs):
         p = f"vit_config.layer_configs[{i}]"
         where = {"layer": i, "layer_type": "kVit"}
-        if lc.type != vit_num:
+        if cfg.schema_revision == CURRENT and lc.type == MLA_TYPE:
+            bad(f"ViT layer {i} has type 2: the pre-September-2025 kVit, which gemma.cpp since 2026 reads as "
+                "kDeepSeekMLA; the config parses but loading the weights aborts ('type == kVit'); rewrite it to "
+                "1 (`sbs repair`)", f"{p}.type", **where)
+        elif lc.type not in cfg.vit_types and not newer_type(lc.type):
             bad(f"ViT layer {i} has type {cfg.layer_type_name(lc.type)} ({lc.type}); entries of "
                 f"vit_config.layer_configs must be kVit ({vit_num} in this config's numbering)", f"{p}.type",
                 **where)
@@ -166,6 +190,25 @@ def _check_config_values(cfg: ModelConfig, pos: dict[str, int], cfg_offset: int)
             if getattr(vit, name) == 0:
                 bad(f"vit_config.{name} is 0 although the model has ViT layers", f"vit_config.{name}")
     return out, dims_ok[0]
+
+
+def _layer_links(layers, lc, i: int, p: str, tag: str, bad, where: dict) -> None:
+    """``kv_share_layer_idx`` (Gemma 4): -1, or an earlier layer with its own KV cache and the same KV width."""
+    j = lc.kv_share_layer_idx
+    if j == -1:
+        return
+    if not 0 <= j < i:
+        bad(f"{tag} {i}: kv_share_layer_idx {j} must be -1 or an earlier layer", f"{p}.kv_share_layer_idx",
+            **where)
+        return
+    src = layers[j]
+    if src.kv_share_layer_idx != -1:
+        bad(f"{tag} {i}: kv_share_layer_idx {j} names a layer that itself shares another's KV cache",
+            f"{p}.kv_share_layer_idx", **where)
+    elif src.kv_heads * src.qkv_dim != lc.kv_heads * lc.qkv_dim:
+        bad(f"{tag} {i}: shares the KV cache of layer {j}, whose kv_heads x qkv_dim "
+            f"({src.kv_heads} x {src.qkv_dim}) differs from its own ({lc.kv_heads} x {lc.qkv_dim})",
+            f"{p}.kv_share_layer_idx", **where)
 
 
 def _layer_dims(lc, i: int, p: str, model_dim: int, tag: str, bad, where: dict) -> None:
@@ -203,20 +246,72 @@ def check_config(f: SbsFile, md: Metadata) -> list[Finding]:
                                 "canonical config for known models"))
         return out
     md.config = cfg
-    if cfg.extra_u32 == 0:
-        md.field_offsets = config_field_offsets(cfg, e.offset, int(words.shape[0]))
-    if cfg.extra_u32:
-        out.append(finding("config-extra-fields",
-                           f"the config has {cfg.extra_u32} word(s) this tool does not know: written by a newer "
-                           "gemma.cpp (they are ignored, as gemma.cpp ignores unknown trailing fields)",
-                           offset=e.offset, blob="config", hint="update sbs_tools"))
-    if cfg.missing_fields:
-        out.append(finding("config-missing-fields",
-                           f"the config lacks {cfg.missing_fields} trailing field(s) (older writer); defaults apply",
-                           offset=e.offset, blob="config"))
+    md.field_offsets = config_field_offsets(cfg, e.offset, int(words.shape[0]))
+    out += _format_findings(cfg, md, e.offset)
     problems, md.config_ok = _check_config_values(cfg, md.field_offsets, e.offset)
     out += problems
     return out
+
+
+def _format_findings(cfg: ModelConfig, md: Metadata, cfg_offset: int) -> list[Finding]:
+    """What the config's format says: newer elements, fields an older writer left out, the Gemma 3
+    global RoPE flag."""
+    out: list[Finding] = []
+    pos = md.field_offsets
+    if cfg.extra_u32:
+        where = ", ".join(f"{path or 'ModelConfig'}: {n}" for path, n in cfg.extra_at[:4]) + \
+            (" ..." if len(cfg.extra_at) > 4 else "")
+        nested = [p for p, _ in cfg.extra_at if p]
+        out.append(finding("config-extra-fields",
+                           f"the config has {cfg.extra_u32} word(s) this tool does not know ({where}): skipped by "
+                           "their objects' length prefixes, as gemma.cpp skips unknown trailing fields"
+                           + ("; gemma.cpp <= 3ed403e does not skip them inside nested objects and crashes "
+                              "('Assert end_.empty()')" if nested else ""),
+                           offset=cfg_offset, blob="config"))
+        out.append(finding("newer-format", f"the config has {cfg.extra_u32} word(s) of fields newer than this "
+                                           "release (written by a newer gemma.cpp): everything known is checked, "
+                                           "the new fields are not", offset=cfg_offset, blob="config",
+                           hint="update sbs_tools"))
+    for path, enum, value in cfg.newer_values[:8]:
+        out.append(finding("newer-format", f"config {path} is {value}, a {enum} value newer than this release "
+                                           "(shown as its number; the parts this tool knows are still checked)",
+                           offset=pos.get(path, cfg_offset), blob="config", hint="update sbs_tools"))
+    short_top = cfg.stored_fields is not None and cfg.stored_fields < MODEL_FIELDS_3ED403E
+    lays = cfg.layer_configs + cfg.vit_config.layer_configs
+    short_layers = [lc for lc in lays if lc.stored_fields is not None and lc.stored_fields < LAYER_FIELDS_3ED403E]
+    if short_top or short_layers:
+        what = []
+        if short_top:
+            what.append(f"the config stops after field {cfg.stored_fields}")
+        if short_layers:
+            what.append(f"{len(short_layers)} layer config(s) hold fewer than {LAYER_FIELDS_3ED403E} fields")
+        out.append(finding("config-missing-fields",
+                           f"{' and '.join(what)} (older writer); defaults apply", offset=cfg_offset, blob="config"))
+    if cfg.needs_global_timescale and global_layers(cfg):
+        stored = cfg.stored_fields is None or cfg.stored_fields > MODEL_FIELDS_3ED403E
+        state = "is false" if stored else "is absent (written before 2025-10-24)"
+        out.append(finding(
+            "global-timescale-missing",
+            f"{cfg.model_name}: use_global_timescale {state}. gemma.cpp since 2025-10-24 (1bdde1a) then runs the "
+            f"global-attention layers ({', '.join(map(str, global_layers(cfg)[:8]))}"
+            f"{' ...' if len(global_layers(cfg)) > 8 else ''}) with RoPE base 10,000 instead of 1,000,000 -- "
+            "silently: the file loads and generates, but its output diverges from the trained model (3ed403e and "
+            "older used 1e6 for this model)", offset=pos.get("use_global_timescale", cfg_offset), blob="config",
+            hint="`sbs repair --target current` sets the flag (one word appended after scale_base_names; "
+                 "3ed403e still reads the file, tensors untouched)"))
+    elif cfg.model in GEMMA3_LM_MODELS and not cfg.use_global_timescale:
+        out.append(finding(
+            "global-timescale-lm",
+            f"{cfg.model_name} (text-only Gemma 3): use_global_timescale is false, as gemma.cpp's canonical config "
+            "for this model has it (likely an upstream bug, addendum §1.2): its global layers run with RoPE base "
+            "10,000, whereas the VLM config of the same size uses 1,000,000", offset=pos.get("use_global_timescale",
+                                                                                        cfg_offset),
+            blob="config", hint="if 1e6 global RoPE is wanted, set use_global_timescale (a one-word config edit)"))
+    return out
+
+
+def global_layers(cfg: ModelConfig) -> list[int]:
+    return [i for i in range(min(len(cfg.layer_configs), len(cfg.attention_window_sizes))) if cfg.is_global_layer(i)]
 
 
 def check_toc(f: SbsFile, md: Metadata) -> list[Finding]:
@@ -253,6 +348,11 @@ def check_toc(f: SbsFile, md: Metadata) -> list[Finding]:
             t = Type(r.type)
         except ValueError:
             t = None
+        if t is None and r.type >= len(Type):
+            out.append(finding("newer-format", f"tensor {r.name!r} has element type {r.type}, newer than this release: "
+                                               "its size and values cannot be checked", offset=at, blob="toc",
+                               tensor=r.name, hint="update sbs_tools"))
+            continue
         if t is None or t == Type.UNKNOWN:
             continue  # type-unsupported is reported by the layer checks
         want = packed_bytes(t, r.rows * r.cols)
@@ -310,6 +410,9 @@ def check_weight_type(md: Metadata, f: SbsFile) -> list[Finding]:
         except ValueError:
             return 0
 
+    if cfg.weight >= len(Type) or any(r.type >= len(Type) for r in recs):
+        return []  # a type newer than this release: its bits are unknown (newer-format says so)
+
     smallest: TocRecord | None = None
     for r in recs:
         if smallest is None or bits(r) < bits(smallest):
@@ -334,6 +437,15 @@ def check_tokenizer(f: SbsFile, md: Metadata) -> list[Finding]:
     if e.offset + e.size > f.file_bytes:
         return []  # blob-out-of-bounds already reported by the container checks
     data = f.read(e.offset, e.size).tobytes()
+    cfg = md.config
+    bpe = cfg is not None and cfg.tokenizer_kind == 1
+    if bpe and data != MOCK_TOKENIZER:
+        return _check_bpe(data, e, md)
+    if bpe:
+        return [finding("tokenizer-missing", "config.tokenizer_kind is kHfBpe but the tokenizer blob is the "
+                                             "placeholder 'unavailable': gemma.cpp falls back to its mock tokenizer "
+                                             "and ignores --tokenizer for HF BPE models", offset=e.offset,
+                        blob="tokenizer", hint="re-export the model with its tokenizer.json")]
     if data == MOCK_TOKENIZER:
         return [finding("tokenizer-missing", "the tokenizer blob is the placeholder 'unavailable' (written without "
                                              "a tokenizer): gemma.cpp needs --tokenizer PATH.spm, otherwise it "
@@ -346,6 +458,13 @@ def check_tokenizer(f: SbsFile, md: Metadata) -> list[Finding]:
         pieces = int(sp.get_piece_size())
     except Exception as err:  # noqa: BLE001 - sentencepiece raises RuntimeError/OSError/TypeError
         msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        from .. import bpe
+
+        if not bpe.problems(data)[0]:
+            return [finding("tokenizer-invalid", f"the tokenizer blob ({e.size} bytes) is an HF-BPE tokenizer but "
+                                                 "config.tokenizer_kind is kSentencePiece: gemma.cpp hands it to "
+                                                 "SentencePiece and aborts", offset=e.offset, blob="tokenizer",
+                            hint="set config.tokenizer_kind to kHfBpe (1), or embed the SentencePiece model")]
         return [finding("tokenizer-invalid", f"the tokenizer blob ({e.size} bytes) is not a SentencePiece model "
                                              f"({msg}); gemma.cpp aborts loading it", offset=e.offset,
                         blob="tokenizer", hint="embed the right tokenizer.spm (`sbs repair --tokenizer`)")]
@@ -356,6 +475,20 @@ def check_tokenizer(f: SbsFile, md: Metadata) -> list[Finding]:
                                           f"{cfg.vocab_size}: token ids beyond {cfg.vocab_size - 1} index past the "
                                           "embedding", offset=e.offset, blob="tokenizer",
                         hint="the tokenizer belongs to another model; embed the matching one")]
+    return []
+
+
+def _check_bpe(data: bytes, e, md: Metadata) -> list[Finding]:
+    """config.tokenizer_kind == kHfBpe: the blob must be a BpeTokenizerBlob gemma.cpp can load (addendum §7)."""
+    from .. import bpe
+
+    why, v = bpe.problems(data)
+    if why:
+        return [finding("tokenizer-invalid", f"the HF-BPE tokenizer blob ({e.size} bytes) is unusable: "
+                                             + "; ".join(why) + " (gemma.cpp aborts: 'Failed to load BpeTokenizer "
+                                             "from compact blob', or mis-tokenizes)", offset=e.offset,
+                        blob="tokenizer", hint="re-export the tokenizer (pack_bpe_tokenizer of tokenizer.json)")]
+    md.tokenizer_pieces = len(v["vocab"]) if v else None
     return []
 
 

@@ -108,7 +108,44 @@ def configs(draw, *, family: str | None = None, revision: str | None = None,
         vit_config=vit, eos_id=1, secondary_eos_id=107 if gemma2 else 106,
         scale_base_names=draw(st.sampled_from([[], ["att_ein", "qkv_ein", "gating_ein", "linear_w"]])),
         schema_revision=revision)
+    if revision == "2025-10":
+        _fields_2026(draw, cfg, family)
+    else:  # the May-2025 schema: its writers knew 23 fields and 15-field layers
+        cfg.stored_fields = 23
+        for lc in cfg.layer_configs + cfg.vit_config.layer_configs:
+            lc.stored_fields = 15
     return cfg
+
+
+def _fields_2026(draw, cfg: ModelConfig, family: str) -> None:
+    """The fields, enum values and model numbers gemma.cpp added after 3ed403e (addendum §1-§4), in the
+    forms writers produce: 3ed403e's (no new field), the compatible recipe (15-field layers, trailing
+    top-level fields) or the newest writer's (every field)."""
+    form = draw(st.sampled_from(["3ed403e", "compact", "full"]))
+    if form == "3ed403e":
+        cfg.stored_fields = 23
+        for lc in cfg.layer_configs + cfg.vit_config.layer_configs:
+            lc.stored_fields = 15
+        return
+    cfg.use_global_timescale = cfg.model in (14, 15, 16, 17) or draw(st.booleans())
+    if family == "gemma3" and draw(st.booleans()):
+        cfg.model = draw(st.sampled_from([20, 21, 22]))  # text-only Gemma 3 (_LM)
+    cfg.rope_theta = draw(st.sampled_from([10000.0, 1e6]))
+    cfg.global_rope_theta = draw(st.sampled_from([1e6, 10000.0]))
+    cfg.partial_rotary_factor = draw(st.sampled_from([1.0, 0.25]))
+    cfg.query_scale = draw(st.sampled_from([cfg.query_scale, 2]))  # 2: QueryScaleType::One
+    if form == "full":
+        for lc in cfg.layer_configs:
+            lc.post_qk = draw(st.sampled_from([0, 1, 8]))  # 8: NormLocalRope
+            lc.activation = draw(st.sampled_from([0, 1]))  # 1: Silu
+            lc.norm_v = draw(st.booleans())
+            lc.route_scale = draw(st.sampled_from([1.0, 1.5]))
+    else:
+        # at least up to the last field that differs from its default (a writer never drops those)
+        lo = max(24, cfg.compact_form().stored_fields)
+        cfg.stored_fields = draw(st.integers(lo, 38)) if lo <= 38 else None  # 39: all (global_rope_theta)
+        for lc in cfg.layer_configs + cfg.vit_config.layer_configs:
+            lc.stored_fields = 15
 
 
 @st.composite
@@ -215,9 +252,14 @@ def walk_words(schema: Schema, words: np.ndarray, pos: int = 0) -> tuple[list[tu
         out.append((p, "prefix"))
         end = p + 1 + m
         q = p + 1
+        flags: dict[str, int] = {}
         for f in s.fields:
             if q >= end:
                 break
+            if f.cond is not None and not flags.get(f.cond):
+                continue  # a conditional block (is_encoder_decoder) that is not stored
+            if f.kind == "bool":
+                flags[f.name] = int(words[q])
             q = field_(f, q)
         return end
 

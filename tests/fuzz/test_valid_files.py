@@ -147,6 +147,7 @@ EXPECTED_ON_VALID = {
     "end-not-aligned": "E0/E1 files are not padded to 64 KiB",
     "v1-end-padded": "V1 single-file layout",
     "vit-pool-grid": "Gemma 3 + ViT plans are tiny: their patch grids are not the 64x64 gemma.cpp's image path pools",
+    "global-timescale-missing": "Gemma 3 1B/4B/12B/27B configs in 3ed403e's form (no use_global_timescale)",
 }
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..context import Ctx
-from . import config, container, era, layers, orphans, output, toc
+from . import config, container, era, layers, orphans, output, timescale, toc
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ RULES: list[Rule] = [
     _rule("layers", "both-forms legacy-only", layers.layers, rerun=True, single_file=True),
     _rule("tokenizer", "tokenizer-missing tokenizer-invalid vocab-mismatch", output.tokenizer, single_file=True),
     _rule("weight-type", "weight-type-mismatch", output.weight, rerun=True, single_file=True),
+    _rule("global-timescale", "global-timescale-missing", timescale.global_timescale, single_file=True),
     _rule("target-config", "legacy-only config-invalid type-unsupported", output.target_config, single_file=True),
     _rule("pre-2025-target", "legacy-only", era.to_pre2025_target),
     _rule("orphans", "bad-key", orphans.orphans),
