@@ -26,8 +26,8 @@ _STATUS_STYLE = {"fix": ("green", "fix"), "cannot-fix": ("bold red", "cannot fix
 #: --target choices: "auto", "current", the generation keys of sbs_tools.repair.targets.TARGETS and the
 #: "2025-05" alias. Spelled out so that building the CLI does not import the repair package
 #: (tests/test_cli_usage.py checks they agree).
-TARGET_CHOICES = ("auto", "current", "2025-10-15", "2025-09-05", "2025-07-31", "2025-05", "2025-05-07",
-                  "2025-05-06", "pre-2025")
+TARGET_CHOICES = ("auto", "current", "2026-08-27", "2026-07-10", "2025-10-24", "2025-10-15", "3ed403e",
+                  "2025-09-05", "2025-07-31", "2025-05", "2025-05-07", "2025-05-06", "pre-2025")
 Target = Enum("Target", {k: k for k in TARGET_CHOICES}, type=str)
 Layout = Enum("Layout", {"v1": "v1", "v2": "v2"}, type=str)
 Keep = Enum("Keep", {"first": "first", "last": "last"}, type=str)
