@@ -23,7 +23,8 @@ KEY_BYTES = 16
 ENTRY_BYTES = 32  # key (16) + range (16)
 BLOB_ALIGN = 256
 END_ALIGN = 65536
-MAX_BLOBS_HEAD = 16384  # gemma.cpp >= 2025-07-31 (asserts num_blobs < this)
+MAX_BLOBS_HEAD = 16384  # gemma.cpp 2025-07-31 .. before 0d8948f7 (asserts num_blobs < this)
+MAX_BLOBS_2026 = 1 << 20  # kMaxBlobs since 0d8948f7 (2026; DeepSeek V4 has 33,792 blobs), addendum §6.5
 MAX_BLOBS_E2 = 65536  # gemma.cpp 2025-05-06 .. 2025-07-30
 V2_PLACEHOLDER_FILE_BYTES = 65536
 
@@ -187,8 +188,9 @@ def read_directory(buf: np.ndarray) -> Directory:
     if n == 0:
         raise ContainerError("the BlobStore directory is empty (num_blobs 0)", code="empty-store",
                              offset=tail.offset + 4)
-    if n >= MAX_BLOBS_HEAD:
-        raise ContainerError(f"trailer claims {n} blobs; V2 allows fewer than {MAX_BLOBS_HEAD}",
+    if n >= MAX_BLOBS_2026:  # 16384..1 Mi - 1 is readable by 2026 builds: verify's compat table says which
+        raise ContainerError(f"trailer claims {n} blobs; V2 allows fewer than {MAX_BLOBS_2026} (gemma.cpp "
+                             f"kMaxBlobs since 0d8948f7; {MAX_BLOBS_HEAD} before)",
                              code="too-many-blobs", offset=tail.offset + 4)
     dir_off = size - HEADER_BYTES - ENTRY_BYTES * n
     if dir_off < BLOB_ALIGN:

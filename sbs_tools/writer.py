@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Literal
 
 import numpy as np
 
-from .blobstore import (BLOB_ALIGN, END_ALIGN, ENTRY_BYTES, HEADER_BYTES, KEY_BYTES, MAGIC, MAX_BLOBS_HEAD,
+from .blobstore import (BLOB_ALIGN, END_ALIGN, ENTRY_BYTES, HEADER_BYTES, KEY_BYTES, MAGIC, MAX_BLOBS_2026, MAX_BLOBS_HEAD,
                         V2_PLACEHOLDER_FILE_BYTES, round_up, v1_first_blob_offset)
 from .config import ModelConfig
 from .errors import WriteError
@@ -84,8 +84,9 @@ class BlobWriter:
         if mv.nbytes == 0:
             raise WriteError(f"blob {key!r} is empty; the format has no zero-size blobs", code="zero-size-blob",
                              blob=key)
-        if len(self._keys) + 1 >= MAX_BLOBS_HEAD:
-            raise WriteError(f"more than {MAX_BLOBS_HEAD - 1} blobs", code="too-many-blobs")
+        limit = MAX_BLOBS_2026 if self.layout == "v2" else MAX_BLOBS_HEAD  # V1 readers stop at 16 Ki
+        if len(self._keys) + 1 >= limit:
+            raise WriteError(f"more than {limit - 1} blobs", code="too-many-blobs")
         self._keys.append(kb)
         if self.layout == "v2":
             self._ranges.append((self._pos, mv.nbytes))

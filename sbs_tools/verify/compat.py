@@ -102,7 +102,7 @@ class _Facts:
         self.toc_non_ascii = [f"toc name {n!r}" for n in f.tensors if not n.isascii()]
 
 
-def _container(g: str, x: _Facts, why: list[str]) -> None:
+def _container(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
     if x.layout == "v2" and g in ("pre-2025", "2025-05-06", "2025-05-07"):
         why.append("V2 layout (directory at the end): readers before 2025-07-31 see the placeholder header with "
                    "0 blobs ('Invalid BlobStore (empty)'); needs gemma.cpp from 2025-07-31 or later, or "
@@ -117,8 +117,13 @@ def _container(g: str, x: _Facts, why: list[str]) -> None:
                        "accepts them)")
     if g in ("2025-05-06", "2025-05-07") and x.num_blobs >= MAX_BLOBS_E2:
         why.append(f"{x.num_blobs} blobs: readers of this generation accept fewer than {MAX_BLOBS_E2}")
-    if g in V2_READERS and x.num_blobs >= MAX_BLOBS_HEAD:
-        why.append(f"{x.num_blobs} blobs: gemma.cpp since 2025-07-31 accepts fewer than {MAX_BLOBS_HEAD}")
+    if x.num_blobs >= MAX_BLOBS_HEAD:  # kMaxBlobs 16 Ki from 2025-07-31, 1 Mi since 0d8948f7 (addendum §6.5)
+        if g == "2026-07-10":
+            caveats.append(f"{x.num_blobs} blobs: builds before 0d8948f7 accept fewer than {MAX_BLOBS_HEAD} "
+                           "('Too many blobs')")
+        elif g in V2_READERS and g not in FORMAT_2026:
+            why.append(f"{x.num_blobs} blobs: gemma.cpp from 2025-07-31 until 0d8948f7 (2026) accepts fewer than "
+                       f"{MAX_BLOBS_HEAD} ('Too many blobs'; 'Failed to read BlobStore header or directory')")
 
 
 def _config(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
@@ -310,7 +315,7 @@ def evaluate(f: SbsFile | None, md: Metadata | None, findings: list[Finding]) ->
         if x.errors:
             codes = sorted({e.code for e in x.errors})
             why.append("the errors reported above (" + ", ".join(codes) + ")")
-        _container(g, x, why)
+        _container(g, x, why, caveats)
         if x.era == "pre-2025":
             if g != "pre-2025":
                 layers, vit, model = deduce_model(x.keys)

@@ -41,7 +41,7 @@ _HINTS = {
     "nonzero-padding": "harmless for gemma.cpp, but a sign of corruption or a foreign writer; "
                        "`sbs repair` zeroes the padding",
     "end-not-aligned": "`sbs repair` re-pads the file as gemma.cpp writes it",
-    "too-many-blobs": "the header is corrupt (real models have fewer than a thousand blobs)",
+    "too-many-blobs": "the header is corrupt (the largest real models, DeepSeek V4, have about 34,000 blobs)",
 }
 
 
@@ -74,7 +74,7 @@ def _find_v2_trailer(path: str, size: int) -> int | None:
         while end >= END_ALIGN:
             fh.seek(end - HEADER_BYTES)
             magic, n, fb = struct.unpack("<IIQ", fh.read(HEADER_BYTES))
-            if magic == MAGIC and fb == end and 0 < n < blobstore.MAX_BLOBS_HEAD:
+            if magic == MAGIC and fb == end and 0 < n < blobstore.MAX_BLOBS_2026:
                 return end
             end -= END_ALIGN
     return None

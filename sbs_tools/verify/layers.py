@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..sbsfile import SbsFile, TensorInfo
 from ..tensors import (F32_ONLY, GEMMA, GEMMA_LAYER_BASES, MODEL_TENSOR_NAMES, PRE2025_GEMMA_REQUIRED,
-                       REGISTERED_UNUSED, VIT, VIT_LAYER_BASES, WEIGHT_TYPES, Choice, TensorSpec, choices,
+                       REGISTERED_UNUSED, VIT, VIT_GEMMA4_LAYER_BASES, VIT_LAYER_BASES, WEIGHT_TYPES, Choice, TensorSpec, choices,
                        expected_tensors, split_name)
 from ..types import BLOCK_TYPES, NON_WEIGHT_TYPES, Type, type_name
 from .findings import Finding, finding
@@ -20,6 +20,18 @@ _XOR_ASSERT = {
     "qkv": "Assert qkv_einsum_w.HasPtr() ^ qkv_einsum_w1.HasPtr()",
     "gating": "Assert gating_einsum_w.HasPtr() ^ gating_einsum_w1.HasPtr()",
 }
+
+
+def _xor_assert(key: str) -> str:
+    """The Fixup assert of a choice group; T5Gemma (``e_``/``d_``/``dc_``) and ViT (``vit_``) groups use the same
+    XOR checks on their own tensors."""
+    kind = key.rsplit("_", 1)[0]
+    if kind in _XOR_ASSERT:
+        return _XOR_ASSERT[kind]
+    for short in ("qkv", "att", "gat"):
+        if short in kind:
+            return _XOR_ASSERT["gating" if short == "gat" else short]
+    return "exactly one of the forms"
 
 
 def _shape(t: TensorSpec) -> str:
@@ -49,7 +61,7 @@ def _missing_choice(c: Choice, specs: dict[str, TensorSpec], f: SbsFile) -> Find
     kind = c.key.rsplit("_", 1)[0]
     alts = " or ".join(" + ".join(f"{n} ({_shape(specs[n])})" for n in form) for form in c.forms)
     msg = (f"layer {c.layer} ({c.layer_type}): missing {c.what}: need {alts}. gemma.cpp loads the file but aborts "
-           f"when it prepares the weights ('{_XOR_ASSERT[kind]}')")
+           f"when it prepares the weights ('{_xor_assert(c.key)}')")
     if kind == "att":
         msg += (" — the reshape of the attention einsum into att_weights; May-2025 builds fail the same way with "
                 "'Assert att_weights.HasPtr()'")
@@ -107,13 +119,24 @@ def check_layers(f: SbsFile, cfg: ModelConfig) -> list[Finding]:
         present = [[n in tensors for n in form] for form in c.forms]
         complete = [i for i, p in enumerate(present) if all(p)]
         partial = [i for i, p in enumerate(present) if any(p) and not all(p)]
+        if c.fused_only and 0 not in complete:
+            t = by_name[c.forms[0][0]]
+            other = [n for form in c.forms[1:] for n in form if n in tensors]
+            instead = f" ({' + '.join(other)} present instead, which gemma.cpp does not accept here)" if other else ""
+            out.append(finding("missing-tensor",
+                               f"{t.where}: missing {t.name} ({_shape(t)}, {t.meaning}){instead}: gemma.cpp "
+                               f"aborts 'Tensor {t.name} is required but not found'", **_loc(t),
+                               hint=_missing_hint([t.name], f, "re-export the model from its source checkpoint")))
+            continue
+        if c.optional and not complete and not partial:
+            continue
         if len(complete) + len(partial) >= 2 and complete:
             first, second = c.forms[0], c.forms[1]
             t = by_name[second[0]]
             out.append(finding(
                 "both-forms",
                 f"layer {c.layer} ({c.layer_type}): both {' + '.join(first)} and {' + '.join(second)} are present; "
-                f"gemma.cpp since 2025-06-02 aborts ('{_XOR_ASSERT[c.key.rsplit('_', 1)[0]]}'). gemma.cpp's own "
+                f"gemma.cpp since 2025-06-02 aborts ('{_xor_assert(c.key)}'). gemma.cpp's own "
                 "migrate_weights writes files like this (and its att_w_N is corrupted by row padding)",
                 **_loc(t, tensors.get(t.name)),
                 hint=f"drop {' + '.join(second)} and keep {' + '.join(first)} (`sbs repair`)"))
@@ -126,7 +149,7 @@ def check_layers(f: SbsFile, cfg: ModelConfig) -> list[Finding]:
                             "missing-tensor",
                             f"layer {c.layer} ({c.layer_type}): {' + '.join(other)} present but {n} "
                             f"({_shape(by_name[n])}) missing: gemma.cpp needs both halves or the fused "
-                            f"{c.forms[0][0]} ('{_XOR_ASSERT[c.key.rsplit('_', 1)[0]]}')", **_loc(by_name[n]),
+                            f"{c.forms[0][0]} ('{_xor_assert(c.key)}')", **_loc(by_name[n]),
                             hint=_missing_hint([n], f, "re-export the layer")))
         elif not complete:
             out.append(_missing_choice(c, by_name, f))
@@ -136,7 +159,7 @@ def check_layers(f: SbsFile, cfg: ModelConfig) -> list[Finding]:
         if name in by_name:
             continue
         base, idx = split_name(name)
-        is_vit = base in VIT_LAYER_BASES
+        is_vit = base in VIT_LAYER_BASES or base in VIT_GEMMA4_LAYER_BASES
         layer_type = (VIT if is_vit else GEMMA) if idx is not None else None
         if idx is None:
             why = "gemma.cpp does not know this per-model tensor" if not base.startswith(("enc_", "img_", "mm_")) \
