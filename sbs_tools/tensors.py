@@ -238,9 +238,11 @@ def _hc(c: ModelConfig) -> int:
 LM_HEAD_MODELS = frozenset({27, 28})
 
 MODEL_FAMILIES: tuple[Family, ...] = (
-    Family("lm_head", lambda c, _: has_mla(c) or c.model in LM_HEAD_MODELS, (
-        Row("lm_head", lambda c, _: (c.vocab_size, c.model_dim), "untied output projection (HasLmHead)",
-            required=False),)),
+    Family("lm_head", lambda c, _: has_mla(c), (  # MustRead with MLA
+        Row("lm_head", lambda c, _: (c.vocab_size, c.model_dim), "untied output projection (MLA model)"),)),
+    Family("lm_head_registered", lambda c, _: not has_mla(c) and c.model in LM_HEAD_MODELS, (
+        Row("lm_head", lambda c, _: (c.vocab_size, c.model_dim), "untied output projection (HasLmHead; "
+            "registered, not read by the weights.h the addendum read)", required=False),)),
     Family("ple", lambda c, _: c.ple_dim > 0, (
         Row("ple_embeddings", lambda c, _: (c.vocab_size, len(c.layer_configs) * c.ple_dim),
             "per-layer embeddings (Gemma 4 PLE), L*ple_dim per token", kind="embedding"),
@@ -700,4 +702,6 @@ def canonical_tensors(config: ModelConfig) -> list[TensorSpec]:
     """What a fresh gemma.cpp ``SbsWriter`` export contains: required tensors plus the
     preferred form of each choice (``att_ein``, ``qkv_ein``, ``gating_ein``)."""
     preferred = {n for c in choices(config) for n in c.forms[0]}
+    # MoE layers: the dense / shared-expert FFW is MaybeRead but exported (Gemma 4 26B dense FFW, DeepSeek shared)
+    preferred |= {f"linear_w{layer_suffix(c.layer)}" for c in choices(config) if c.optional}
     return [t for t in expected_tensors(config) if t.required or t.name in preferred]

@@ -164,8 +164,10 @@ READ_PATH = {
     "bad-magic": "The front header is a V2 placeholder (magic, `num_blobs` 0) but the last 16 bytes are no "
                  "BlobStore header: a truncated V2 file, or its trailer overwritten (`read_directory`).",
     "too-many-blobs": "V1: front header `num_blobs` >= 65536 (any reader's limit); V2: trailer `num_blobs` >= "
-                      "16384 (gemma.cpp HEAD's `kMaxBlobs`) (`read_directory`). A V1 count in 16384..65535 is "
-                      "only a problem (warning): gemma.cpp since 2025-07-31 cannot read it.",
+                      "1048576 (gemma.cpp's `kMaxBlobs` since 0d8948f7) (`read_directory`). A V1 count in "
+                      "16384..65535 is only a problem (warning): gemma.cpp since 2025-07-31 cannot read it. A V2 "
+                      "count in 16384..1048575 (DeepSeek V4: 33,792) is no finding: the compatibility table says "
+                      "that builds from 2025-07-31 until 0d8948f7 reject it.",
     "empty-store": "The effective header (V1 front or V2 trailer) says `num_blobs` = 0 (`read_directory`).",
     "directory-out-of-bounds": "`16 + 32 * num_blobs` bytes of header and directory do not fit in the file "
                                "(V1), or the V2 directory would start before offset 256 (`read_directory`). "

@@ -32,7 +32,7 @@ MAGIC = 0x0A534253
 @st.composite
 def headerish_files(draw) -> bytes:
     """Arbitrary bytes with a plausible V1 header and/or V2 trailer, so parsing gets past the magic."""
-    n = draw(st.sampled_from([0, 1, 2, 3, 8, 16383, 16384, 65535, 2**31, 2**32 - 1]) | st.integers(0, 40))
+    n = draw(st.sampled_from([0, 1, 2, 3, 8, 16383, 16384, 65535, 2**20 - 1, 2**20, 2**31, 2**32 - 1]) | st.integers(0, 40))
     body = draw(st.binary(min_size=0, max_size=3000))
     size_field = draw(st.sampled_from(["exact", "random", "placeholder"]))
     which = draw(st.sampled_from(["v1", "v2", "both"]))
