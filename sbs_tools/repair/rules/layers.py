@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...tensors import Choice, choices
+from ...tensors import GEMMA, Choice, choices
 from ...toc import TocRecord
 from ...types import type_name
 from ..actions import OutBlob, plain_itemsize
@@ -22,8 +22,8 @@ def layers(p: Ctx) -> None:
         have = [all(n in present for n in form) for form in c.forms]
         if have[0] and any(n in present for n in c.forms[1]):
             drop_redundant(p, c)
-        elif not have[0] and have[1] and t is not None and t.fused:
-            fuse(p, c)
+        elif not have[0] and have[1] and t is not None and t.fused and c.layer_type == GEMMA and not c.fused_only:
+            fuse(p, c)  # Gemma layers only: the T5Gemma / Gemma 4 ViT forms have other layouts
 
 
 def drop_redundant(p: Ctx, c: Choice) -> None:
