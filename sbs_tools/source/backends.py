@@ -172,8 +172,8 @@ class _HttpBackend:
     async def _get(self, start: int, end: int, size: int, out: memoryview) -> None:
         session = await self.fs.set_session()
         headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
-        async with session.get(self.fs.encode_url(self.url), headers=headers,
-                               timeout=self._timeout()) as r:
+        async with session.get(self.fs.encode_url(self.url), headers=headers, timeout=self._timeout(),
+                               read_bufsize=_READ_BUFSIZE) as r:
             if r.status >= 400 and r.status != 416:
                 TOTAL.add(1, 0)
                 raise self._error(r.status, r.reason or "")
@@ -198,14 +198,22 @@ class _HttpBackend:
                 TOTAL.add(1, 0)
                 raise FileChangedError(f"{self.url} changed while it was being read (its ETag went from "
                                        f"{self.etag} to {etag})", offset=start)
+            # Each piece as aiohttp received it (``readchunk`` hands over its buffered bytes objects
+            # without joining them) copied once, straight into ``out``; never past ``n`` bytes.
             pos = 0
             n = end - start
+            content = r.content
             while pos < n:
-                chunk = await r.content.read(min(n - pos, 4 << 20))
+                chunk, _ = await content.readchunk()
                 if not chunk:
+                    if content.at_eof():
+                        break
+                    continue
+                take = min(len(chunk), n - pos)
+                out[pos:pos + take] = memoryview(chunk)[:take]
+                pos += take
+                if take < len(chunk):
                     break
-                out[pos:pos + len(chunk)] = chunk
-                pos += len(chunk)
             TOTAL.add(1, pos)
             if pos < n:
                 raise FileChangedError(f"{self.url} changed while it was being read (a read of {n} bytes at offset "
@@ -248,6 +256,11 @@ class _HttpBackend:
 
     def download(self, fh) -> int:
         return self._run(lambda: self._wrap(self._download(fh)))
+
+
+#: aiohttp's stream buffer per response (it stops reading the socket at twice this): 64 KiB by default,
+#: which pauses and resumes the transport every few pieces of a multi-MiB range.
+_READ_BUFSIZE = 1 << 20
 
 
 def _content_range_total(value: str | None) -> int | None:
