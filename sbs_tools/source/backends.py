@@ -222,6 +222,14 @@ class _HttpBackend:
     def fetch_into(self, start: int, end: int, size: int, out: memoryview) -> None:
         self._run(lambda: self._wrap(self._get(start, end, size, out)))
 
+    def start_fetch(self, start: int, end: int, size: int, out: memoryview):
+        """One try of :meth:`fetch_into` started on fsspec's event loop without waiting: a
+        ``concurrent.futures.Future`` (its ``cancel()`` drops the request and its connection).
+        It raises ``_Retry`` where :meth:`fetch_into` would try again; the caller does that."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(self._wrap(self._get(start, end, size, out)), self.fs.loop)
+
     def fetch_many(self, ranges: list[tuple[int, int]], size: int) -> list[bytearray]:
         import asyncio
 
