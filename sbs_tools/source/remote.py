@@ -249,8 +249,10 @@ class RemoteSource:
             fut.result()
         except _Retry:
             self._fetch(a, b, memoryview(ra.spare)[:b - a])
-        except concurrent.futures.CancelledError:
-            raise SbsError(f"{self.path}: read after close", code="io-error") from None
+        except (concurrent.futures.CancelledError, SbsError):
+            if self._closed:  # closed by another thread while this one waited
+                raise SbsError(f"{self.path}: read after close", code="io-error") from None
+            raise
         ra.block, ra.spare = ra.spare, ra.block
         ra.start, ra.filled = a, b - a
 
@@ -291,6 +293,8 @@ class RemoteSource:
             inflight, self._inflight = list(self._inflight), set()
         for fut in inflight:
             fut.cancel()
+        if isinstance(self._backend, _HttpBackend):
+            self._backend.close()
         self._segments = []
         self._ra = threading.local()
 
