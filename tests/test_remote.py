@@ -274,3 +274,105 @@ def test_s3_errors_and_prefix(s3, capsys, tmp_path):
     rc, out, err = run(capsys, "verify", "--json", "s3://models/corpus/v2/")
     doc = json.loads(out)
     assert rc == 0 and len(doc["files"]) == len([r for r in CORPUS if r.startswith("corpus/v2/")])
+
+
+# -- bulk reads: read-ahead --------------------------------------------------------------------------
+_MIB = 1 << 20
+
+
+def _ranges(state, name: str) -> list[tuple[int, int]]:
+    out = []
+    for a in state.requests("/" + name):
+        if a.range:
+            lo, hi = a.range.split("=", 1)[1].split("-")
+            out.append((int(lo), int(hi) + 1))
+    return out
+
+
+def _scan(src, upto: int, piece: int = _MIB, start: int = 0) -> None:
+    import numpy as np
+
+    buf = np.empty(piece, dtype=np.uint8)
+    pos = start
+    while pos < upto:
+        n = min(piece, upto - pos)
+        src.read_into(pos, buf[:n])
+        pos += n
+
+
+@pytest.mark.parametrize("options", [{}, {"headers": {"X-Sbs-Test": "1"}}], ids=["http.client", "aiohttp"])
+def test_read_ahead_stays_inside_the_file_and_reads_each_byte_once(tmp_path, options):
+    """A sequential scan streams in 16 MiB blocks with the next one in flight (over http.client for a
+    plain URL, over fsspec's aiohttp session when storage options are given): the bytes are those of
+    the file, no range goes past its end and no byte is fetched twice."""
+    import numpy as np
+
+    from sbs_tools.source.remote import RemoteSource
+
+    size = 53 * _MIB + 12345
+    data = np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8)
+    data.tofile(tmp_path / "big.bin")
+    source.configure(storage_options=options)
+    with http_server(tmp_path) as (base, state):
+        src = RemoteSource(base + "big.bin")
+        assert src._backend._plain() == (not options)
+        out = np.empty(size, dtype=np.uint8)
+        pos = 0
+        while pos < size:  # pieces that do not divide the blocks
+            n = min(3 * _MIB + 7, size - pos)
+            src.read_into(pos, out[pos:pos + n])
+            pos += n
+        src.close()
+        assert np.array_equal(out, data)
+        ranges = sorted(_ranges(state, "big.bin"))
+        assert all(b <= size for _, b in ranges)
+        assert ranges[0][0] == 0 and all(a == b for (_, a), (b, _) in zip(ranges, ranges[1:]))  # contiguous
+        assert ranges[-1][1] == size and state.sent("/big.bin") == size
+
+
+def test_closing_mid_scan_stops_the_read_ahead(tmp_path):
+    import concurrent.futures
+
+    from sbs_tools.source.remote import RemoteSource
+
+    size = 200 * _MIB
+    with open(tmp_path / "big.bin", "wb") as fh:
+        fh.truncate(size)
+    with http_server(tmp_path) as (base, state):
+        src = RemoteSource(base + "big.bin")
+        _scan(src, 40 * _MIB)
+        inflight = list(src._inflight)
+        src.close()
+        concurrent.futures.wait(inflight, timeout=30)
+        assert wait_until(lambda: len(state.requests("/big.bin")) == len(_ranges(state, "big.bin")))
+        n = len(state.log)
+        with pytest.raises(sbs_tools.SbsError) as e:
+            _scan(src, 1)
+        assert e.value.code == "io-error"
+        with pytest.raises(sbs_tools.SbsError):
+            src.read_into(40 * _MIB, bytearray(_MIB))
+        assert len(state.log) == n
+        # at most the block being used and the one after it beyond what was read
+        assert max(b for _, b in _ranges(state, "big.bin")) <= 40 * _MIB + 2 * 16 * _MIB
+        assert state.sent("/big.bin") <= 40 * _MIB + 2 * 16 * _MIB
+
+
+@pytest.mark.parametrize("change", ["append", "truncate"])
+def test_file_changed_during_read_ahead(tmp_path, change):
+    from sbs_tools.source.remote import RemoteSource
+
+    size = 96 * _MIB
+    with open(tmp_path / "big.bin", "wb") as fh:
+        fh.truncate(size)
+    with http_server(tmp_path) as (base, _):
+        src = RemoteSource(base + "big.bin")
+        _scan(src, 33 * _MIB)  # streaming in 16 MiB blocks by now, the next one requested
+        if change == "append":
+            with open(tmp_path / "big.bin", "ab") as fh:
+                fh.write(b"\1" * 4096)
+        else:
+            os.truncate(tmp_path / "big.bin", 40 * _MIB)
+        assert src._inflight or src._ra.state.pending is not None
+        with pytest.raises(sbs_tools.FileChangedError):
+            _scan(src, size, start=33 * _MIB)  # on from where it was: the read-ahead's answer first
+        src.close()

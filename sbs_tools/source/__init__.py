@@ -11,8 +11,12 @@ Two sources share one small interface (``size``, ``buf``, ``read_into``, ``prefe
   optional ``remote`` extra). Only ranges are read: ``buf`` is a :class:`RemoteBuffer` whose slices
   are fetched on first use and cached (metadata: header, directory, config, toc), and
   :meth:`RemoteSource.prefetch` fetches several ranges in as few requests as their offsets allow.
-  Bulk reads stream in bounded pieces with an adaptive read-ahead (at most :data:`READAHEAD_MAX`
-  bytes per reading thread).
+  Bulk reads stream in bounded pieces with an adaptive read-ahead: blocks grow to
+  :data:`READAHEAD_MAX` bytes, then each reading thread fetches the block after its current one while
+  it uses the current one (two blocks per thread at most; never past the end of the file; cancelled
+  on a jump and on close). Over plain http(s) (no storage options, no proxy) the bulk ranges go over
+  a blocking ``http.client`` connection per thread, read with ``readinto`` straight into the block;
+  otherwise through fsspec's aiohttp session (``cat_file`` for other protocols, without read-ahead).
 
 Remote rules (docs/errors.md):
 

@@ -2,6 +2,8 @@
 ``cat_file`` for any other protocol; errors mapped to our codes, retries per the package docstring."""
 from __future__ import annotations
 
+import os
+import threading
 import time
 from typing import Callable
 
@@ -96,6 +98,12 @@ class _HttpBackend:
         self.etag: str | None = None
         self.mtime: str | None = None
         self.ranges_ok = True
+        self.final_url: str | None = None
+        self._conns = threading.local()  # .c: the thread's http.client connection
+        self._open: list = []  # every connection made (close() shuts them down)
+        self._pool = None  # threads of the blocking read-aheads
+        self._pool_lock = threading.Lock()
+        self._closed = False
 
     def _timeout(self):
         import aiohttp
@@ -144,6 +152,7 @@ class _HttpBackend:
             TOTAL.add(1, 0)
             if r.status >= 400:
                 raise self._error(r.status, r.reason or "")
+            self.final_url = str(r.url)
             size = r.headers.get("Content-Length")
             enc = r.headers.get("Content-Encoding", "identity")
             return (int(size) if size and enc == "identity" else None, r.headers.get("ETag"),
@@ -169,50 +178,177 @@ class _HttpBackend:
                                   "Range requests", code="range-unsupported")
             return total
 
-    async def _get(self, start: int, end: int, size: int, out: memoryview) -> None:
-        session = await self.fs.set_session()
-        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
-        async with session.get(self.fs.encode_url(self.url), headers=headers,
-                               timeout=self._timeout()) as r:
-            if r.status >= 400 and r.status != 416:
+    def _check_answer(self, status: int, reason: str, content_range: str | None, etag: str | None,
+                      start: int, end: int, size: int, drop) -> None:
+        """What every answer to a ranged GET must be: 206 (a 200 only for the whole file) with the size
+        seen at open in ``Content-Range`` and the same ETag; ``drop()`` closes the connection before a
+        refusal, so a body is never read (a multi-GB file)."""
+        try:
+            if status >= 400 and status != 416:
                 TOTAL.add(1, 0)
-                raise self._error(r.status, r.reason or "")
-            if r.status == 416 or (r.status == 206 and _content_range_total(r.headers.get("Content-Range"))
-                                   not in (None, size)):
+                raise self._error(status, reason)
+            total = _content_range_total(content_range)
+            if status == 416 or (status == 206 and total not in (None, size)):
                 TOTAL.add(1, 0)
-                total = _content_range_total(r.headers.get("Content-Range"))
                 raise FileChangedError(f"{self.url} changed while it was being read (its size went from {size} "
                                        f"to {total if total is not None else 'less than ' + str(end)} bytes)",
                                        offset=start)
-            if r.status != 206:
-                if not (start == 0 and end == size):
-                    TOTAL.add(1, 0)
-                    r.close()  # drop the connection: never read the whole body of a multi-GB file
-                    self.ranges_ok = False
-                    raise RemoteError(
-                        f"{self.url}: the server ignores HTTP Range requests (answered {r.status} with the whole "
-                        f"file); refusing to download {size} bytes to read {end - start} (pass "
-                        "--allow-full-download to download it)", code="range-unsupported")
-            etag = r.headers.get("ETag")
+            if status != 206 and not (start == 0 and end == size):
+                TOTAL.add(1, 0)
+                self.ranges_ok = False
+                raise RemoteError(
+                    f"{self.url}: the server ignores HTTP Range requests (answered {status} with the whole "
+                    f"file); refusing to download {size} bytes to read {end - start} (pass "
+                    "--allow-full-download to download it)", code="range-unsupported")
             if self.etag and etag and etag != self.etag:
                 TOTAL.add(1, 0)
                 raise FileChangedError(f"{self.url} changed while it was being read (its ETag went from "
                                        f"{self.etag} to {etag})", offset=start)
+        except BaseException:
+            drop()
+            raise
+
+    async def _get(self, start: int, end: int, size: int, out: memoryview) -> None:
+        session = await self.fs.set_session()
+        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+        async with session.get(self.fs.encode_url(self.url), headers=headers, timeout=self._timeout(),
+                               read_bufsize=_READ_BUFSIZE) as r:
+            self._check_answer(r.status, r.reason or "", r.headers.get("Content-Range"), r.headers.get("ETag"),
+                               start, end, size, drop=r.close)
+            # Each piece as aiohttp received it (``readchunk`` hands over its buffered bytes objects
+            # without joining them) copied once, straight into ``out``; never past ``n`` bytes.
             pos = 0
             n = end - start
+            content = r.content
             while pos < n:
-                chunk = await r.content.read(min(n - pos, 4 << 20))
+                chunk, _ = await content.readchunk()
                 if not chunk:
+                    if content.at_eof():
+                        break
+                    continue
+                take = min(len(chunk), n - pos)
+                out[pos:pos + take] = memoryview(chunk)[:take]
+                pos += take
+                if take < len(chunk):
                     break
-                out[pos:pos + len(chunk)] = chunk
-                pos += len(chunk)
             TOTAL.add(1, pos)
             if pos < n:
                 raise FileChangedError(f"{self.url} changed while it was being read (a read of {n} bytes at offset "
                                        f"{start} returned {pos})", offset=start + pos)
 
     def fetch_into(self, start: int, end: int, size: int, out: memoryview) -> None:
+        if self._plain():
+            _retrying(self.url, lambda: self._get_blocking(start, end, size, out))
+            return
         self._run(lambda: self._wrap(self._get(start, end, size, out)))
+
+    def _plain(self) -> bool:
+        """Bulk ranges go through a blocking ``http.client`` connection of the reading thread, read
+        with ``readinto`` straight into the destination (no event-loop hand-off, no intermediate
+        bytes), when nothing of fsspec's session is needed: no storage options (headers, auth,
+        client_kwargs) and no proxy in the environment; else aiohttp."""
+        if self.final_url is None or self.fs.kwargs or self.fs.client_kwargs:
+            return False
+        return not any(os.environ.get(k) for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                                                    "all_proxy", "ALL_PROXY"))
+
+    def _connection(self, fresh: bool = False):
+        import http.client
+        import urllib.parse
+
+        u = urllib.parse.urlsplit(self.final_url)
+        c = getattr(self._conns, "c", None)
+        if c is not None and not fresh:
+            return c, u
+        if c is not None:
+            c.close()
+        cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+        c = self._conns.c = cls(u.hostname, u.port, timeout=SETTINGS.timeout)
+        with self._pool_lock:
+            if self._closed:
+                raise _closed_error(self.url)
+            self._open = [k for k in self._open if k.sock is not None] + [c]
+        return c, u
+
+    def _get_blocking(self, start: int, end: int, size: int, out: memoryview) -> None:
+        """:meth:`_get` over ``http.client``: the same checks, errors and retry signals."""
+        import http.client
+        import socket
+
+        c, u = self._connection()
+        target = u.path + ("?" + u.query if u.query else "")
+        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+        try:
+            try:
+                c.request("GET", target, headers=headers)
+                r = c.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                c, u = self._connection(fresh=True)  # a kept-alive connection the server had closed
+                c.request("GET", target, headers=headers)
+                r = c.getresponse()
+            self._check_answer(r.status, r.reason or "", r.getheader("Content-Range"), r.getheader("ETag"),
+                               start, end, size, drop=lambda: self._drop(c))
+            n = end - start
+            pos = 0
+            while pos < n:
+                got = r.readinto(out[pos:n])
+                if not got:
+                    break
+                pos += got
+            TOTAL.add(1, pos)
+            if pos < n:
+                self._drop(c)
+                raise FileChangedError(f"{self.url} changed while it was being read (a read of {n} bytes at offset "
+                                       f"{start} returned {pos})", offset=start + pos)
+        except (socket.timeout, TimeoutError) as e:
+            self._drop(c)
+            raise _Retry(RemoteError(f"{self.url}: no answer within {SETTINGS.timeout:g} s ({type(e).__name__})",
+                                     code="remote-timeout")) from None
+        except (OSError, http.client.HTTPException) as e:
+            self._drop(c)
+            raise _Retry(RemoteError(f"{self.url}: the connection broke ({type(e).__name__})",
+                                     code="host-unreachable")) from None
+
+    def _drop(self, c) -> None:
+        c.close()
+        if getattr(self._conns, "c", None) is c:
+            self._conns.c = None
+
+    def start_fetch(self, start: int, end: int, size: int, out: memoryview):
+        """One try of :meth:`fetch_into` started on fsspec's event loop without waiting: a
+        ``concurrent.futures.Future`` (its ``cancel()`` drops the request and its connection).
+        It raises ``_Retry`` where :meth:`fetch_into` would try again; the caller does that."""
+        import asyncio
+
+        if self._plain():
+            with self._pool_lock:
+                if self._closed:
+                    raise _closed_error(self.url)
+                if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sbs-read-ahead")
+                return self._pool.submit(self._get_blocking, start, end, size, out)
+        return asyncio.run_coroutine_threadsafe(self._wrap(self._get(start, end, size, out)), self.fs.loop)
+
+    def close(self) -> None:
+        """Stop the blocking read-aheads: queued ones never start, running ones see their connection
+        shut down (their reads end at once)."""
+        import socket
+
+        with self._pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+            conns, self._open = self._open, []
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        for c in conns:
+            sock = c.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def fetch_many(self, ranges: list[tuple[int, int]], size: int) -> list[bytearray]:
         import asyncio
@@ -248,6 +384,15 @@ class _HttpBackend:
 
     def download(self, fh) -> int:
         return self._run(lambda: self._wrap(self._download(fh)))
+
+
+#: aiohttp's stream buffer per response (it stops reading the socket at twice this): 64 KiB by default,
+#: which pauses and resumes the transport every few pieces of a multi-MiB range.
+_READ_BUFSIZE = 1 << 20
+
+
+def _closed_error(url: str) -> SbsError:
+    return SbsError(f"{url}: read after close", code="io-error")
 
 
 def _content_range_total(value: str | None) -> int | None:

@@ -54,7 +54,8 @@ class RemoteSource:
             raise InputError(f"{url} is empty (0 bytes)", code="empty-file", offset=0)
         self._segments: list[tuple[int, bytes]] = []  # (start, bytes), the cached metadata ranges
         self._lock = threading.Lock()
-        self._ra = threading.local()
+        self._ra = threading.local()  # .state: the thread's _ReadAhead
+        self._inflight: set = set()  # read-ahead requests not finished yet (all threads)
         self._closed = False
         self._requests_since_check = 0
         self.buf = RemoteBuffer(self)
@@ -159,6 +160,7 @@ class RemoteSource:
                 self._segments.append((a, bytes(data)))
 
     def read_into(self, offset: int, buf) -> None:
+        """Bulk reads: metadata cache, else the reading thread's read-ahead (see :class:`_ReadAhead`)."""
         mv = memoryview(buf).cast("B")
         n = mv.nbytes
         if n == 0:
@@ -170,27 +172,95 @@ class RemoteSource:
         if hit is not None:
             mv[:] = hit
             return
-        ra = self._ra
-        block = getattr(ra, "block", None)
-        start = getattr(ra, "start", -1)
-        if block is not None and start <= offset and offset + n <= start + ra.filled:
-            mv[:] = block[offset - start:offset - start + n]
-            ra.next = offset + n
-            return
-        sequential = getattr(ra, "next", None) == offset
-        want = n if not sequential else min(max(n, 2 * getattr(ra, "want", n)), READAHEAD_MAX)
-        ra.want = want
-        if want <= n:
-            self._fetch(offset, offset + n, mv)
-            ra.next = offset + n
-            return
-        end = min(self.size, offset + want)
-        if block is None or len(block) < end - offset:
-            block = ra.block = np.empty(READAHEAD_MAX if want >= READAHEAD_MAX else end - offset, dtype=np.uint8)
-        self._fetch(offset, end, memoryview(block)[:end - offset])
-        ra.start, ra.filled = offset, end - offset
-        mv[:] = block[:n]
+        ra = getattr(self._ra, "state", None)
+        if ra is None:
+            ra = self._ra.state = _ReadAhead()
+        sequential = ra.next == offset
+        pos = self._from_blocks(ra, offset, mv)
         ra.next = offset + n
+        if pos == offset + n:
+            self._ahead(ra)
+            return
+        self._drop_pending(ra)  # a jump: what was read ahead is not what is read next
+        rest = mv[pos - offset:]
+        want = rest.nbytes if not sequential else min(max(rest.nbytes, 2 * ra.want), READAHEAD_MAX)
+        ra.want = want
+        if want <= rest.nbytes:
+            self._fetch(pos, pos + rest.nbytes, rest)
+            return
+        end = min(self.size, pos + want)
+        if ra.block is None or len(ra.block) < end - pos:
+            ra.block = np.empty(READAHEAD_MAX if want >= READAHEAD_MAX else end - pos, dtype=np.uint8)
+        ra.start, ra.filled = pos, 0
+        self._fetch(pos, end, memoryview(ra.block)[:end - pos])
+        ra.filled = end - pos
+        rest[:] = ra.block[:rest.nbytes]
+        self._ahead(ra)
+
+    def _from_blocks(self, ra: "_ReadAhead", offset: int, mv: memoryview) -> int:
+        """Copy what the thread's current block, then its finished read-ahead, hold of ``mv`` (the
+        bytes at ``offset``); returns the offset up to which ``mv`` is filled."""
+        pos, end = offset, offset + mv.nbytes
+        while pos < end:
+            if ra.block is not None and ra.start <= pos < ra.start + ra.filled:
+                take = min(end, ra.start + ra.filled) - pos
+                mv[pos - offset:pos - offset + take] = ra.block[pos - ra.start:pos - ra.start + take]
+                pos += take
+            elif ra.pending is not None and ra.pending_start == pos:
+                self._take_pending(ra)
+            else:
+                break
+        return pos
+
+    def _ahead(self, ra: "_ReadAhead") -> None:
+        """Once a thread streams in blocks of :data:`READAHEAD_MAX`, start fetching the block after its
+        current one while the current one is being used (one request in flight per thread, never past
+        the end of the file, none once the file is closed)."""
+        if (ra.pending is not None or ra.block is None or ra.want < READAHEAD_MAX or self._closed
+                or not isinstance(self._backend, _HttpBackend)):  # cat_file of other stores blocks
+            return
+        a = ra.start + ra.filled
+        b = min(self.size, a + READAHEAD_MAX)
+        if a >= b:
+            return
+        if ra.spare is None:
+            ra.spare = np.empty(READAHEAD_MAX, dtype=np.uint8)
+        fut = self._backend.start_fetch(a, b, self.size, memoryview(ra.spare)[:b - a])
+        with self._lock:
+            self._inflight.add(fut)
+        fut.add_done_callback(self._inflight_done)
+        ra.pending, ra.pending_start, ra.pending_end = fut, a, b
+        self._requests_since_check += 1
+
+    def _inflight_done(self, fut) -> None:
+        with self._lock:
+            self._inflight.discard(fut)
+
+    def _take_pending(self, ra: "_ReadAhead") -> None:
+        """Wait for the thread's read-ahead and make it the current block; an answer that failed
+        in a way worth another try is fetched again under the retry policy (in this thread)."""
+        import concurrent.futures
+
+        from .backends import _Retry
+
+        fut, a, b = ra.pending, ra.pending_start, ra.pending_end
+        ra.pending = None
+        try:
+            fut.result()
+        except _Retry:
+            self._fetch(a, b, memoryview(ra.spare)[:b - a])
+        except (concurrent.futures.CancelledError, SbsError):
+            if self._closed:  # closed by another thread while this one waited
+                raise SbsError(f"{self.path}: read after close", code="io-error") from None
+            raise
+        ra.block, ra.spare = ra.spare, ra.block
+        ra.start, ra.filled = a, b - a
+
+    def _drop_pending(self, ra: "_ReadAhead") -> None:
+        if ra.pending is not None:
+            ra.pending.cancel()
+            ra.pending = None
+            ra.spare = None  # the cancelled request may still be writing into it: never reuse it
 
     def check_unchanged(self) -> None:
         if self._closed:
@@ -216,9 +286,33 @@ class RemoteSource:
         """Nothing is mapped."""
 
     def close(self) -> None:
+        """No request is made after this: read-aheads in flight are cancelled (their connections
+        dropped), later reads raise ``io-error``."""
         self._closed = True
+        with self._lock:
+            inflight, self._inflight = list(self._inflight), set()
+        for fut in inflight:
+            fut.cancel()
+        if isinstance(self._backend, _HttpBackend):
+            self._backend.close()
         self._segments = []
         self._ra = threading.local()
+
+
+class _ReadAhead:
+    """One reading thread's stream: ``block[:filled]`` holds the bytes at ``start``; ``pending`` is the
+    request filling ``spare`` with ``[pending_start, pending_end)``, the block after it. ``want``
+    doubles while reads are sequential (``next`` is where the last one ended) up to
+    :data:`READAHEAD_MAX`: at most two blocks per thread."""
+
+    def __init__(self) -> None:
+        self.block: np.ndarray | None = None
+        self.spare: np.ndarray | None = None
+        self.start = self.filled = 0
+        self.next: int | None = None
+        self.want = 0
+        self.pending = None
+        self.pending_start = self.pending_end = 0
 
 
 class DownloadedSource(LocalSource):
