@@ -246,8 +246,11 @@ class _HttpBackend:
         """Bulk ranges go through a blocking ``http.client`` connection of the reading thread, read
         with ``readinto`` straight into the destination (no event-loop hand-off, no intermediate
         bytes), when nothing of fsspec's session is needed: no storage options (headers, auth,
-        client_kwargs) and no proxy in the environment; else aiohttp."""
+        client_kwargs), no proxy in the environment and plain ``http://`` (TLS stays with aiohttp's tested
+        stack: this path has no https test yet); else aiohttp."""
         if self.final_url is None or self.fs.kwargs or self.fs.client_kwargs:
+            return False
+        if not self.final_url.startswith("http://"):
             return False
         return not any(os.environ.get(k) for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
                                                     "all_proxy", "ALL_PROXY"))
