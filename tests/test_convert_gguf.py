@@ -416,3 +416,23 @@ def test_block_import_falls_back_when_types_differ(tmp_path):
     res = convert(path, tmp_path / "b.sbs", weight="mxfp4")  # Q4_0 blocks are no MXFP4 blocks
     assert not any("block for block" in n for n in res.notes)
     assert any(t.type == "MXFP4" for t in res.tensors)
+
+
+def test_block_import_refuses_mappings_that_split_blocks(tmp_path):
+    from sbs_tools.convert.gguf_import import GgufSource
+    from sbs_tools.tensors import canonical_tensors
+    from sbs_tools.types import Type
+
+    # qkv_dim 16: att_ein rows are half blocks of attn_output; everything else moves whole blocks
+    spec = TinySpec(family=3, layers=1, model_dim=64, heads=2, kv_heads=1, qkv_dim=16, ff=64, vocab=64)
+    w = random_weights(spec, seed=9)
+    path = write_gguf(tmp_path / "q.gguf", spec, w, qtype="Q4_0")
+    res = convert(path, tmp_path / "q.sbs", weight="q4_0")
+    by = {s.name: s for s in canonical_tensors(res.config)}
+    with GgufSource(path) as src:
+        assert src.blocks(by["att_ein_0"], res.config, Type.Q4_0) is None
+        assert src.blocks(by["linear_w_0"], res.config, Type.MXFP4) is None  # Q4_0 blocks are no MXFP4 blocks
+        assert src.blocks(by["pre_att_ns_0"], res.config, Type.Q4_0) is None
+        assert src.blocks(by["linear_w_0"], res.config, Type.Q4_0) is not None
+    assert {t.name: t.type for t in res.tensors}["att_ein_0"] == "BF16"
+    assert any(n.startswith("3 Q4_0 tensors imported block for block") for n in res.notes)

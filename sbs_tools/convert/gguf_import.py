@@ -77,7 +77,7 @@ class GgufSource(Source):
         self.arch = self._arch(arch_name)
         qtypes = Counter(t.type_name for t in self.g.tensors.values())
         self.notes.append("GGUF tensors " + ", ".join(f"{k} x{v}" for k, v in qtypes.most_common())
-                          + ": dequantized to float32 unless imported block for block (see below)")
+                          + ": dequantized to float32, unless their blocks are taken over (see below)")
         self._tokenizer: bytes | None = None
         self._tokenizer_done = False
         #: gemma.cpp type name -> [tensors, blocks, blocks whose values changed] of :meth:`blocks` imports.
