@@ -299,3 +299,140 @@ def test_progress_callback(tiny, tmp_path):
     convert(path, tmp_path / "p.sbs", progress=lambda d, t, n: seen.append((d, t, n)))
     assert seen and seen[-1][0] == seen[-1][1]
     assert Path(tmp_path / "p.sbs").exists()
+
+
+def _ggml_blocks_by_tensor(path, res, qtype):
+    """gguf's own dequantization of every big matrix, arranged as gemma.cpp's tensor (via GgufSource.get)."""
+    from sbs_tools.convert.gguf_import import GgufSource
+    from sbs_tools.tensors import canonical_tensors
+
+    src = GgufSource(path)
+    try:
+        return {s.name: src.get(s, res.config) for s in canonical_tensors(res.config)
+                if s.name in {t.name for t in res.tensors if t.type == qtype}}
+    finally:
+        src.close()
+
+
+@pytest.mark.parametrize("family", [2, 3])
+def test_q4_0_gguf_imported_block_for_block(tmp_path, family):
+    import gguf
+    from sbs_tools.codecs import q4_0
+    from sbs_tools.codecs.bf16 import round_f32
+
+    spec = TinySpec(family=family, layers=2, model_dim=64, heads=2, kv_heads=1, qkv_dim=32, ff=96, vocab=64,
+                    pattern=2 if family == 3 else 0)
+    w = random_weights(spec, seed=11)
+    path = write_gguf(tmp_path / "q.gguf", spec, w, qtype="Q4_0")
+    res = convert(path, tmp_path / "q.sbs", weight="q4_0")
+    refs = _ggml_blocks_by_tensor(path, res, "Q4_0")
+    # per layer: qkv_ein, att_ein, gating_ein, linear_w (the embedding is BF16, as in gemma.cpp's exports)
+    assert len(refs) == 4 * spec.layers
+    note = [n for n in res.notes if "block for block" in n]
+    assert len(note) == 1 and note[0].startswith(f"{len(refs)} Q4_0 tensors") and "bf16" in note[0]
+    changed_total = blocks_total = 0
+    with sbs_tools.open(tmp_path / "q.sbs") as f, GgufFile(path) as g:
+        for name, ref in refs.items():
+            raw = np.frombuffer(f.raw(name), dtype=np.uint8)
+            got = decoded(f, name)
+            # the same nibbles as ggml's, the scale ggml's fp16 d rounded to bf16: nothing else differs
+            blocks = raw.reshape(-1, 18)
+            d = q4_0.scales(raw, got.size)
+            nib = q4_0.nibbles(blocks[:, 2:]).astype(np.float32) - 8
+            ref_b = ref.reshape(-1, 32)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                d_ggml = np.nanmax(np.where(nib != 0, ref_b / np.where(nib != 0, nib, 1), np.nan), axis=1)
+            has = ~np.isnan(d_ggml)
+            np.testing.assert_array_equal(d[has], round_f32(d_ggml[has].astype(np.float32)))
+            np.testing.assert_array_equal(got.reshape(-1, 32), nib * d[:, None])
+            # off by exactly the bf16 rounding of the scale: max|nibble - 8| * |d_bf16 - d_fp16| <= 8 * |...|
+            err = np.abs(got.reshape(-1, 32) - ref_b).max(axis=1)
+            np.testing.assert_array_equal(err[has], np.abs(nib[has]).max(axis=1) * np.abs(d[has] - d_ggml[has]))
+            assert (err[~has] == 0).all()
+            changed_total += int((got.reshape(-1, 32) != ref_b).any(axis=1).sum())
+            blocks_total += blocks.shape[0]
+        # linear_w's blocks are ffn_down's blocks in ggml's order, with other scale bytes
+        down = g.raw("blk.1.ffn_down.weight").reshape(-1, 18)
+        mine = np.frombuffer(f.raw("linear_w_1"), dtype=np.uint8).reshape(-1, 18)
+        np.testing.assert_array_equal(mine[:, 2:], down[:, 2:])
+        ref_down = gguf.quants.dequantize(down, gguf.GGMLQuantizationType.Q4_0)
+        assert not np.array_equal(decoded(f, "linear_w_1"), ref_down.reshape(spec.model_dim, -1))  # lossy
+    assert f"changed the values of {changed_total} of {blocks_total} blocks" in note[0]
+    assert 0 < changed_total <= blocks_total
+
+
+def test_mxfp4_gguf_imported_exactly(tmp_path):
+    import gguf
+
+    spec = TinySpec(family=3, layers=1, model_dim=64, heads=2, kv_heads=1, qkv_dim=32, ff=64, vocab=64)
+    w = random_weights(spec, seed=5)
+    path = write_gguf(tmp_path / "m.gguf", spec, w, qtype="MXFP4")
+    res = convert(path, tmp_path / "m.sbs", weight="mxfp4")
+    refs = _ggml_blocks_by_tensor(path, res, "MXFP4")
+    assert len(refs) == 4
+    assert any(n.startswith("4 MXFP4 tensors imported block for block") and "copied exactly" in n
+               for n in res.notes)
+    with sbs_tools.open(tmp_path / "m.sbs") as f, GgufFile(path) as g:
+        for name, ref in refs.items():
+            np.testing.assert_array_equal(decoded(f, name), ref, err_msg=name)
+        assert bytes(f.raw("linear_w_0")) == bytes(g.raw("blk.0.ffn_down.weight"))
+        # q's blocks, then k's and v's (one kv head)
+        assert bytes(f.raw("qkv_ein_0")) == b"".join(bytes(g.raw(f"blk.0.attn_{x}.weight")) for x in "qkv")
+
+
+def test_mxfp4_exponents_gemma_reads_as_zero_are_reencoded():
+    import gguf
+    from sbs_tools.codecs import mxfp4
+    from sbs_tools.convert.gguf_import import _mxfp4_from_ggml
+
+    blk = np.zeros((4, 17), dtype=np.uint8)
+    blk[:, 1] = 0x21  # values 0.5 and 1.0 times the scale
+    blk[:, 0] = [0x00, 0x7F, 0xFF, 0x00]
+    blk[3, 1] = 0x88  # only -0 nibbles: 0 for both readers
+    blk[2, 1] = 0x11  # 0.5 * 2**128 = 2**127: finite
+    out, changed = _mxfp4_from_ggml(blk, "t")
+    assert changed == 2
+    np.testing.assert_array_equal(out[[1, 3]], blk[[1, 3]])
+    ref = gguf.quants.dequantize(blk, gguf.GGMLQuantizationType.MXFP4).reshape(-1)
+    got = mxfp4.decode(out.reshape(-1), 128, np.empty(128, np.float32))
+    np.testing.assert_array_equal(got[32:], ref[32:])  # 2**127 is representable with exponent 0xFE
+    # ggml's 2**-128 and 2**-127 need exponent 0x00, which gemma.cpp reads as 0: re-encoded at 2**-126,
+    # 2**-128 rounds up to half of that (midpoints round to the larger magnitude)
+    assert np.abs(got[:32] - ref[:32]).max() == np.float32(2.0 ** -128) and got[0] != 0
+    assert not mxfp4.decode(blk[0], 32, np.empty(32, np.float32)).any()  # what the raw block would give
+    bad = blk[2:3].copy()
+    bad[0, 1] = 0x07  # 6 * 2**128 overflows
+    with pytest.raises(sbs_tools.errors.CodecError):
+        _mxfp4_from_ggml(bad, "t")
+
+
+def test_block_import_falls_back_when_types_differ(tmp_path):
+    spec = TinySpec(family=3, layers=1, model_dim=64, heads=2, kv_heads=1, qkv_dim=32, ff=64, vocab=64)
+    w = random_weights(spec, seed=3)
+    path = write_gguf(tmp_path / "q8.gguf", spec, w, qtype="Q8_0")
+    res = convert(path, tmp_path / "a.sbs", weight="q4_0")
+    assert not any("block for block" in n for n in res.notes)
+    path = write_gguf(tmp_path / "q4.gguf", spec, w, qtype="Q4_0")
+    res = convert(path, tmp_path / "b.sbs", weight="mxfp4")  # Q4_0 blocks are no MXFP4 blocks
+    assert not any("block for block" in n for n in res.notes)
+    assert any(t.type == "MXFP4" for t in res.tensors)
+
+
+def test_block_import_refuses_mappings_that_split_blocks(tmp_path):
+    from sbs_tools.convert.gguf_import import GgufSource
+    from sbs_tools.tensors import canonical_tensors
+    from sbs_tools.types import Type
+
+    # qkv_dim 16: att_ein rows are half blocks of attn_output; everything else moves whole blocks
+    spec = TinySpec(family=3, layers=1, model_dim=64, heads=2, kv_heads=1, qkv_dim=16, ff=64, vocab=64)
+    w = random_weights(spec, seed=9)
+    path = write_gguf(tmp_path / "q.gguf", spec, w, qtype="Q4_0")
+    res = convert(path, tmp_path / "q.sbs", weight="q4_0")
+    by = {s.name: s for s in canonical_tensors(res.config)}
+    with GgufSource(path) as src:
+        assert src.blocks(by["att_ein_0"], res.config, Type.Q4_0) is None
+        assert src.blocks(by["linear_w_0"], res.config, Type.MXFP4) is None  # Q4_0 blocks are no MXFP4 blocks
+        assert src.blocks(by["pre_att_ns_0"], res.config, Type.Q4_0) is None
+        assert src.blocks(by["linear_w_0"], res.config, Type.Q4_0) is not None
+    assert {t.name: t.type for t in res.tensors}["att_ein_0"] == "BF16"
+    assert any(n.startswith("3 Q4_0 tensors imported block for block") for n in res.notes)

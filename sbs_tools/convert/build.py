@@ -197,6 +197,15 @@ def _add_tensor(w: BlobWriter, src: Source, spec: TensorSpec, t: Type, cfg: Mode
         w.add_stream(spec.name, nbytes, gen)
         return TensorResult(spec.name, t.name, spec.rows, spec.cols, scale, nbytes)
 
+    if t in BLOCK_TYPES:
+        data = src.blocks(spec, cfg, t)
+        if data is not None:
+            if len(data) != nbytes:
+                raise ConvertError(f"{spec.name}: {len(data)} bytes of {t.name} blocks, expected {nbytes}",
+                                   code="shape-mismatch", tensor=spec.name)
+            w.add(spec.name, data)
+            prog.advance(n, spec.name)
+            return TensorResult(spec.name, t.name, spec.rows, spec.cols, 1.0, nbytes)
     x = src.get(spec, cfg)
     if x.dtype != np.float32 or x.shape != spec.shape:
         x = np.asarray(x, dtype=np.float32).reshape(spec.shape)
@@ -304,6 +313,7 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, *, weight: str
         try:
             for spec, t in plan:
                 results.append(_add_tensor(w, src, spec, t, cfg, prog))
+            notes += src.block_notes()
             records = [TocRecord.make(r.name, Type[r.type], r.rows, r.cols, r.scale) for r in results]
             w.add("config", cfg.to_bytes())
             w.add("tokenizer", tok if tok else b"unavailable")

@@ -39,7 +39,11 @@ import numpy as np
 
 from .. import canonical as C
 from ..config import ModelConfig
+from ..codecs import mxfp4, q4_0
+from ..codecs.bf16 import bf16_bits
+from ..errors import CodecError
 from ..tensors import TensorSpec
+from ..types import Type
 from . import ConvertError, names, spm
 from .gguf_file import GgufFile
 from .source import Arch, Source, windows_from_pattern
@@ -50,6 +54,8 @@ LAYER_NORMS = {"pre_att_ns": "attn_norm", "post_att_ns": "post_attention_norm", 
                "post_ff_ns": "post_ffw_norm", "query_norm": "attn_q_norm", "key_norm": "attn_k_norm"}
 #: Every-n-th-layer-global pattern llama.cpp assumes when the file does not say.
 DEFAULT_PATTERN = {2: 2, 3: 6}
+#: gemma.cpp block type -> the ggml type (``GGMLQuantizationType``) whose blocks it can take over.
+_GGML_BLOCK_TYPE = {Type.Q4_0: 2, Type.MXFP4: 39}
 _IT = re.compile(r"(^|[-_ .])(it|instruct|chat)($|[-_ .])", re.I)
 
 
@@ -71,9 +77,11 @@ class GgufSource(Source):
         self.arch = self._arch(arch_name)
         qtypes = Counter(t.type_name for t in self.g.tensors.values())
         self.notes.append("GGUF tensors " + ", ".join(f"{k} x{v}" for k, v in qtypes.most_common())
-                          + ": dequantized to float32")
+                          + ": dequantized to float32, unless their blocks are taken over (see below)")
         self._tokenizer: bytes | None = None
         self._tokenizer_done = False
+        #: gemma.cpp type name -> [tensors, blocks, blocks whose values changed] of :meth:`blocks` imports.
+        self.block_stats: dict[str, list[int]] = {}
 
     # -- config --------------------------------------------------------------------------
     def _meta(self, key: str, default=None, *, required: bool = False):
@@ -198,27 +206,94 @@ class GgufSource(Source):
         except ConvertError:
             return False
 
-    def get(self, spec: TensorSpec, config: ModelConfig) -> np.ndarray:
+    def _assemble(self, spec: TensorSpec, config: ModelConfig, load) -> np.ndarray:
+        """The gemma.cpp tensor built from ``load(gguf_name[, start, stop])`` arrays (values or indices)."""
         src = self._sources(spec)
         base = spec.base
         if base == "c_embedding":
-            out = self.g.dequantize(self._t(src[0]), 0, spec.rows)
-        elif base == "c_final_norm" or base in LAYER_NORMS:
-            out = names.row(self._deq(src[0]).reshape(-1) - np.float32(1.0))
-        else:
-            lc = config.layer_configs[spec.layer]
-            if base == "qkv_ein":
-                out = names.qkv_ein(*(self._deq(n) for n in src), lc.heads, lc.kv_heads, lc.qkv_dim)
-            elif base == "att_ein":
-                out = names.att_ein(self._deq(src[0]), lc.heads, lc.qkv_dim)
-            elif base == "gating_ein":
-                out = names.gating_ein(self._deq(src[0]), self._deq(src[1]))
-            else:
-                out = self._deq(src[0])
+            return load(self._t(src[0]), 0, spec.rows)
+        if base == "c_final_norm" or base in LAYER_NORMS:
+            return names.row(load(self._t(src[0])).reshape(-1) - np.float32(1.0))
+        lc = config.layer_configs[spec.layer]
+        if base == "qkv_ein":
+            return names.qkv_ein(*(load(self._t(n)) for n in src), lc.heads, lc.kv_heads, lc.qkv_dim)
+        if base == "att_ein":
+            return names.att_ein(load(self._t(src[0])), lc.heads, lc.qkv_dim)
+        if base == "gating_ein":
+            return names.gating_ein(load(self._t(src[0])), load(self._t(src[1])))
+        return load(self._t(src[0]))
+
+    def get(self, spec: TensorSpec, config: ModelConfig) -> np.ndarray:
+        out = self._assemble(spec, config, self.g.dequantize)
         if out.shape != spec.shape:
-            raise ConvertError(f"{spec.name} from {', '.join(src)}: shape {out.shape}, gemma.cpp needs {spec.shape}",
-                               code="shape-mismatch", tensor=spec.name)
+            raise ConvertError(f"{spec.name} from {', '.join(self._sources(spec))}: shape {out.shape}, gemma.cpp "
+                               f"needs {spec.shape}", code="shape-mismatch", tensor=spec.name)
         return out
+
+    def blocks(self, spec: TensorSpec, config: ModelConfig, t: Type) -> bytes | None:
+        """``spec`` as gemma.cpp ``t`` (Q4_0/MXFP4) blocks taken from the GGUF's own blocks, or None.
+
+        Possible when every source tensor is stored in the matching ggml type (Q4_0 for Q4_0,
+        MXFP4 for MXFP4) and the name mapping moves whole 32-value blocks (it is
+        a permutation of values; found by applying it to value indices). Q4_0: the
+        fp16 scale becomes bf16 (round to nearest even), which changes the values of
+        a block unless the scale is exactly a bf16 or every nibble is 8. MXFP4: the
+        layouts are identical (E8M0 byte + 16 nibble bytes, value j in the low nibble
+        of byte j, j+16 in the high); gemma.cpp decodes exponent 0x00 and 0xFF as
+        scale 0 where ggml uses 2**-127 and 2**128, so such blocks are re-encoded from
+        ggml's values with gemma.cpp's encoder instead. Changed blocks are counted in
+        :attr:`block_stats`.
+        """
+        want = _GGML_BLOCK_TYPE.get(Type(t))
+        if want is None or spec.base == "c_final_norm" or spec.base in LAYER_NORMS:
+            return None
+        src = self._sources(spec)
+        if not all(n in self.g.tensors and self.g.tensors[n].ggml_type == want for n in src):
+            return None
+        starts, total = {}, 0
+        for n in src:
+            starts[n] = total
+            total += self.g.tensors[n].rows * self.g.tensors[n].cols
+        dt = np.int32 if total < 2 ** 31 else np.int64
+
+        def index(name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+            gt = self.g.tensors[name]
+            stop = gt.rows if stop is None else min(stop, gt.rows)
+            base = starts[name] + start * gt.cols
+            return np.arange(base, base + (stop - start) * gt.cols, dtype=dt).reshape(-1, gt.cols)
+
+        idx = self._assemble(spec, config, index)
+        if idx.shape != spec.shape or idx.size % 32:
+            return None
+        first = idx.reshape(-1, 32)[:, 0]
+        if (first % 32).any() or not (idx.reshape(-1, 32) == first[:, None] + np.arange(32, dtype=dt)).all():
+            return None  # the mapping splits blocks
+        del idx
+        raw = np.concatenate([self.g.raw(n).reshape(-1) for n in src]).reshape(-1, 18 if t == Type.Q4_0 else 17)
+        blk = raw[first // 32]
+        del first, raw
+        if t == Type.Q4_0:
+            out, changed = _q4_0_from_ggml(blk, spec.name)
+        else:
+            out, changed = _mxfp4_from_ggml(blk, spec.name)
+        st = self.block_stats.setdefault(Type(t).name, [0, 0, 0])
+        st[0] += 1
+        st[1] += blk.shape[0]
+        st[2] += changed
+        return out.tobytes()
+
+    def block_notes(self) -> list[str]:
+        notes = []
+        for name, (tensors, blocks, changed) in self.block_stats.items():
+            if name == "Q4_0":
+                how = ("the fp16 block scales became bf16 (lossy: 3 mantissa bits; round to nearest even), "
+                       f"which changed the values of {changed} of {blocks} blocks against gguf's dequantization")
+            else:
+                how = ("the layouts are identical; " + (f"{changed} of {blocks} blocks had exponent 0x00/0xFF, "
+                       "which gemma.cpp decodes as scale 0, and were re-encoded from gguf's values"
+                       if changed else f"all {blocks} blocks copied exactly"))
+            notes.append(f"{tensors} {name} tensors imported block for block from the GGUF's {name} blocks: {how}")
+        return notes
 
     def chunks(self, spec: TensorSpec, config: ModelConfig, rows: int) -> Iterator[np.ndarray] | None:
         if spec.base != "c_embedding":
@@ -232,3 +307,39 @@ class GgufSource(Source):
 
     def close(self) -> None:
         self.g.close()
+
+
+def _q4_0_from_ggml(blk: np.ndarray, name: str) -> tuple[np.ndarray, int]:
+    """ggml ``block_q4_0`` (fp16 ``d``, 16 nibble bytes) -> gemma.cpp Q4_0 (bf16 ``d``, the same nibbles).
+
+    Returns the (B, 18) blocks and how many blocks decode to other values than ggml's."""
+    d16 = blk[:, :2].copy().view("<f2").reshape(-1)
+    d32 = d16.astype(np.float32)
+    if not np.isfinite(d32).all():
+        raise CodecError(f"tensor {name}: a GGUF Q4_0 block scale is NaN/Inf", code="non-finite", tensor=name)
+    bits = bf16_bits(d32)
+    out = np.empty((blk.shape[0], q4_0.BLOCK_BYTES), dtype=np.uint8)
+    out[:, 0] = bits & 0xFF
+    out[:, 1] = bits >> 8
+    out[:, 2:] = blk[:, 2:]
+    moved = (bits.astype(np.uint32) << 16).view(np.float32) != d32
+    changed = int((moved & (blk[:, 2:] != 0x88).any(axis=1)).sum())
+    return out, changed
+
+
+def _mxfp4_from_ggml(blk: np.ndarray, name: str) -> tuple[np.ndarray, int]:
+    """ggml ``block_mxfp4`` -> gemma.cpp MXFP4: the same bytes, except blocks whose exponent gemma.cpp reads
+    as scale 0 (0x00, 0xFF) while ggml does not; those are re-encoded from ggml's values when any is nonzero."""
+    from gguf import GGMLQuantizationType, quants
+
+    out = np.ascontiguousarray(blk, dtype=np.uint8)
+    e = out[:, 0]
+    odd = np.nonzero(((e == 0) | (e == 0xFF)) & ((out[:, 1:] & 0x77) != 0).any(axis=1))[0]
+    if odd.size:
+        with np.errstate(over="ignore"):
+            vals = np.asarray(quants.dequantize(out[odd], GGMLQuantizationType.MXFP4), np.float32).reshape(-1)
+        if not np.isfinite(vals).all():
+            raise CodecError(f"tensor {name}: a GGUF MXFP4 block decodes to Inf", code="non-finite", tensor=name)
+        out = out.copy()
+        out[odd] = np.frombuffer(mxfp4.encode(vals), dtype=np.uint8).reshape(-1, mxfp4.BLOCK_BYTES)
+    return out, int(odd.size)

@@ -86,6 +86,15 @@ class Source:
         """The tensor as float32 ``(spec.rows, spec.cols)`` in gemma.cpp's layout."""
         raise NotImplementedError
 
+    def blocks(self, spec: TensorSpec, config: ModelConfig, t: Type) -> bytes | None:
+        """``spec`` encoded as block type ``t`` straight from the checkpoint's own blocks, or None when the
+        checkpoint's storage does not allow it (then :meth:`get` and the encoder are used)."""
+        return None
+
+    def block_notes(self) -> list[str]:
+        """Notes on what :meth:`blocks` imports did (what they lost), added after all tensors are written."""
+        return []
+
     def chunks(self, spec: TensorSpec, config: ModelConfig, rows: int) -> Iterator[np.ndarray] | None:
         """Row chunks of at most ``rows`` rows, or None if this tensor is only available whole."""
         return None

@@ -17,9 +17,13 @@ import numpy as np
 from sbs_tools.config import ModelConfig
 
 MAGIC = b"SBS\n"
-F32, BF16, SFP, NUQ, F64, U32, U64, I8 = 1, 2, 3, 4, 5, 6, 7, 8
-TYPE_BITS = {F32: 32, BF16: 16, SFP: 8, NUQ: 4, F64: 64, U32: 32, U64: 64, I8: 8}
-TYPE_PREFIX = {F32: "F", BF16: "B", SFP: "$", NUQ: "2", I8: "I"}
+F32, BF16, SFP, NUQ, F64, U32, U64, I8, Q4_0, MXFP4 = 1, 2, 3, 4, 5, 6, 7, 8, 12, 13
+TYPE_BITS = {F32: 32, BF16: 16, SFP: 8, NUQ: 4, F64: 64, U32: 32, U64: 64, I8: 8, Q4_0: 4, MXFP4: 4}
+TYPE_PREFIX = {F32: "F", BF16: "B", SFP: "$", NUQ: "2", I8: "I", Q4_0: "4"}  # MXFP4 has no prefix
+#: Bytes per 32-value block of the block types (addendum §2.2, §2.3).
+BLOCK_BYTES = {Q4_0: 18, MXFP4: 17}
+#: FP4 E2M1 nibble values (addendum §2.3).
+FP4 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], dtype=np.float64)
 
 
 def round_up(x: int, a: int) -> int:
@@ -69,6 +73,8 @@ def packed_bytes(t: int, n: int) -> int:
         return 16 * -(-n // 256) + -(-n // 2)
     if t == I8:
         return 4 * -(-n // 128) + n
+    if t in BLOCK_BYTES:
+        return BLOCK_BYTES[t] * -(-n // 32)
     return n * (TYPE_BITS[t] // 8)
 
 
@@ -127,13 +133,40 @@ def make_payload(t: int, n: int, rng: np.random.Generator, *, kind: str = "matri
             out += np.array([inv, zp], dtype="<u2").tobytes()
             out += rng.integers(-128, 128, ng).astype(np.int8).tobytes()
         return bytes(out)
+    if t in BLOCK_BYTES:
+        nb = -(-n // 32)
+        qs = rng.integers(0, 256, (nb, 16), dtype=np.uint8)
+        if t == Q4_0:  # a bf16 scale d (either sign), then the nibbles
+            d = (rng.uniform(0.002, 0.05, nb) * rng.choice([-1.0, 1.0], nb)).astype(np.float32)
+            head = bf16_bits(d).astype("<u2").view(np.uint8).reshape(nb, 2)
+        else:  # an E8M0 exponent the encoder could write (2**-8 .. 2**0; 1..254 in general)
+            head = rng.integers(119, 128, (nb, 1), dtype=np.uint8)
+        return np.concatenate([head, qs], axis=1).tobytes()
     raise ValueError(t)
 
 
-def payload_defects(t: int, raw: bytes, n: int) -> set[str]:
-    """Which value defects ``verify --deep`` must report for a packed tensor (spec §6).
+def decode_blocks(t: int, raw: bytes, n: int) -> np.ndarray:
+    """The ``n`` float32 values of Q4_0/MXFP4 blocks ``raw`` (addendum §2.2/§2.3), computed in float64."""
+    b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, BLOCK_BYTES[t])
+    qs = b[:, -16:]
+    nib = np.concatenate([qs & 15, qs >> 4], axis=1)  # value j: low nibble of byte j; j+16: high nibble
+    if t == Q4_0:
+        scale = bf16_value(b[:, :2].copy().view("<u2")[:, 0]).astype(np.float64)
+        with np.errstate(all="ignore"):
+            vals = (nib.astype(np.float64) - 8) * scale[:, None]
+    else:
+        e = b[:, 0].astype(np.int64)
+        scale = np.where((e == 0) | (e == 255), 0.0, np.ldexp(1.0, e - 127))
+        vals = FP4[nib] * scale[:, None]
+    with np.errstate(all="ignore"):
+        return vals.reshape(-1)[:n].astype(np.float32)
 
-    Only the unambiguous ones: non-finite decoded values (F32, BF16, I8), SFP byte 0x80 in an
+
+def payload_defects(t: int, raw: bytes, n: int) -> set[str]:
+    """Which value defects ``verify --deep`` must report for a packed tensor (spec §6, addendum §2).
+
+    Only the unambiguous ones: non-finite decoded values (F32, BF16, I8, Q4_0, MXFP4), an MXFP4
+    block the encoder never writes (exponent 0xFF, or 0x00 with a non-zero nibble byte), SFP byte 0x80 in an
     SFP tensor, and an I8 group whose scale is zero or non-finite or whose zero point is
     not an integer within int32 range. (NUQ table order is not asserted: gemma.cpp's own encoder leaves unused
     low-index centres at 0.0, so tables are not always ascending.)
@@ -147,6 +180,13 @@ def payload_defects(t: int, raw: bytes, n: int) -> set[str]:
         return {"non-finite"} if not np.isfinite(bf16_value(b.view("<u2"))).all() else set()
     if t == SFP:
         return {"sfp-noncanonical"} if (b == 0x80).any() else set()
+    if t in BLOCK_BYTES:
+        out = set() if np.isfinite(decode_blocks(t, raw, n)).all() else {"non-finite"}
+        if t == MXFP4:
+            blk = b.reshape(-1, 17)
+            if ((blk[:, 0] == 255) | ((blk[:, 0] == 0) & blk[:, 1:].any(axis=1))).any():
+                out.add("mxfp4-block-invalid")
+        return out
     if t == I8:
         out = set()
         with np.errstate(all="ignore"):
@@ -264,7 +304,7 @@ def _matptr_words(name: str, t: int, rows: int, cols: int, scale: float) -> list
     k = -(-len(raw) // 4)
     words = [k] + list(struct.unpack(f"<{k}I", raw.ljust(4 * k, b"\0")))
     n = rows * cols
-    nelem = packed_bytes(t, n) if t in (NUQ, I8) else n
+    nelem = packed_bytes(t, n) if t in (NUQ, I8, Q4_0, MXFP4) else n
     words += [t, -(-TYPE_BITS[t] // 8), nelem, rows, cols, struct.unpack("<I", struct.pack("<f", scale))[0], cols]
     return [len(words)] + words
 

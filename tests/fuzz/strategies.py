@@ -148,18 +148,32 @@ def _fields_2026(draw, cfg: ModelConfig, family: str) -> None:
             lc.stored_fields = 15
 
 
+def _block_dims(draw, cfg: ModelConfig) -> None:
+    """Dimensions for Q4_0/MXFP4 weights: qkv_dim 32 (att_ein's per-head blocks need it), and model_dim
+    and ff_hidden_dim mostly multiples of 32 -- sometimes not, so some matrices' 32-value blocks straddle
+    rows (verify: ``block-straddle``)."""
+    D = draw(st.sampled_from([32, 32, 64, 48]))
+    ff = [draw(st.sampled_from([32, 64, 64, 40])) for _ in cfg.layer_configs]
+    cfg.model_dim = D
+    for lc, f in zip(cfg.layer_configs, ff):
+        lc.model_dim, lc.qkv_dim, lc.ff_hidden_dim = D, 32, f
+
+
 @st.composite
 def model_plans(draw, *, eras=("single", "single", "single", "e0", "e1"), layouts=("v1", "v2"),
-                families=None) -> M.ModelPlan:
+                families=None, weights=(M.F32, M.BF16, M.SFP, M.NUQ, M.I8, M.Q4_0, M.MXFP4),
+                revision: str | None = None) -> M.ModelPlan:
     """A random valid model: config, complete tensor set, types, tokenizer, layout, era."""
     era = draw(st.sampled_from(eras))
     tok_choice = draw(st.sampled_from(["sp256", "sp256", "none", "sp512"]))
     tokenizer, vocab = {"sp256": (SP256, 256), "sp512": (SP512, 512), "none": (None, None)}[tok_choice]
     family = draw(st.sampled_from(families)) if families else None
-    cfg = draw(configs(family=family, vocab=vocab))
-    weight = draw(st.sampled_from([M.F32, M.BF16, M.SFP, M.NUQ, M.I8]))
-    if (era != "single" or cfg.schema_revision != "2025-10") and weight == M.I8:
-        weight = M.SFP  # the I8 type (2025-10) never existed in earlier eras / schemas
+    cfg = draw(configs(family=family, vocab=vocab, revision=revision))
+    weight = draw(st.sampled_from(weights))
+    if (era != "single" or cfg.schema_revision != "2025-10") and weight in (M.I8, M.Q4_0, M.MXFP4):
+        weight = M.SFP  # I8 (2025-10), Q4_0 and MXFP4 (2026) never existed in earlier eras / schemas
+    if weight in M.BLOCK_BYTES:
+        _block_dims(draw, cfg)
     cfg.weight = weight
     forms = [(draw(st.sampled_from(["ein", "w"])), draw(st.sampled_from(["ein", "split"])),
               draw(st.sampled_from(["ein", "split"]))) for _ in cfg.layer_configs]

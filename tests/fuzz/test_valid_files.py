@@ -50,12 +50,38 @@ def _decode_reference(t: int, raw: bytes, n: int) -> np.ndarray:
             zs = np.float32(-zp) * np.float32(inv)
             out.append((np.float64(inv) * grp[4:].view(np.int8).astype(np.float64) + np.float64(zs)).astype(np.float32))
         return np.concatenate(out)
+    if t in M.BLOCK_BYTES:
+        return M.decode_blocks(t, raw, n)
     raise ValueError(t)
+
+
+def straddling(plan) -> list[str]:
+    """The plan's Q4_0/MXFP4 tensors whose rows are not whole 32-value blocks."""
+    return sorted(tp.name for tp in plan.tensors if tp.t in M.BLOCK_BYTES and tp.cols % 32)
+
+
+#: Plans whose big matrices are Q4_0/MXFP4 (the general strategies draw them too, but rarely).
+BLOCK_PLANS = S.model_plans(eras=("single",), weights=(M.Q4_0, M.MXFP4), revision="2025-10")
+
+
+@fuzz_settings(fast=30, weight=0.2)
+@given(plan=BLOCK_PLANS)
+def test_block_type_files(plan):
+    """Q4_0/MXFP4 files: read back exactly, honour the contract, and verify finds nothing but
+    ``block-straddle`` on exactly the tensors whose rows are not whole blocks."""
+    assert {tp.t for tp in plan.tensors} >= {plan.config.weight}
+    check_read_back(plan)
+    check_verify_accepts(plan)
+    H.exercise(H.scratch_file(M.build(plan)), cli_too=False, repair=False, measure_memory=False)
 
 
 @fuzz_settings(fast=60, weight=0.5)
 @given(plan=S.model_plans())
 def test_valid_files_read_back_exactly(plan):
+    check_read_back(plan)
+
+
+def check_read_back(plan) -> None:
     data = M.build(plan)
     note(f"era={plan.era} layout={plan.layout} model={plan.config.model} size={len(data)}")
     path = H.scratch_file(data)
@@ -148,12 +174,17 @@ EXPECTED_ON_VALID = {
     "v1-end-padded": "V1 single-file layout",
     "vit-pool-grid": "Gemma 3 + ViT plans are tiny: their patch grids are not the 64x64 gemma.cpp's image path pools",
     "global-timescale-missing": "Gemma 3 1B/4B/12B/27B configs in 3ed403e's form (no use_global_timescale)",
+    "block-straddle": "Q4_0/MXFP4 plans whose model_dim or ff_hidden_dim is not a multiple of 32 (checked exactly below)",
 }
 
 
 @fuzz_settings(fast=60, weight=0.5)
 @given(plan=S.model_plans())
 def test_verify_accepts_valid_files(plan):
+    check_verify_accepts(plan)
+
+
+def check_verify_accepts(plan) -> None:
     vf = H.verify_fn()
     if vf is None:
         pytest.skip("sbs_tools.verify_file(path, deep=...) does not exist yet")
@@ -164,3 +195,5 @@ def test_verify_accepts_valid_files(plan):
     assert not errors, [x.to_dict() for x in errors]
     unexpected = [x.to_dict() for x in rep.warnings if x.code not in EXPECTED_ON_VALID]
     assert not unexpected, unexpected
+    # block-straddle: exactly the Q4_0/MXFP4 tensors whose cols are not a multiple of 32
+    assert sorted(x.tensor for x in rep.findings if x.code == "block-straddle") == straddling(plan)
