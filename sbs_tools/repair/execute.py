@@ -37,6 +37,7 @@ TOLERATED = frozenset({"v1-end-padded", "config-missing-fields", "config-extra-f
                        "tokenizer-missing", "unexpected-tensor", "blob-not-in-toc", "scale-ignored",
                        "runtime-unsupported", "legacy-only", "deep-skipped", "all-zero", "norm-suspicious",
                        "sfp-noncanonical", "scales-extra", "vit-pool-grid", "newer-format", "global-timescale-lm",
+                       "block-straddle",  # a property of the model's shapes (Q4_0/MXFP4 rows), not a defect
                        # kept on purpose for targets that decide the RoPE base by the model number
                        "global-timescale-missing"})
 
