@@ -61,26 +61,31 @@ def _check_parent(path: str) -> None:
                           code="output-not-writable")
 
 
-def check_output_file(path: PathLike, inputs: Sequence[PathLike] = (), *, force: bool = False) -> str:
-    """Refuse ``path`` as an output file unless the policy allows it; returns it as a string."""
-    p = os.fspath(path)
+def _existing(p: str, inputs: Sequence[PathLike]) -> os.stat_result | None:
+    """The stat of an existing output ``p`` (None if there is none), refusing one that is an input, a
+    directory or not a regular file: the rules every kind of output shares."""
     if p == "":
         raise OutputError("the output path is empty", code="output-refused")
     try:
         st = os.stat(p)
     except FileNotFoundError:
-        st = None
+        return None
     except OSError as e:
         raise OutputError(f"cannot write {p}: {e.strerror}", code="output-not-writable") from None
-    if st is not None:
-        for name, ist in _input_stats(inputs):
-            if _same_file(st, ist):
-                raise OutputError(f"the output {p} is the input {name}; write to another path",
-                                  code="output-is-input")
-        if stat.S_ISDIR(st.st_mode):
-            raise OutputError(f"the output {p} is a directory; give a file name", code="output-is-directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise OutputError(f"the output {p} exists and is not a regular file", code="output-exists")
+    for name, ist in _input_stats(inputs):
+        if _same_file(st, ist):
+            raise OutputError(f"the output {p} is the input {name}; write to another path", code="output-is-input")
+    if stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"the output {p} is a directory; give a file name", code="output-is-directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"the output {p} exists and is not a regular file", code="output-exists")
+    return st
+
+
+def check_output_file(path: PathLike, inputs: Sequence[PathLike] = (), *, force: bool = False) -> str:
+    """Refuse ``path`` as an output file unless the policy allows it; returns it as a string."""
+    p = os.fspath(path)
+    if _existing(p, inputs) is not None:
         if not force:
             raise OutputError(f"{p} already exists; pass --force to replace it", code="output-exists")
     elif os.path.islink(p):
@@ -97,23 +102,7 @@ def check_append_file(path: PathLike, inputs: Sequence[PathLike] = ()) -> str:
     existing file is kept and appended to (no ``--force``: appending loses nothing). It is never
     read as a ``.sbs`` input, only for the records it holds."""
     p = os.fspath(path)
-    if p == "":
-        raise OutputError("the output path is empty", code="output-refused")
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        st = None
-    except OSError as e:
-        raise OutputError(f"cannot write {p}: {e.strerror}", code="output-not-writable") from None
-    if st is not None:
-        for name, ist in _input_stats(inputs):
-            if _same_file(st, ist):
-                raise OutputError(f"the output {p} is the input {name}; write to another path",
-                                  code="output-is-input")
-        if stat.S_ISDIR(st.st_mode):
-            raise OutputError(f"the output {p} is a directory; give a file name", code="output-is-directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise OutputError(f"the output {p} exists and is not a regular file", code="output-exists")
+    if _existing(p, inputs) is not None:
         if not os.access(p, os.W_OK):
             raise OutputError(f"cannot write {p}: permission denied", code="output-not-writable")
         return p
