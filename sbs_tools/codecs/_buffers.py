@@ -74,3 +74,12 @@ def finite_f32(values: object, type_name: str) -> np.ndarray:
             raise CodecError(f"{type_name}: input contains NaN or Inf", code="non-finite")
         raise CodecError(f"{type_name}: values exceed the float32 range", code="out-of-range")
     return x
+
+
+def padded_blocks(x: np.ndarray, block: int) -> np.ndarray:
+    """``x`` (1-D float32) as rows of ``block`` values, the partial last row zero-padded: the input of
+    the block encoders (Q4_0, MXFP4)."""
+    nb = -(-x.size // block)
+    padded = np.zeros(nb * block, dtype=np.float32)
+    padded[:x.size] = x
+    return padded.reshape(nb, block)

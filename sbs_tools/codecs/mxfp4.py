@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._buffers import padded_blocks
+
 __all__ = ["decode", "encode", "BLOCK", "BLOCK_BYTES", "FP4_VALUES"]
 
 BLOCK = 32
@@ -98,11 +100,8 @@ def _quantize(x: np.ndarray) -> np.ndarray:
 
 def encode(x: np.ndarray) -> bytes:
     """Encode finite float32 ``x`` (1-D) as MXFP4 blocks (gemma.cpp's encoder; see the module doc)."""
-    n = x.size
-    nb = -(-n // BLOCK)
-    padded = np.zeros(nb * BLOCK, dtype=np.float32)
-    padded[:n] = x
-    blocks = padded.reshape(nb, BLOCK)
+    blocks = padded_blocks(x, BLOCK)
+    nb = blocks.shape[0]
     parts = [_quantize(blocks[i:i + _STEP]) for i in range(0, nb, _STEP)]
     return (np.concatenate(parts) if parts else np.empty((0, BLOCK_BYTES), np.uint8)).tobytes()
 

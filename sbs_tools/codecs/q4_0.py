@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CodecError
+from ._buffers import padded_blocks
 from .bf16 import bf16_bits
 
 __all__ = ["decode", "encode", "BLOCK", "BLOCK_BYTES"]
@@ -89,14 +90,11 @@ def _quantize(x: np.ndarray) -> np.ndarray:
 
 def encode(x: np.ndarray) -> bytes:
     """Encode finite float32 ``x`` (1-D) as Q4_0 blocks (bit-identical to gemma.cpp's encoder)."""
-    n = x.size
-    nb = -(-n // BLOCK)
-    padded = np.zeros(nb * BLOCK, dtype=np.float32)
-    padded[:n] = x
+    blocks = padded_blocks(x, BLOCK)
+    nb = blocks.shape[0]
     with np.errstate(all="ignore"):
-        if np.any(np.abs(padded) / np.float32(8.0) > np.float32(3.3895314e38)):
+        if np.any(np.abs(blocks) / np.float32(8.0) > np.float32(3.3895314e38)):
             raise CodecError("Q4_0: values whose scale overflows bfloat16", code="out-of-range")
-    blocks = padded.reshape(nb, BLOCK)
     parts = [_quantize(blocks[i:i + _STEP]) for i in range(0, nb, _STEP)]
     out = np.concatenate(parts) if parts else np.empty((0, BLOCK_BYTES), np.uint8)
     if np.any((out[:, 1] & 0x7F) == 0x7F) and np.any(((out[:, 0].astype(np.uint16) | (out[:, 1].astype(np.uint16) << 8)) & 0x7FFF) == 0x7F80):
