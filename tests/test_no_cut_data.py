@@ -43,3 +43,12 @@ def test_terminal_folds_instead_of_cutting(capsys, monkeypatch, module, argv):
     monkeypatch.setattr(module, "console", Console(file=buf, width=40, force_terminal=True, color_system=None))
     main(argv)
     assert "…" not in buf.getvalue()
+
+
+def test_piped_inspect_has_no_trailing_blanks(capsys):
+    """Piped text is for grep/diff: the label column is aligned, but no line is padded to the widest one."""
+    main(["inspect", str(VIT)])
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln for ln in lines if ln != ln.rstrip()] == []
+    rows = [ln for ln in lines if ln.startswith(("model ", "size ", "tokenizer "))]
+    assert len(rows) == 3 and len({ln.index(ln.split()[1]) for ln in rows}) == 1  # values start in one column

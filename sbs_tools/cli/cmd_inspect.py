@@ -28,15 +28,11 @@ def inspect(
 
 
 def _render(s: dict) -> None:
-    from rich.table import Table  # only the text output needs it
-
     from rich.markup import escape  # file-derived text (path, display name, keys in messages) is not markup
 
     title = s.get("specifier") or s["era"]
     console.print(f"[bold]{escape(s['path'])}[/]  [cyan]{escape(title)}[/]")
-    t = Table.grid(padding=(0, 2))
-    t.add_column(style="bold", no_wrap=True)
-    t.add_column(overflow="fold")
+    t = _Rows()
     if "model" in s:
         t.add_row("model", escape(f"{s['model']} ({s['family']}), display name {s['display_name']!r}"))
         t.add_row("weights", f"{s['weight']}, wrapping {s['wrapping']}, config schema {s['schema_revision']}")
@@ -64,9 +60,34 @@ def _render(s: dict) -> None:
     t.add_row("types", hist or "no tensors")
     tok = s["tokenizer"]
     t.add_row("tokenizer", f"present, {human_bytes(tok['bytes'])}" if tok["present"] else "[yellow]absent[/]")
-    console.print(t)
+    t.print()
     for note in s.get("notes", []):
         console.print(f"[blue]note[/] {escape(note)}")
     for p in s["problems"]:
         color = {"error": "red", "warning": "yellow"}.get(p["severity"], "blue")
         console.print(f"[{color}]{p['severity']}[/] {escape(p['code'])}: {escape(p['message'])}")
+
+
+class _Rows:
+    """Label/value rows: a folding grid on a terminal, plain aligned lines (no trailing blanks) in a pipe."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str]] = []
+
+    def add_row(self, label: str, value: str) -> None:
+        self.rows.append((label, value))
+
+    def print(self) -> None:
+        if console.is_terminal:
+            from rich.table import Table  # only a terminal needs the folding grid
+
+            t = Table.grid(padding=(0, 2))
+            t.add_column(style="bold", no_wrap=True)
+            t.add_column(overflow="fold")
+            for label, value in self.rows:
+                t.add_row(label, value)
+            console.print(t)
+            return
+        width = max((len(label) for label, _ in self.rows), default=0)
+        for label, value in self.rows:
+            console.print(f"[bold]{label.ljust(width)}[/]  {value}")
