@@ -376,3 +376,16 @@ def test_file_changed_during_read_ahead(tmp_path, change):
         with pytest.raises(sbs_tools.FileChangedError):
             _scan(src, size, start=33 * _MIB)  # on from where it was: the read-ahead's answer first
         src.close()
+
+
+def test_report_fetches_the_metadata_once(http, capsys, tmp_path):
+    """`sbs report URL` opens its input once: the metadata ranges reach the server once, not per check."""
+    base, state = http
+    rel = "corpus/v2/gemma2-2b-tiny-sfp.sbs"
+    with state.lock:
+        state.log.clear()
+    rc, _, err = run(capsys, "report", base + rel, "-o", tmp_path / "r.html", "-q")
+    assert rc == 0, err
+    wait_until(lambda: bool(state.requests("/" + rel)), 5)
+    ranges = [x.range for x in state.requests("/" + rel) if x.range]
+    assert ranges and len(ranges) == len(set(ranges)), ranges

@@ -6,6 +6,8 @@ traffic) is in ``test_report_browser.py``.
 from __future__ import annotations
 
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -386,3 +388,24 @@ def test_cli_stdout_and_usage_errors(capsys, tmp_path):
     assert rc == 2 and "one file, or two" in err
     rc, _, _ = run(capsys, "report", tmp_path / "nope.sbs")
     assert rc == 2
+
+
+def test_write_report_goes_through_the_output_policy(tmp_path):
+    """The API writer refuses an existing page unless overwrite=True, and never writes over its input."""
+    from sbs_tools.errors import SbsError
+    from sbs_tools.report import write_report
+
+    src = tmp_path / "m.sbs"
+    shutil.copyfile(CORPUS / "v2" / "gemma2-2b-tiny-sfp.sbs", src)
+    before = src.read_bytes()
+    out = tmp_path / "m.html"
+    out.write_text("keep me")
+    with pytest.raises(SbsError):
+        write_report([src], out)
+    assert out.read_text() == "keep me"
+    with pytest.raises(SbsError):
+        write_report([src], src, overwrite=True)
+    assert src.read_bytes() == before
+    assert write_report([src], out, overwrite=True).startswith("<!DOCTYPE html>")
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.html", "m.sbs"]  # no temp file left

@@ -17,7 +17,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from .common import ALLOW_FULL_DOWNLOAD_HELP, app, console, inputs_arg, refuse_unusable, show_progress, usage_error
+from .common import ALLOW_FULL_DOWNLOAD_HELP, app, console, inputs_arg, refuse_unreadable, show_progress, usage_error
 from .progress import status_line
 
 
@@ -49,14 +49,17 @@ def report(
     if out is None:
         name = stem(files[0]) if len(files) == 1 else f"{stem(files[0])}-vs-{stem(files[1])}"
         out = Path(f"{name}.report.html")
-    for f in files:
-        refuse_unusable(f)
     if not to_stdout:
         check_output_file(out, files, force=force)
-    from sbs_tools.report import render_report
+    from sbs_tools.report import build_file_model, render_models
 
     with status_line("building report", show_progress(quiet=quiet)) as say:
-        page = render_report(files, deep=deep, progress=say)
+        models = []
+        for f in files:  # each input is opened once; one that is no .sbs at all stops here (exit 2)
+            m = build_file_model(f, deep=deep, progress=say)
+            refuse_unreadable(m.verify)
+            models.append(m)
+        page = render_models(models, deep=deep, progress=say)
     if to_stdout:
         sys.stdout.write(page)
         return

@@ -91,10 +91,19 @@ def _opt(name: str) -> str:
 
 def refuse_unusable(path) -> None:
     """Stop (exit 2, one line with the verify code) when ``path`` is no ``.sbs`` input at all."""
-    from sbs_tools.errors import SbsError
     from sbs_tools.verify import unusable
 
-    bad = unusable(path)
+    _refuse(path, unusable(path))
+
+
+def refuse_unreadable(report) -> None:
+    """Like :func:`refuse_unusable`, for a verify report already made (no second open)."""
+    _refuse(report.path, report.unreadable)
+
+
+def _refuse(path, bad) -> None:
+    from sbs_tools.errors import SbsError
+
     if bad is not None:
         raise SbsError(f"{path}: {bad.message}" + (f" (fix: {bad.hint})" if bad.hint else ""), code=bad.code)
 

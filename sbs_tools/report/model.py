@@ -579,15 +579,32 @@ class FileModel:
 def build_file_model(path: str | os.PathLike, deep: bool = False,
                      progress: Callable[[str], None] | None = None) -> FileModel:
     """Open, verify and (``deep``) decode one file into a :class:`FileModel`. Never raises for a bad file."""
-    from ..verify import verify as run_verify
     from ..summary import summarize
+    from ..verify import Report, check_open_file
+    from ..verify.compat import evaluate
+    from ..verify.container import open_checked
 
     path = os.fspath(path)
     if progress:
         progress(f"verifying {os.path.basename(path)}")
-    report = run_verify(path, deep=deep)
-    size = stat_input(path, allow_empty=True).size
-    m = FileModel(path, os.path.basename(path), size, report, deep=deep)
+    report = Report(path, deep=deep)
+    f, found = open_checked(path)  # one open for the checks and the page (a URL is fetched once)
+    report.findings += found
+    if f is None:
+        report.compat = evaluate(None, None, report.findings)
+        try:
+            size = stat_input(path, allow_empty=True).size
+        except SbsError:
+            size = 0
+        m = FileModel(path, os.path.basename(path), size, report, deep=deep)
+        m.open_error = report.findings[-1].message if report.findings else "cannot be opened"
+        return m
+    try:
+        check_open_file(f, report, deep=deep)
+    except BaseException:
+        f.close()
+        raise
+    m = FileModel(path, os.path.basename(path), f.file_bytes, report, deep=deep)
     by_tensor: dict[str, list] = {}
     by_blob: dict[str, list] = {}
     for fd in report.findings:
@@ -597,11 +614,6 @@ def build_file_model(path: str | os.PathLike, deep: bool = False,
             by_blob.setdefault(fd.blob, []).append(fd)
         elif fd.tensor:
             by_blob.setdefault(fd.tensor, []).append(fd)
-    try:
-        f = SbsFile(path, strict=False)
-    except SbsError as e:
-        m.open_error = e.message
-        return m
     try:
         name_of_key = {t.key: t.name for t in f.tensors.values()}
         for fd in report.findings:  # a layout finding about a tensor's blob also marks the tensor

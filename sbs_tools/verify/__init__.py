@@ -14,7 +14,7 @@ metadata, tokenizer, layers, compat, (``deep=True``) the decoded values and
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .compat import GENERATIONS, compat_findings, evaluate
 from .container import open_checked
@@ -23,7 +23,10 @@ from .findings import CODES, FAMILIES, UNREADABLE_CODES, Finding, Generation, Re
 from .layers import check_layers, check_pre2025_names
 from .metadata import check_metadata
 
-__all__ = ["verify", "add_run", "unusable", "Report", "Finding", "Generation", "CODES", "FAMILIES", "GENERATIONS"]
+if TYPE_CHECKING:
+    from ..sbsfile import SbsFile
+
+__all__ = ["verify", "check_open_file", "add_run", "unusable", "Report", "Finding", "Generation", "CODES", "FAMILIES", "GENERATIONS"]
 
 #: Problems ``SbsFile`` records itself that verify passes through (pre-2025 ``Fscales``).
 _PASSTHROUGH = ("scales-invalid", "scales-extra")
@@ -51,42 +54,48 @@ def verify(path: str | os.PathLike, deep: bool = False,
     report.findings += found
     if f is None:
         report.compat = evaluate(None, None, report.findings)
-        if run:
-            add_run(report, max_memory)
-        return report
-    try:
-        report.facts = {"layout": f.layout, "format": f.format, "era": f.era, "file_bytes": f.file_bytes,
-                        "num_blobs": len(f.directory.entries), "num_tensors": len(f.tensors)}
-        for p in f.problems:
-            if p.code in _PASSTHROUGH:
-                report.findings.append(Finding(p.code, p.severity, p.message, offset=p.offset, blob=p.blob))
-        md_found, md = check_metadata(f)
-        report.findings += md_found
-        cfg = md.config
-        if cfg is not None:
-            report.facts.update({"model": cfg.model_name, "specifier": cfg.specifier, "weight": cfg.weight_name,
-                                 "schema_revision": cfg.schema_revision, "num_layers": len(cfg.layer_configs),
-                                 "vit_layers": len(cfg.vit_config.layer_configs)})
-            if md.config_ok and md.toc is not None:  # without a toc every tensor would look missing
-                report.findings += check_layers(f, cfg)
-        elif f.era == "pre-2025":
-            report.findings += check_pre2025_names(f)
-        report.compat = evaluate(f, md, report.findings)
-        report.findings += compat_findings(report.compat, report.findings)
-        if cfg is not None and md.config_ok:
-            from ..canonical import rope_discrepancy, vision_discrepancy, vit_pool_grid_problem
-
-            for code, note in (("rope-quirk", rope_discrepancy(cfg)), ("vit-pool-grid", vit_pool_grid_problem(cfg)),
-                               ("vision-quirk", vision_discrepancy(cfg))):
-                if note:
-                    report.findings.append(finding(code, note, blob="config"))
-        if deep:
-            report.findings += check_deep(f, progress)
-    finally:
-        f.close()
+    else:
+        try:
+            check_open_file(f, report, deep=deep, progress=progress)
+        finally:
+            f.close()
     if run:
         add_run(report, max_memory)
     return report
+
+
+def check_open_file(f: SbsFile, report: Report, deep: bool = False,
+                    progress: Callable[[int], None] | None = None) -> None:
+    """Every check but the container's (:func:`.container.open_checked` made those while opening ``f``)
+    into ``report``, on an already open file: a caller that goes on reading ``f`` (``sbs report``)
+    opens it once."""
+    report.facts = {"layout": f.layout, "format": f.format, "era": f.era, "file_bytes": f.file_bytes,
+                    "num_blobs": len(f.directory.entries), "num_tensors": len(f.tensors)}
+    for p in f.problems:
+        if p.code in _PASSTHROUGH:
+            report.findings.append(Finding(p.code, p.severity, p.message, offset=p.offset, blob=p.blob))
+    md_found, md = check_metadata(f)
+    report.findings += md_found
+    cfg = md.config
+    if cfg is not None:
+        report.facts.update({"model": cfg.model_name, "specifier": cfg.specifier, "weight": cfg.weight_name,
+                             "schema_revision": cfg.schema_revision, "num_layers": len(cfg.layer_configs),
+                             "vit_layers": len(cfg.vit_config.layer_configs)})
+        if md.config_ok and md.toc is not None:  # without a toc every tensor would look missing
+            report.findings += check_layers(f, cfg)
+    elif f.era == "pre-2025":
+        report.findings += check_pre2025_names(f)
+    report.compat = evaluate(f, md, report.findings)
+    report.findings += compat_findings(report.compat, report.findings)
+    if cfg is not None and md.config_ok:
+        from ..canonical import rope_discrepancy, vision_discrepancy, vit_pool_grid_problem
+
+        for code, note in (("rope-quirk", rope_discrepancy(cfg)), ("vit-pool-grid", vit_pool_grid_problem(cfg)),
+                           ("vision-quirk", vision_discrepancy(cfg))):
+            if note:
+                report.findings.append(finding(code, note, blob="config"))
+    if deep:
+        report.findings += check_deep(f, progress)
 
 
 def add_run(report: Report, max_memory: int | str | None = None) -> None:
