@@ -238,3 +238,29 @@ def test_interrupted_write_leaves_nothing(work):
             raise KeyboardInterrupt
     assert not (work / "out.bin").exists()
     assert not [p for p in work.iterdir() if p.name.endswith(".partial")]
+
+
+def test_synthetic_writers_follow_the_policy(tmp_path):
+    """The API's checkpoint writers (used to build convert inputs) keep an existing file or a non-empty
+    directory unless overwrite=True, and leave no temp file behind."""
+    from sbs_tools.convert.synthetic import TinySpec, random_weights, write_gguf, write_hf
+    from sbs_tools.output import OutputError
+
+    spec = TinySpec(family=3, layers=1, model_dim=32, heads=2, kv_heads=1, qkv_dim=16, ff=32, vocab=64)
+    w = random_weights(spec)
+    g = tmp_path / "m.gguf"
+    g.write_bytes(b"mine")
+    with pytest.raises(OutputError):
+        write_gguf(g, spec, w)
+    assert g.read_bytes() == b"mine"
+    write_gguf(g, spec, w, overwrite=True)
+    assert g.read_bytes()[:4] == b"GGUF"
+    d = tmp_path / "hf"
+    d.mkdir()
+    (d / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError):
+        write_hf(d, spec, w)
+    assert sorted(p.name for p in d.iterdir()) == ["notes.txt"]
+    write_hf(d, spec, w, overwrite=True)
+    assert sorted(p.name for p in d.iterdir()) == ["config.json", "model.safetensors", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "m.gguf"]

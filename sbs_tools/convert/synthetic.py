@@ -100,13 +100,19 @@ def hf_config(spec: TinySpec) -> dict:
 
 
 def write_hf(directory: str | os.PathLike, spec: TinySpec, weights: dict[str, np.ndarray], *,
-             dtype: str = "F32", tokenizer: bytes | None = None, shards: int = 1) -> Path:
-    """Write a checkpoint directory: config.json, model(-0000i-of-n).safetensors, tokenizer.model."""
+             dtype: str = "F32", tokenizer: bytes | None = None, shards: int = 1, overwrite: bool = False) -> Path:
+    """Write a checkpoint directory: config.json, model(-0000i-of-n).safetensors, tokenizer.model
+    (through the output policy: a non-empty directory only with ``overwrite``)."""
+    from ..output import check_output_dir, make_output_dir, write_file
     from .safetensors_io import DTYPES, StItem, write_safetensors
 
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(json.dumps(hf_config(spec), indent=1))
+    names = ["config.json", "tokenizer.model"] + (
+        ["model.safetensors"] if shards == 1 else [f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+                                                   for k in range(shards)])
+    check_output_dir(d, names, force=overwrite)
+    make_output_dir(d)
+    write_file(d / "config.json", json.dumps(hf_config(spec), indent=1))
     np_dtype = DTYPES[dtype]
 
     def stored(a: np.ndarray) -> np.ndarray:
@@ -125,7 +131,7 @@ def write_hf(directory: str | os.PathLike, spec: TinySpec, weights: dict[str, np
         fname = "model.safetensors" if shards == 1 else f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
         write_safetensors(d / fname, items, {"format": "pt"})
     if tokenizer:
-        (d / "tokenizer.model").write_bytes(tokenizer)
+        write_file(d / "tokenizer.model", tokenizer)
     return d
 
 
@@ -153,17 +159,31 @@ def gguf_vocab_from_spm(proto: bytes) -> tuple[list[str], np.ndarray, np.ndarray
 
 def write_gguf(path: str | os.PathLike, spec: TinySpec, weights: dict[str, np.ndarray], *, qtype: str = "F32",
                vocab: tuple[list[str], np.ndarray, np.ndarray] | None = None, name: str | None = None,
-               finetune: str | None = None) -> Path:
-    """Write ``weights`` (Hugging Face names) as a llama.cpp-style GGUF of architecture gemma2/gemma3.
+               finetune: str | None = None, overwrite: bool = False) -> Path:
+    """Write ``weights`` (Hugging Face names) as a llama.cpp-style GGUF of architecture gemma2/gemma3
+    (through the output policy: an existing ``path`` only with ``overwrite``; temp file + rename).
 
     ``qtype``: F32, F16 or any type ``gguf.quants.quantize`` supports (e.g. Q8_0; needs
     ``model_dim``/``ff``/``qkv_dim`` multiples of the block size). Norms are stored as ``1 + w`` in F32.
     """
     import gguf
-    from gguf import GGMLQuantizationType as Q
+
+    from ..output import PendingFile, check_output_file
 
     arch = "gemma3" if spec.family == 3 else "gemma2"
-    w = gguf.GGUFWriter(os.fspath(path), arch)
+    check_output_file(path, force=overwrite)
+    with PendingFile(path) as pending:
+        _fill_gguf(gguf.GGUFWriter(pending.path, arch), arch, spec, weights, qtype, vocab, name, finetune)
+    return Path(path)
+
+
+def _fill_gguf(w, arch: str, spec: TinySpec, weights: dict[str, np.ndarray], qtype: str,
+               vocab: tuple[list[str], np.ndarray, np.ndarray] | None, name: str | None,
+               finetune: str | None) -> None:
+    """Everything :func:`write_gguf` puts into the GGUFWriter ``w`` (which writes to the pending file)."""
+    import gguf
+    from gguf import GGMLQuantizationType as Q
+
     w.add_string("general.name", name if name is not None else spec.name)
     if finetune:
         w.add_string("general.finetune", finetune)
@@ -213,4 +233,3 @@ def write_gguf(path: str | os.PathLike, spec: TinySpec, weights: dict[str, np.nd
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    return Path(path)
