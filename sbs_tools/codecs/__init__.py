@@ -23,8 +23,8 @@ of length ``num_elements``) when given. Every problem raises
   quantize, or an unrepresentable U32/U64 value;
 * ``unknown-type``, ``bad-count``, ``bad-input``, ``bad-out``: bad arguments.
 
-Encoders of F32, BF16, SFP, I8 and Q4_0 are bit-identical to gemma.cpp, MXFP4 up to
-Highway's approximate ``Log2`` (see ``mxfp4``); NUQ is an
+Encoders of F32, BF16, SFP, I8, Q4_0 and MXFP4 are bit-identical to gemma.cpp (MXFP4
+through an emulation of Highway's approximate ``Log2``, see ``hwy_log2``); NUQ is an
 exact-DP k-means whose error is no worse than gemma.cpp's (see ``nuq``).
 Error bounds of each lossy type are documented in its module.
 """

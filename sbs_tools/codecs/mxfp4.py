@@ -13,11 +13,10 @@ Encode (``QuantizeBlock``): ``max_abs = max|x|``; 0 gives an all-zero block.
 Otherwise ``exp = ceil(log2(f32(max_abs / 6)))`` clamped to [-126, 127], ``e = exp +
 127``; each value ``v = f32(x * 2**-exp)`` gets sign 8 if ``v < 0`` and magnitude code
 ``LUT[min(31, trunc(4|v|))]`` (midpoints round to the larger magnitude; >= 5
-saturates to 6). gemma.cpp takes the logarithm with Highway's approximate
-``Log2``; this module uses the exact value, so a block whose ``max_abs/6`` lies at
-(or within an ulp or so of) a power of two may get an exponent one lower than a
-gemma.cpp build whose ``Log2`` errs upwards there (UNCONFIRMED in the addendum;
-it cannot be settled without running Highway). Everything else is bit-exact.
+saturates to 6). The logarithm is Highway's approximate ``hn::Log2``, emulated bit for
+bit (:mod:`.hwy_log2`): it differs from the exact ceil near powers of two (e.g. a
+block maximum of ``6 * 2**-13`` gets exponent -12, not -13), which settles the
+addendum's UNCONFIRMED item by running Highway. The whole encoder is bit-exact.
 
 Error bound: with ``s = 2**exp`` and ``max_abs/s`` in (3, 6], every value is within
 ``s/4`` for ``|v| < 2``, ``s/2`` for ``|v| < 4`` and ``s`` above, i.e. at most
@@ -67,11 +66,11 @@ def decode(u8: np.ndarray, n: int, out: np.ndarray) -> np.ndarray:
 
 
 def _exponent(max_abs: np.ndarray) -> np.ndarray:
-    """ceil(log2(f32(max_abs / 6))), exactly, clamped to [-126, 127]."""
-    v = (max_abs / np.float32(6.0)).astype(np.float32).astype(np.float64)
-    m, e = np.frexp(v)  # v = m * 2**e, m in [0.5, 1)
-    exp = np.where(m == 0.5, e - 1, e)
-    return np.clip(exp, -126, 127).astype(np.int32)
+    """``ceil(hn::Log2(f32(max_abs / 6)))`` clamped to [-126, 127], as gemma.cpp computes it."""
+    from .hwy_log2 import hwy_log2
+
+    v = (max_abs.astype(np.float32) / np.float32(6.0)).astype(np.float32)
+    return np.clip(np.ceil(hwy_log2(v)), -126, 127).astype(np.int32)
 
 
 def nibble_codes(v: np.ndarray) -> np.ndarray:
