@@ -79,7 +79,9 @@ def _quantize(x: np.ndarray) -> np.ndarray:
         d = (max_val / f32(-8.0)).astype(f32)
         inv = np.where(d != 0, f32(1.0) / np.where(d != 0, d, f32(1)), f32(0)).astype(f32)
         y = ((x * inv[:, None]).astype(f32) + f32(8.0)).astype(f32)
-    q = np.clip(np.sign(y) * np.floor(np.abs(y) + 0.5), 0, 15).astype(np.uint8)  # std::round: half away
+        r = np.sign(y) * np.floor(np.abs(y) + 0.5)  # std::round: half away from zero
+    # 0 * inf (a subnormal d makes 1/d infinite) is NaN; int32(NaN) is INT_MIN on x86, clamped to 0.
+    q = np.clip(np.where(np.isnan(r), 0, r), 0, 15).astype(np.uint8)
     bits = bf16_bits(d)
     out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
     out[:, 0] = bits & 0xFF
