@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..blobstore import BLOB_ALIGN, END_ALIGN, MAX_BLOBS_E2, MAX_BLOBS_HEAD, round_up
+from ..blobstore import BLOB_ALIGN, END_ALIGN, MAX_BLOBS_2026, MAX_BLOBS_E2, MAX_BLOBS_HEAD, reads_blob_count, round_up
 from ..config import VIT_TYPE
 from ..sbsfile import SbsFile
 from ..tensors import choices, split_name
@@ -66,6 +66,10 @@ _MODEL_INVALID = {
     "2026-07-10": lambda v: v >= 31 or v in (1, 2, 5, 6, 8, 9),  # kSentinel 31 at 3dd2961a
     "2026-08-27": lambda v: v >= 33 or v in (1, 2, 5, 6, 8, 9),
 }
+#: kMaxBlobs of each generation's last build (None: pre-2025 readers had no limit).
+_MAX_BLOBS = {"pre-2025": None, "2025-05-06": MAX_BLOBS_E2, "2025-05-07": MAX_BLOBS_E2, "2025-07-31": MAX_BLOBS_HEAD,
+              "2025-09-05": MAX_BLOBS_HEAD, "2025-10-15": MAX_BLOBS_HEAD, "2025-10-24": MAX_BLOBS_HEAD,
+              "2026-07-10": MAX_BLOBS_2026, "2026-08-27": MAX_BLOBS_2026}
 _TYPE_LIMIT = {"2025-05-06": 8, "2025-05-07": 6, "2025-07-31": 8, "2025-09-05": 8, "2025-10-15": 9,
                "2025-10-24": 9, "2026-07-10": 14, "2026-08-27": 14}
 
@@ -115,15 +119,21 @@ def _container(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
         elif g in ("2025-05-06", "2025-05-07") and x.size not in (x.payload_end, round_up(x.payload_end, END_ALIGN)):
             why.append("trailing bytes after the last blob: May-2025 readers reject them (current gemma.cpp "
                        "accepts them)")
-    if g in ("2025-05-06", "2025-05-07") and x.num_blobs >= MAX_BLOBS_E2:
-        why.append(f"{x.num_blobs} blobs: readers of this generation accept fewer than {MAX_BLOBS_E2}")
-    if x.num_blobs >= MAX_BLOBS_HEAD:  # kMaxBlobs 16 Ki from 2025-07-31, 1 Mi since 0d8948f7 (addendum §6.5)
-        if g == "2026-07-10":
-            caveats.append(f"{x.num_blobs} blobs: builds before 0d8948f7 accept fewer than {MAX_BLOBS_HEAD} "
-                           "('Too many blobs')")
-        elif g in V2_READERS and g not in FORMAT_2026:
-            why.append(f"{x.num_blobs} blobs: gemma.cpp from 2025-07-31 until 0d8948f7 (2026) accepts fewer than "
-                       f"{MAX_BLOBS_HEAD} ('Too many blobs'; 'Failed to read BlobStore header or directory')")
+    _blob_count(g, x, why, caveats)
+
+
+def _blob_count(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
+    """kMaxBlobs: 64 Ki (2025-05), 16 Ki (2025-07-31 on), 1 Mi since 0d8948f7 (2026); V1 counts must stay
+    below it, V2 counts may reach it (:func:`reads_blob_count`)."""
+    limit = _MAX_BLOBS[g]
+    bound = "fewer than" if x.layout == "v1" else "at most"
+    if not reads_blob_count(x.num_blobs, x.layout, limit):
+        why.append(f"{x.num_blobs} blobs: this generation reads {bound} {limit} in a {x.layout.upper()} directory "
+                   "(kMaxBlobs; 'Too many blobs', then 'Failed to read BlobStore header or directory'); gemma.cpp "
+                   f"since 0d8948f7 (2026) reads {bound} {MAX_BLOBS_2026}")
+    elif g == "2026-07-10" and not reads_blob_count(x.num_blobs, x.layout, MAX_BLOBS_HEAD):
+        caveats.append(f"{x.num_blobs} blobs: builds before 0d8948f7 read {bound} {MAX_BLOBS_HEAD} in a "
+                       f"{x.layout.upper()} directory ('Too many blobs')")
 
 
 def _config(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:

@@ -70,8 +70,11 @@ CODES: dict[str, CodeInfo] = {
                                            "(damaged header, or a V2 file whose trailer is gone)."),
     "file-size-mismatch": CodeInfo(_E, "container", "Header file_bytes differs from the file size: truncated, "
                                                     "or bytes appended."),
-    "too-many-blobs": CodeInfo(_E, "container", "num_blobs beyond what gemma.cpp reads: a V2 count of 1 Mi or"
-                               " more (kMaxBlobs since 0d8948f7), a V1 count of 16384 or more (2025-07-31 on). V2 counts 16384..1 Mi-1 are reported in the compatibility table only."),
+    "too-many-blobs": CodeInfo(_E, "container", "num_blobs beyond what current gemma.cpp reads (kMaxBlobs 1 Mi "
+                                                "since 0d8948f7): a V2 count above 1 Mi, a V1 count of 1 Mi, or "
+                                                "a V1 count above it without a V2 trailer. Smaller counts that "
+                                                "older builds reject (16384 from 2025-07-31, 65536 in May 2025) "
+                                                "are reported in the compatibility table only."),
     "empty-store": CodeInfo(_E, "container", "num_blobs is 0 in a header that is not a V2 placeholder."),
     "directory-out-of-bounds": CodeInfo(_E, "container", "The directory does not fit in the file."),
     "blob-out-of-bounds": CodeInfo(_E, "container", "A blob extends past the end of the file."),
