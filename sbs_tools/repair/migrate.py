@@ -42,7 +42,8 @@ from .actions import OutBlob, weight_type
 from .analyze import strip_prefix
 from .targets import get_target
 
-PREFIX_OF = {t: c for c, t in TYPE_PREFIX.items() if t != Type.I8}  # "I" was never written to pre-2025 files
+#: Prefixes pre-2025 readers know ("I" and "4" were never written to pre-2025 files; 2026 readers know them).
+PREFIX_OF = {t: c for c, t in TYPE_PREFIX.items() if t not in (Type.I8, Type.Q4_0)}
 
 
 def _scale_consumers(cfg, present: set[str]) -> list[str]:

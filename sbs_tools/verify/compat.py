@@ -69,11 +69,11 @@ _MODEL_INVALID = {
 _MAX_BLOBS = {"pre-2025": None, "2025-05-06": MAX_BLOBS_E2, "2025-05-07": MAX_BLOBS_E2, "2025-07-31": MAX_BLOBS_HEAD,
               "2025-09-05": MAX_BLOBS_HEAD, "2025-10-15": MAX_BLOBS_HEAD, "2025-10-24": MAX_BLOBS_HEAD,
               "2026-07-10": MAX_BLOBS_2026, "2026-08-27": MAX_BLOBS_2026}
-#: Key prefixes (``TypePrefix::TypeFromChar``) each generation knows: 'I' since 503aadd (2025-10-15).
+#: Key prefixes (``TypePrefix::TypeFromChar``) each generation knows: 'I' since 503aadd, '4' (Q4_0) in 2026.
 _OLD_PREFIXES = (Type.F32, Type.BF16, Type.SFP, Type.NUQ)
 _PREFIX_TYPES = {g: _OLD_PREFIXES for g in ("pre-2025", "2025-05-06", "2025-05-07", "2025-07-31", "2025-09-05")}
 _PREFIX_TYPES.update({g: _OLD_PREFIXES + (Type.I8,) for g in ("2025-10-15", "2025-10-24")})
-_PREFIX_TYPES.update({g: _OLD_PREFIXES + (Type.I8,) for g in FORMAT_2026})
+_PREFIX_TYPES.update({g: _OLD_PREFIXES + (Type.I8, Type.Q4_0) for g in FORMAT_2026})
 _TYPE_LIMIT = {"2025-05-06": 8, "2025-05-07": 6, "2025-07-31": 8, "2025-09-05": 8, "2025-10-15": 9,
                "2025-10-24": 9, "2026-07-10": 14, "2026-08-27": 14}
 
@@ -217,6 +217,10 @@ def _format_2026(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
 
 def _types(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
     present = set(x.types.values())
+    if g not in FORMAT_2026 and present & {Type.Q4_0, Type.MXFP4}:
+        why.append("keys with the type prefix '4' (Q4_0): gemma.cpp before 2026 does not know it, skips those blobs "
+                   "and aborts ('Tensor ... is required but not found')" if x.era == "pre-2025" else
+                   "Q4_0/MXFP4 tensors: types 12/13 exist only in gemma.cpp from 2026 ('Invalid enum')")
     if g == "2026-07-10":
         if Type.Q4_0 in present:
             caveats.append("Q4_0 tensors: only builds with Q4_0 support (0acc653c, 3dd2961a and later) read them")
