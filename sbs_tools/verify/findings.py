@@ -136,6 +136,9 @@ CODES: dict[str, CodeInfo] = {
     "tokenizer-invalid": CodeInfo(_E, "tokenizer", "The tokenizer blob is not a SentencePiece model."),
     "vocab-mismatch": CodeInfo(_E, "tokenizer", "Tokenizer vocabulary, config vocab_size and embedding rows "
                                                 "disagree."),
+    "bpe-vocab-size": CodeInfo(_W, "tokenizer", "The HF-BPE tokenizer blob (tokenizer_kind kHfBpe) has more token "
+                                                "ids than config.vocab_size: gemma.cpp does not check it; ids "
+                                                "beyond vocab_size index past the embedding."),
     # layers
     "missing-tensor": CodeInfo(_E, "layers", "A tensor the layer type needs is absent."),
     "unknown-tensor": CodeInfo(_E, "layers", "Pre-2025 file: a key whose tensor name gemma.cpp does not know "
