@@ -23,9 +23,10 @@ KEY_BYTES = 16
 ENTRY_BYTES = 32  # key (16) + range (16)
 BLOB_ALIGN = 256
 END_ALIGN = 65536
-MAX_BLOBS_HEAD = 16384  # gemma.cpp 2025-07-31 .. before 0d8948f7 (asserts num_blobs < this)
-MAX_BLOBS_2026 = 1 << 20  # kMaxBlobs since 0d8948f7 (2026; DeepSeek V4 has 33,792 blobs), addendum §6.5
-MAX_BLOBS_E2 = 65536  # gemma.cpp 2025-05-06 .. 2025-07-30
+# kMaxBlobs of gemma.cpp's reader (base §1.1, addendum §6.5); readers before 2025-05-06 had none.
+MAX_BLOBS_HEAD = 16384  # gemma.cpp 2025-07-31 .. before 0d8948f7
+MAX_BLOBS_2026 = 1 << 20  # kMaxBlobs since 0d8948f7 (2026; DeepSeek V4 has 33,792 blobs)
+MAX_BLOBS_E2 = 65536  # gemma.cpp 2025-05-06 .. 2025-07-30 (V1 only)
 V2_PLACEHOLDER_FILE_BYTES = 65536
 
 Layout = Literal["v1", "v2"]
@@ -33,6 +34,16 @@ Layout = Literal["v1", "v2"]
 
 def round_up(x: int, align: int) -> int:
     return -(-x // align) * align
+
+
+def reads_blob_count(n: int, layout: "Layout", max_blobs: int | None) -> bool:
+    """Whether a reader with ``kMaxBlobs`` = ``max_blobs`` (None: no limit) reads a directory of ``n``
+    blobs: a V1 count of ``max_blobs`` passes the header check but trips ``PaddedHeaderAndDirBytes``'s
+    assert (``n < kMaxBlobs``), which V2 never calls (base §1.4). The 2025-05 readers (V1 only) reject
+    ``n >= kMaxBlobs`` at once: the same answer."""
+    if max_blobs is None:
+        return True
+    return n < max_blobs if layout == "v1" else n <= max_blobs
 
 
 def v1_first_blob_offset(n: int) -> int:
@@ -148,8 +159,10 @@ def _entries(buf: np.ndarray, dir_off: int, n: int) -> list[BlobEntry]:
 def read_directory(buf: np.ndarray) -> Directory:
     """Parse header and directory of the file in ``buf`` (a uint8 view, e.g. over an mmap).
 
-    Follows gemma.cpp HEAD's choice (§1.4): V1 if the front header has the
-    magic and a plausible blob count, otherwise the V2 trailer. Only the
+    Follows gemma.cpp's choice (base §1.4) with the 2026 ``kMaxBlobs``: V1 if
+    the front header has the magic and 1 <= num_blobs <= 1 Mi, otherwise the
+    V2 trailer. Which older readers reject the blob count is for verify's
+    compatibility table to say. Only the
     header and directory are touched. Raises :class:`ContainerError`
     (``empty-file``, ``not-sbs``, ``bad-magic``, ``too-many-blobs``,
     ``empty-store``, ``directory-out-of-bounds``) when neither layout can be read.
@@ -159,23 +172,14 @@ def read_directory(buf: np.ndarray) -> Directory:
         raise ContainerError("the file is empty", code="empty-file", offset=0)
     notes: list[Problem] = []
     front = _header(buf, 0) if size >= HEADER_BYTES else None
-    if front is not None and front.magic_ok and front.num_blobs != 0:
-        n = front.num_blobs
-        if n >= MAX_BLOBS_E2:
-            raise ContainerError(f"header claims {n} blobs; the format allows fewer than {MAX_BLOBS_E2}",
-                                 code="too-many-blobs", offset=4)
-        if HEADER_BYTES + ENTRY_BYTES * n > size:
-            raise ContainerError(f"the directory of {n} blobs ({ENTRY_BYTES * n} bytes at offset 16) "
-                                 f"extends past the end of the {size}-byte file", code="directory-out-of-bounds",
-                                 offset=HEADER_BYTES)
-        if n >= MAX_BLOBS_HEAD:
-            notes.append(Problem("too-many-blobs", "warning",
-                                 f"{n} blobs: gemma.cpp since 2025-07-31 reads at most {MAX_BLOBS_HEAD - 1}",
-                                 offset=4))
-        return Directory("v1", front, None, _entries(buf, HEADER_BYTES, n), HEADER_BYTES, size, notes)
-
+    if front is not None and front.magic_ok and 0 < front.num_blobs <= MAX_BLOBS_2026:
+        return _read_v1(buf, front)
     tail = _header(buf, size - HEADER_BYTES) if size >= HEADER_BYTES + BLOB_ALIGN else None
     if tail is None or not tail.magic_ok:
+        if front is not None and front.magic_ok and front.num_blobs:
+            raise ContainerError(f"header claims {front.num_blobs} blobs; gemma.cpp reads a V1 directory of "
+                                 f"fewer than {MAX_BLOBS_2026} (kMaxBlobs since 0d8948f7), then looks for a V2 "
+                                 "trailer, and there is none", code="too-many-blobs", offset=4)
         if front is not None and front.magic_ok:
             # V2 placeholder (num_blobs 0) at the front, no trailer at the end.
             raise ContainerError(
@@ -188,9 +192,9 @@ def read_directory(buf: np.ndarray) -> Directory:
     if n == 0:
         raise ContainerError("the BlobStore directory is empty (num_blobs 0)", code="empty-store",
                              offset=tail.offset + 4)
-    if n >= MAX_BLOBS_2026:  # 16384..1 Mi - 1 is readable by 2026 builds: verify's compat table says which
-        raise ContainerError(f"trailer claims {n} blobs; V2 allows fewer than {MAX_BLOBS_2026} (gemma.cpp "
-                             f"kMaxBlobs since 0d8948f7; {MAX_BLOBS_HEAD} before)",
+    if not reads_blob_count(n, "v2", MAX_BLOBS_2026):  # fewer is a compat matter (verify's compat table)
+        raise ContainerError(f"trailer claims {n} blobs; gemma.cpp reads at most {MAX_BLOBS_2026} (kMaxBlobs "
+                             f"since 0d8948f7; {MAX_BLOBS_HEAD} before)",
                              code="too-many-blobs", offset=tail.offset + 4)
     dir_off = size - HEADER_BYTES - ENTRY_BYTES * n
     if dir_off < BLOB_ALIGN:
@@ -200,10 +204,29 @@ def read_directory(buf: np.ndarray) -> Directory:
         notes.append(Problem("bad-placeholder", "warning",
                              "the V2 placeholder header at offset 0 is damaged (gemma.cpp warns and reads "
                              "the trailer)", offset=0))
+    elif front.num_blobs:
+        notes.append(Problem("bad-placeholder", "warning",
+                             f"the header at offset 0 claims {front.num_blobs} blobs, more than gemma.cpp reads as "
+                             "a V1 directory: it falls back to the V2 trailer", offset=4))
     elif front.file_bytes != V2_PLACEHOLDER_FILE_BYTES:
         notes.append(Problem("bad-placeholder", "info",
                              f"V2 placeholder file_bytes is {front.file_bytes}, writers store 65536", offset=8))
     return Directory("v2", tail, front, _entries(buf, dir_off, n), dir_off, size, notes)
+
+
+def _read_v1(buf: np.ndarray, front: Header) -> Directory:
+    """The V1 directory after ``front`` (1 <= num_blobs <= kMaxBlobs: gemma.cpp commits to V1). The
+    directory must fit in the file before any entry is made; ``n == kMaxBlobs`` aborts in gemma.cpp.
+    Fewer blobs than that but more than older readers take is a compat matter (verify's compat table)."""
+    size, n = int(buf.shape[0]), front.num_blobs
+    if not reads_blob_count(n, "v1", MAX_BLOBS_2026):
+        raise ContainerError(f"header claims {n} blobs; gemma.cpp reads a V1 directory of fewer than "
+                             f"{MAX_BLOBS_2026} (it asserts num_blobs < kMaxBlobs)", code="too-many-blobs", offset=4)
+    if HEADER_BYTES + ENTRY_BYTES * n > size:
+        raise ContainerError(f"the directory of {n} blobs ({ENTRY_BYTES * n} bytes at offset 16) "
+                             f"extends past the end of the {size}-byte file", code="directory-out-of-bounds",
+                             offset=HEADER_BYTES)
+    return Directory("v1", front, None, _entries(buf, HEADER_BYTES, n), HEADER_BYTES, size)
 
 
 def _clean_payload_end(d: Directory) -> int | None:

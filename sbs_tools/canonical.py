@@ -431,14 +431,3 @@ def is_canonical(config: ModelConfig) -> bool:
         return False
     return ref.to_words() == replace(config, schema_revision=ref.schema_revision).to_words()
 
-
-def deduce_model(num_layers: int, has_vit: bool = False, image_448: bool = False) -> int:
-    """gemma.cpp 3ed403e ``DeduceModel`` from the layer count (spec §7); 0 (UNKNOWN) if none fits."""
-    table = {18: 18, 34: 14, 46: 4, 48: 16, 62: 17}
-    if num_layers == 26:
-        return 15 if has_vit else 7
-    if num_layers == 27:
-        return 11 if image_448 else 10
-    if num_layers == 42:
-        return (13 if image_448 else 12) if has_vit else 3
-    return table.get(num_layers, 0)

@@ -29,10 +29,11 @@ from .errors import ConfigError, ContainerError, FileChangedError, SbsError, Ten
 from .fields import as_words
 from .source import is_url, open_source
 from .toc import TocRecord, decode_toc
-from .types import Type, packed_bytes, type_name
+from .types import BLOCK, BLOCK_TYPES, Type, packed_bytes, type_name
 
-#: Pre-2025 key prefixes (``TypePrefix``): first character of a tensor key -> element type.
-TYPE_PREFIX = {"F": Type.F32, "B": Type.BF16, "$": Type.SFP, "2": Type.NUQ, "I": Type.I8}
+#: Pre-2025 key prefixes (``TypePrefix::TypeFromChar``): first character of a tensor key -> element type.
+#: 'I' is known to gemma.cpp since 503aadd (2025-10-15), '4' (Q4_0) since 2026 (addendum §2.1); MXFP4 has none.
+TYPE_PREFIX = {"F": Type.F32, "B": Type.BF16, "$": Type.SFP, "2": Type.NUQ, "I": Type.I8, "4": Type.Q4_0}
 METADATA_KEYS = ("config", "toc", "tokenizer")
 MOCK_TOKENIZER = b"unavailable"
 #: Per-layer order in which pre-2025 files' ``Fscales`` are consumed (Griffin names omitted).
@@ -110,6 +111,8 @@ def _values_from_size(t: Type, nbytes: int) -> int:
     if t == Type.I8:
         groups = -(-nbytes // 132)
         return nbytes - 4 * groups
+    if t in BLOCK_TYPES:
+        return BLOCK * (nbytes // BLOCK_TYPES[t])
     groups = -(-nbytes // 144)
     return 2 * (nbytes - 16 * groups)
 

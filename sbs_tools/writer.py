@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Literal
 
 import numpy as np
 
-from .blobstore import (BLOB_ALIGN, END_ALIGN, ENTRY_BYTES, HEADER_BYTES, KEY_BYTES, MAGIC, MAX_BLOBS_2026, MAX_BLOBS_HEAD,
+from .blobstore import (BLOB_ALIGN, END_ALIGN, ENTRY_BYTES, HEADER_BYTES, KEY_BYTES, MAGIC, MAX_BLOBS_2026,
                         V2_PLACEHOLDER_FILE_BYTES, round_up, v1_first_blob_offset)
 from .config import ModelConfig
 from .errors import WriteError
@@ -21,6 +21,9 @@ from .output import PendingFile, check_output_file
 from .toc import TocRecord, encode_toc
 
 BytesLike = bytes | bytearray | memoryview | np.ndarray
+#: gemma.cpp's writer asserts ``num_blobs < kMaxBlobs`` (1 Mi since 0d8948f7) in either layout; which readers
+#: take a V1 file of more than 16383 blobs is for ``sbs verify``'s compatibility table to say.
+BLOB_LIMIT = MAX_BLOBS_2026
 _ZEROS = bytes(END_ALIGN)
 
 
@@ -68,6 +71,7 @@ class BlobWriter:
         self.layout = layout
         self.pad_end = pad_end  # False: pre-2025 V1 files, which end right after the last padded blob
         self._keys: list[bytes] = []
+        self._key_set: set[bytes] = set()  # duplicate check in O(1): files of 10^5 blobs exist (DeepSeek V4)
         self._ranges: list[tuple[int, int]] = []
         self._pending: list = []  # V1: memoryviews, or (key, nbytes, chunks) for streamed blobs
         self._f = self._out.file
@@ -76,18 +80,25 @@ class BlobWriter:
             self._f.write(_header(0, V2_PLACEHOLDER_FILE_BYTES).ljust(BLOB_ALIGN, b"\0"))
             self._pos = BLOB_ALIGN
 
-    def add(self, key: str, data: BytesLike) -> None:
+    def _new_key(self, key: str) -> bytes:
         kb = key_bytes(key)
-        if kb in self._keys:
+        if kb in self._key_set:
             raise WriteError(f"duplicate blob key {key!r}", code="duplicate-key", blob=key)
+        if len(self._keys) + 1 >= BLOB_LIMIT:
+            raise WriteError(f"more than {BLOB_LIMIT - 1} blobs", code="too-many-blobs")
+        return kb
+
+    def _remember(self, kb: bytes) -> None:
+        self._keys.append(kb)
+        self._key_set.add(kb)
+
+    def add(self, key: str, data: BytesLike) -> None:
+        kb = self._new_key(key)
         mv = _as_bytes(data)
         if mv.nbytes == 0:
             raise WriteError(f"blob {key!r} is empty; the format has no zero-size blobs", code="zero-size-blob",
                              blob=key)
-        limit = MAX_BLOBS_2026 if self.layout == "v2" else MAX_BLOBS_HEAD  # V1 readers stop at 16 Ki
-        if len(self._keys) + 1 >= limit:
-            raise WriteError(f"more than {limit - 1} blobs", code="too-many-blobs")
-        self._keys.append(kb)
+        self._remember(kb)
         if self.layout == "v2":
             self._ranges.append((self._pos, mv.nbytes))
             self._write_padded(mv)
@@ -97,13 +108,11 @@ class BlobWriter:
     def add_stream(self, key: str, nbytes: int, chunks: Callable[[], Iterable[BytesLike]]) -> None:
         """Add a blob of ``nbytes`` produced piecewise by ``chunks()`` (called once), so a
         tensor larger than memory can be written. V2 writes it now; V1 when finishing."""
-        kb = key_bytes(key)
-        if kb in self._keys:
-            raise WriteError(f"duplicate blob key {key!r}", code="duplicate-key", blob=key)
+        kb = self._new_key(key)
         if nbytes <= 0:
             raise WriteError(f"blob {key!r} is empty; the format has no zero-size blobs", code="zero-size-blob",
                              blob=key)
-        self._keys.append(kb)
+        self._remember(kb)
         if self.layout == "v2":
             self._ranges.append((self._pos, nbytes))
             self._write_stream(key, nbytes, chunks)

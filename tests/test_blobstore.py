@@ -12,6 +12,8 @@ from sbs_tools import ContainerError, WriteError
 from sbs_tools.blobstore import check_layout, read_directory
 from sbs_tools.writer import BlobWriter, write_blobstore
 
+from .conftest import CORPUS
+
 BLOBS = [("config", b"c" * 300), ("tokenizer", b"unavailable"), ("toc", b"t" * 520)]
 
 
@@ -70,10 +72,14 @@ def test_v2_with_destroyed_placeholder_still_reads(tmp_path):
     (b"", "empty-file"),
     (b"GGUF" + bytes(300), "not-sbs"),
     (b"SBS\n" + struct.pack("<IQ", 0, 65536) + bytes(400), "bad-magic"),
-    (b"SBS\n" + struct.pack("<IQ", 70000, 100) + bytes(400), "too-many-blobs"),
+    # V1 counts below kMaxBlobs (1 Mi since 0d8948f7) are read: 70000 is plausible, its directory does not fit
+    (b"SBS\n" + struct.pack("<IQ", 70000, 100) + bytes(400), "directory-out-of-bounds"),
+    (b"SBS\n" + struct.pack("<IQ", 1 << 20, 100) + bytes(400), "too-many-blobs"),  # V1 commits, then asserts
+    (b"SBS\n" + struct.pack("<IQ", (1 << 20) + 1, 100) + bytes(400), "too-many-blobs"),  # V2 fallback: no trailer
     (b"SBS\n" + struct.pack("<IQ", 1000, 100) + bytes(400), "directory-out-of-bounds"),
     (bytes(400) + b"SBS\n" + struct.pack("<IQ", 0, 416), "empty-store"),
-    (bytes(400) + b"SBS\n" + struct.pack("<IQ", 1 << 20, 416), "too-many-blobs"),  # kMaxBlobs 1 Mi (0d8948f7)
+    (bytes(400) + b"SBS\n" + struct.pack("<IQ", (1 << 20) + 1, 416), "too-many-blobs"),  # kMaxBlobs 1 Mi (0d8948f7)
+    (bytes(400) + b"SBS\n" + struct.pack("<IQ", 1 << 20, 416), "directory-out-of-bounds"),  # V2 may reach it
     # 20000 is within the 2026 limit: the count is plausible, the directory just does not fit
     (bytes(400) + b"SBS\n" + struct.pack("<IQ", 20000, 416), "directory-out-of-bounds"),
     (bytes(300) + b"SBS\n" + struct.pack("<IQ", 10, 316), "directory-out-of-bounds"),
@@ -178,3 +184,50 @@ def test_blobwriter_streams_v2(tmp_path):
     assert os.path.getsize(w._out.path) == 256 + 4096
     w.finish()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith('.partial')]
+
+
+# -- blob counts: kMaxBlobs 64 Ki (May 2025), 16 Ki (2025-07-31), 1 Mi (0d8948f7, 2026) -----------------------
+def _many_blobs_v1(path, extra: int):
+    """The tiny Gemma 2 model as a V1 file plus ``extra`` one-byte blobs after its own, written by the writer."""
+    with sbs_tools.open(CORPUS / "v1" / "gemma2-2b-tiny-sfp.sbs") as f:
+        blobs = [(e.key, f.raw(e.key).tobytes()) for e in f.directory.entries]
+    write_blobstore(path, blobs + [(f"x{i}", b"\1") for i in range(extra)], layout="v1")
+    return len(blobs) + extra
+
+
+@pytest.mark.parametrize("extra", [16400, 70000])
+def test_v1_with_more_blobs_than_old_readers_take(tmp_path, extra):
+    """2026 readers take V1 directories below 1 Mi; the compatibility table names the builds that do not."""
+    p = tmp_path / "many.sbs"
+    n = _many_blobs_v1(p, extra)
+    with sbs_tools.open(p) as f:
+        assert f.layout == "v1" and len(f.directory.entries) == n and f.config is not None
+    r = sbs_tools.verify_file(p)
+    assert not r.by_code("too-many-blobs") and not r.errors and not r.by_code("legacy-only")
+    gens = {g.key: g for g in r.compat}
+    assert gens["2026-08-27"].loads and gens["2026-07-10"].loads
+    assert any("before 0d8948f7" in c and "16384" in c for c in gens["2026-07-10"].reasons)
+    for g in ("2025-07-31", "2025-09-05", "2025-10-15", "2025-10-24"):
+        assert not gens[g].loads and any(f"{n} blobs" in w and "fewer than 16384" in w for w in gens[g].reasons)
+    may = gens["2025-05-07"]  # kMaxBlobs 64 Ki
+    assert may.loads == (n < 65536)
+    assert may.loads or any("fewer than 65536" in w for w in may.reasons)
+
+
+def test_blob_count_limits_per_layout():
+    from sbs_tools.blobstore import reads_blob_count
+    # V1 commits below the limit and asserts at it; V2 may reach it (base §1.4)
+    assert reads_blob_count(16383, "v1", 16384) and not reads_blob_count(16384, "v1", 16384)
+    assert reads_blob_count(16384, "v2", 16384) and not reads_blob_count(16385, "v2", 16384)
+    assert reads_blob_count(10 ** 6, "v1", None)  # pre-2025 readers had no limit
+
+
+def test_v1_count_above_the_limit_falls_back_to_the_trailer(tmp_path):
+    """A front header claiming more than 1 Mi blobs is not V1 for gemma.cpp: it reads the V2 trailer."""
+    p = tmp_path / "a.sbs"
+    write_blobstore(p, BLOBS)
+    data = bytearray(p.read_bytes())
+    data[:16] = struct.pack("<IIQ", 0x0A534253, (1 << 20) + 1, 65536)
+    d = read_directory(_buf(bytes(data)))
+    assert d.layout == "v2" and [e.key for e in d.entries] == ["config", "tokenizer", "toc"]
+    assert [(x.code, x.severity) for x in d.notes] == [("bad-placeholder", "warning")]

@@ -141,13 +141,6 @@ def test_text_only_match_of_vision_models():
     assert C.match_canonical(g2, with_vit=False) == 7
 
 
-def test_deduce_model():
-    assert C.deduce_model(18) == 18
-    assert C.deduce_model(26) == 7 and C.deduce_model(26, has_vit=True) == 15
-    assert C.deduce_model(42, has_vit=True, image_448=True) == 13
-    assert C.deduce_model(5) == 0
-
-
 def test_config_differences():
     a = C.canonical_config(18, "bf16")
     b = C.canonical_config(18, "sfp", "pt")

@@ -200,6 +200,21 @@ def test_bpe_tokenizer_blob(tmp_path):
     assert f and "kSentencePiece" in f[0].message
 
 
+def test_bpe_vocabulary_larger_than_vocab_size(tmp_path):
+    """Addendum §7: gemma.cpp never compares the BPE vocabulary with config.vocab_size; ids beyond it would
+    index past the embedding, so verify warns (and only then)."""
+    cfg = replace(_cfg(G2), tokenizer_kind=1)
+    cfg.stored_fields = None
+    n = cfg.vocab_size
+    for count, warned in ((n, False), (n + 1, True)):
+        blob = bpe.pack([f"t{i}" for i in range(count)], [])
+        r = sbs_tools.verify_file(_rebuild(G2, tmp_path / f"bpe{count}.sbs", cfg, tokenizer=blob))
+        found = r.by_code("bpe-vocab-size")
+        assert bool(found) == warned and r.ok
+        assert not found or (found[0].severity == "warning" and str(count) in found[0].message
+                             and str(n) in found[0].message)
+
+
 def test_encoder_decoder_config(tmp_path):
     lc = LayerConfig(model_dim=8, ff_hidden_dim=16, heads=2, kv_heads=2, qkv_dim=4, post_norm=1)
     cfg = ModelConfig(model=26, weight=2, num_layers=2, model_dim=8, vocab_size=16, max_seq_len=32,

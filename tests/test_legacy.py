@@ -4,6 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 import sbs_tools
+from sbs_tools import codecs
+from sbs_tools.repair import repair
+from sbs_tools.types import Type
+from sbs_tools.writer import write_blobstore
 
 from .conftest import CORPUS, LEGACY
 
@@ -51,3 +55,46 @@ def test_v1_and_v2_hold_the_same_model():
         assert a.config == b.config
         assert [e.key for e in a.directory.entries] == [e.key for e in b.directory.entries]
         assert all(np.array_equal(a.raw(k), b.raw(k)) for k in a.blobs)
+
+
+def _e0_with_q4_0(path, ref=REF) -> dict[str, np.ndarray]:
+    """``ref`` as a pre-2025 file whose scaled matrices are Q4_0 under the key prefix '4' (addendum §2.1);
+    returns the values each Q4_0 tensor holds."""
+    blobs, q4 = [], {}
+    with sbs_tools.open(ref) as f:
+        for r in f.toc:
+            if r.name.rsplit("_", 1)[0] in ("att_ein", "qkv_ein", "gating_ein", "linear_w"):
+                raw = codecs.encode("Q4_0", f.tensor(r.name).reshape(-1))  # the scale folded into the values
+                q4[r.name] = codecs.decode("Q4_0", raw, r.rows * r.cols)
+                blobs.append(("4" + r.name, raw))
+            else:
+                assert r.scale == 1.0
+                blobs.append(({Type.F32: "F", Type.BF16: "B", Type.SFP: "$"}[r.type] + r.name, f.raw(r.name)))
+    write_blobstore(path, blobs, layout="v1", pad_end=False)
+    return q4
+
+
+def test_pre2025_q4_0_prefix(tmp_path):
+    p = tmp_path / "e0-q4.sbs"
+    q4 = _e0_with_q4_0(p)
+    with sbs_tools.open(p) as f:
+        assert f.era == "pre-2025"
+        for name, values in q4.items():
+            t = f.tensors[name]
+            assert t.type == Type.Q4_0 and t.key == "4" + name and t.num_values == values.size
+            assert np.array_equal(f.tensor(name).reshape(-1), values)
+    r = sbs_tools.verify_file(p)
+    assert not r.by_code("unexpected-tensor") and not r.by_code("unknown-tensor")
+    gens = {g.key: g for g in r.compat}
+    for g in ("pre-2025", "2025-10-15", "2025-10-24"):  # only 2026 readers know the prefix
+        assert any("prefix '4'" in w for w in gens[g].reasons), g
+    assert not any("prefix '4'" in w for g in ("2026-07-10", "2026-08-27") for w in gens[g].reasons)
+    # migrated with the architecture of the file it came from: Q4_0 tensors and weight, values kept
+    out = tmp_path / "out.sbs"
+    rep = repair(p, out, target="current", config_from=REF)
+    assert rep.status == "repaired", [x.reason for x in rep.plan.refusals]
+    with sbs_tools.open(out) as f:
+        assert f.config.weight == Type.Q4_0
+        for name, values in q4.items():
+            assert f.tensors[name].type == Type.Q4_0
+            assert np.array_equal(f.tensor(name).reshape(-1), values)

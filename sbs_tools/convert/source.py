@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import canonical as C
 from ..config import GEMMA3_LM_MODELS, LayerConfig, ModelConfig, VitConfig
+from ..deduce import VIT, model_for
 from ..tensors import TensorSpec
 from ..types import Type
 from . import ConvertError
@@ -145,8 +146,9 @@ def _display_ascii(name: str) -> str:
 
 
 def _family_default(arch: Arch) -> int:
-    deduced = C.deduce_model(arch.num_layers, has_vit=arch.vit is not None)
-    if deduced and (C.ARCHS[deduced].family == arch.family):
+    # gemma.cpp 3ed403e's deduction: the model numbers every build since 2025-09-05 accepts
+    deduced = model_for(arch.num_layers, VIT if arch.vit is not None else 0, "2b4c16e")
+    if deduced in C.ARCHS and C.ARCHS[deduced].family == arch.family:
         return deduced
     if arch.family == 2:
         return 10 if arch.paligemma else 7

@@ -6,7 +6,8 @@ model, weight type and tokenizer were command-line flags. Migration
 (:func:`migrate_pre2025`):
 
 * config: ``--config-from OTHER.sbs`` / ``--model NAME``, else gemma.cpp's own
-  deduction from the layer count (``DeduceModel``) with its canonical config;
+  deduction from the keys (``DeduceModel``, by the target generation's rules,
+  :mod:`sbs_tools.deduce`) with its canonical config;
   either way every tensor's blob size must match the shape the config implies;
 * keys: the prefix is dropped; the prefix gives the element type;
 * toc: one record per tensor (name, type, config shape, packed, stride = cols),
@@ -30,16 +31,19 @@ import copy
 
 import numpy as np
 
-from ..canonical import SCALE_BASE_NAMES, canonical_config, deduce_model
-from ..errors import SbsError
+from ..canonical import ARCHS, SCALE_BASE_NAMES, canonical_config
+from ..config import ModelConfig
+from ..deduce import GENERATION_RULES, deduce_weight_type, for_generation
 from ..sbsfile import TYPE_PREFIX
-from ..tensors import VIT_LAYER_BASES, by_name, expected_tensors, split_name
+from ..tensors import by_name, expected_tensors
 from ..toc import TocRecord
 from ..types import Type, packed_bytes
 from .actions import OutBlob, weight_type
 from .analyze import strip_prefix
+from .targets import get_target
 
-PREFIX_OF = {t: c for c, t in TYPE_PREFIX.items() if t != Type.I8}  # "I" was never written to pre-2025 files
+#: Prefixes pre-2025 readers know ("I" and "4" were never written to pre-2025 files; 2026 readers know them).
+PREFIX_OF = {t: c for c, t in TYPE_PREFIX.items() if t not in (Type.I8, Type.Q4_0)}
 
 
 def _scale_consumers(cfg, present: set[str]) -> list[str]:
@@ -47,30 +51,22 @@ def _scale_consumers(cfg, present: set[str]) -> list[str]:
     return [t.name for t in expected_tensors(cfg) if t.base in bases and t.name in present]
 
 
-def deduce_from_names(p, names: list[str]) -> tuple[int, int]:
-    """gemma.cpp's ``DeduceModel``: (model enum or 0, LLM layer count) from tensor names and the ViT image size."""
-    idx = [split_name(n)[1] for n in names if split_name(n)[1] is not None and split_name(n)[0] not in VIT_LAYER_BASES]
-    layers = max(idx) + 1 if idx else 0
-    vit = any(n.startswith("qkv_ein_w") for n in names)
-    b = p.s.find("img_pos_emb")
-    image_448 = b is not None and b.size > 448 * 448 * 5 * 2
-    return deduce_model(layers, vit, image_448), layers
+def deduced_config(p, weight: Type) -> tuple[ModelConfig | None, str]:
+    """The canonical config of the model gemma.cpp deduces from the input's keys (``DeduceModel``), by the
+    rules of the repair's target generation (current gemma.cpp without a target), and how it was found."""
+    g = p.target.key if p.target is not None and GENERATION_RULES[p.target.key] else get_target("current").key
+    d = for_generation(g, [(b.key, b.size) for b in p.s.blobs], str(p.a.path))[-1]
+    if not d.model:
+        return None, f"gemma.cpp {g} deduces no model from its keys ({d.basis})"
+    if d.model not in ARCHS:
+        return None, f"gemma.cpp {g} deduces {d.name} from its keys ({d.basis}), but sbs has no canonical config of it"
+    cfg = canonical_config(d.model, weight)
+    return cfg, f"{cfg.model_name} (deduced from {d.basis}, as gemma.cpp {g} does)"
 
 
-def _deduce(p, names: list[str], types: dict[str, Type]):
-    model, layers = deduce_from_names(p, names)
-    if not model:
-        return None, f"its {layers} layers match no model gemma.cpp knows, so the model cannot be deduced"
-    # gemma.cpp: weight type = the smallest-bits prefix type held by at least 4 blobs.
-    counts: dict[Type, int] = {}
-    for t in types.values():
-        counts[t] = counts.get(t, 0) + 1
-    cands = sorted((t for t, n in counts.items() if n >= 4), key=lambda t: packed_bytes(t, 1 << 20))
-    try:
-        cfg = canonical_config(model, cands[0] if cands else Type.BF16)
-    except SbsError as e:
-        return None, e.message
-    return cfg, f"the canonical config of {cfg.model_name} (deduced from {layers} layers, as gemma.cpp does)"
+def _deduce(p, types: dict[str, Type]) -> tuple[ModelConfig | None, str]:
+    cfg, why = deduced_config(p, deduce_weight_type(types.values()) or Type.BF16)
+    return cfg, (f"the canonical config of {why}" if cfg is not None else why)
 
 
 def migrate_pre2025(p) -> None:
@@ -90,7 +86,7 @@ def migrate_pre2025(p) -> None:
     if o.config is not None:
         cfg, source = copy.deepcopy(o.config), f"the config of {o.config_source}"
     else:
-        cfg, source = _deduce(p, list(types), types)
+        cfg, source = _deduce(p, types)
         if cfg is None:
             p.refuse("pre-2025-format", None, f"pre-2025 file without a config: {source}; pass --config-from "
                      "OTHER.sbs (a file of the same architecture) or --model NAME", forceable=False)

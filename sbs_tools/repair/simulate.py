@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import tempfile
 
-from ..blobstore import (BLOB_ALIGN, END_ALIGN, ENTRY_BYTES, HEADER_BYTES, MAX_BLOBS_HEAD,
-                         V2_PLACEHOLDER_FILE_BYTES, round_up, v1_first_blob_offset)
+from ..blobstore import (BLOB_ALIGN, END_ALIGN, ENTRY_BYTES, HEADER_BYTES, V2_PLACEHOLDER_FILE_BYTES, round_up,
+                         v1_first_blob_offset)
 from ..errors import SbsError
 from ..verify.findings import Finding
-from ..writer import _directory, _header, key_bytes
+from ..writer import BLOB_LIMIT, _directory, _header, key_bytes
 from .context import Ctx
 
 #: (key, size, bytes to write or None for a hole)
@@ -73,7 +73,7 @@ def simulate(p: Ctx) -> list[Finding] | None:
     except SbsError:
         return None
     sizes_ok = all(size > 0 for _, size, _ in blobs) and len({k for k, _, _ in blobs}) == len(blobs)
-    if not blobs or len(blobs) >= MAX_BLOBS_HEAD or not sizes_ok:
+    if not blobs or len(blobs) >= BLOB_LIMIT or not sizes_ok:
         return None  # the writer would refuse this blob list
     with tempfile.TemporaryDirectory(prefix="sbs-repair-sim-") as d:
         path = os.path.join(d, "planned.sbs")

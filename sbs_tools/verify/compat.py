@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..blobstore import BLOB_ALIGN, END_ALIGN, MAX_BLOBS_E2, MAX_BLOBS_HEAD, round_up
-from ..config import VIT_TYPE
+from .. import deduce
+from ..blobstore import BLOB_ALIGN, END_ALIGN, MAX_BLOBS_2026, MAX_BLOBS_E2, MAX_BLOBS_HEAD, reads_blob_count, round_up
+from ..canonical import ARCHS, canonical_config
+from ..config import GEMMA3_LM_MODELS, VIT_TYPE
 from ..sbsfile import SbsFile
-from ..tensors import choices, split_name
-from ..types import Type, type_name
+from ..tensors import REGISTERED_UNUSED, choices, expected_tensors, split_name
+from ..types import Type, packed_bytes, type_name
 from .findings import Finding, Generation, finding
 from .metadata import Metadata
 
@@ -47,9 +49,6 @@ FORMAT_2026 = ("2026-07-10", "2026-08-27")
 _OLD_FIELDS = ("2025-05-06", "2025-05-07", "2025-07-31", "2025-09-05", "2025-10-15", "2025-10-24")
 CURRENT = GENERATIONS[-1].key
 
-#: HEAD ``DeduceModel`` by layer count (spec §7), for files without a config.
-_DEDUCE = {18: "GEMMA3_270M", 27: "PALIGEMMA2_3B", 34: "GEMMA3_4B", 46: "GEMMA2_27B", 48: "GEMMA3_12B",
-           62: "GEMMA3_27B"}
 #: Tensors that the May-2025 statically typed loader (spec §5.4) expects in the weight type.
 _BIG = frozenset({"att_ein", "att_w", "qkv_ein", "qkv1_w", "qkv2_w", "gating_ein", "gating1_w", "gating2_w",
                   "linear_w"})
@@ -66,20 +65,17 @@ _MODEL_INVALID = {
     "2026-07-10": lambda v: v >= 31 or v in (1, 2, 5, 6, 8, 9),  # kSentinel 31 at 3dd2961a
     "2026-08-27": lambda v: v >= 33 or v in (1, 2, 5, 6, 8, 9),
 }
+#: kMaxBlobs of each generation's last build (None: pre-2025 readers had no limit).
+_MAX_BLOBS = {"pre-2025": None, "2025-05-06": MAX_BLOBS_E2, "2025-05-07": MAX_BLOBS_E2, "2025-07-31": MAX_BLOBS_HEAD,
+              "2025-09-05": MAX_BLOBS_HEAD, "2025-10-15": MAX_BLOBS_HEAD, "2025-10-24": MAX_BLOBS_HEAD,
+              "2026-07-10": MAX_BLOBS_2026, "2026-08-27": MAX_BLOBS_2026}
+#: Key prefixes (``TypePrefix::TypeFromChar``) each generation knows: 'I' since 503aadd, '4' (Q4_0) in 2026.
+_OLD_PREFIXES = (Type.F32, Type.BF16, Type.SFP, Type.NUQ)
+_PREFIX_TYPES = {g: _OLD_PREFIXES for g in ("pre-2025", "2025-05-06", "2025-05-07", "2025-07-31", "2025-09-05")}
+_PREFIX_TYPES.update({g: _OLD_PREFIXES + (Type.I8,) for g in ("2025-10-15", "2025-10-24")})
+_PREFIX_TYPES.update({g: _OLD_PREFIXES + (Type.I8, Type.Q4_0) for g in FORMAT_2026})
 _TYPE_LIMIT = {"2025-05-06": 8, "2025-05-07": 6, "2025-07-31": 8, "2025-09-05": 8, "2025-10-15": 9,
                "2025-10-24": 9, "2026-07-10": 14, "2026-08-27": 14}
-
-
-def deduce_model(keys: list[str]) -> tuple[int, bool, str]:
-    """HEAD's guess for config-less files: (layer count, has ViT, model name or 'UNKNOWN')."""
-    idx = [i for i in (split_name(k)[1] for k in keys) if i is not None]
-    layers = max(idx) + 1 if idx else 0
-    vit = any("qkv_ein_w" in k for k in keys)
-    if layers == 26:
-        return layers, vit, "GEMMA3_1B" if vit else "GEMMA2_2B"
-    if layers == 42:
-        return layers, vit, "PALIGEMMA2_10B" if vit else "GEMMA2_9B"
-    return layers, vit, _DEDUCE.get(layers, "UNKNOWN")
 
 
 class _Facts:
@@ -94,7 +90,8 @@ class _Facts:
         ends = [round_up(e.offset + e.size, BLOB_ALIGN) for e in d.entries]
         self.payload_end = max(ends) if ends else 0
         self.cfg = md.config
-        self.keys = [e.key for e in d.entries]
+        self.blobs = [(e.key, e.size) for e in d.entries]
+        self.path = str(f.path)
         self.tensors = f.tensors
         self.types = {n: t.type for n, t in f.tensors.items()}
         self.errors = [x for x in findings if x.severity == "error" and x.code != "both-forms"]
@@ -115,15 +112,21 @@ def _container(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
         elif g in ("2025-05-06", "2025-05-07") and x.size not in (x.payload_end, round_up(x.payload_end, END_ALIGN)):
             why.append("trailing bytes after the last blob: May-2025 readers reject them (current gemma.cpp "
                        "accepts them)")
-    if g in ("2025-05-06", "2025-05-07") and x.num_blobs >= MAX_BLOBS_E2:
-        why.append(f"{x.num_blobs} blobs: readers of this generation accept fewer than {MAX_BLOBS_E2}")
-    if x.num_blobs >= MAX_BLOBS_HEAD:  # kMaxBlobs 16 Ki from 2025-07-31, 1 Mi since 0d8948f7 (addendum §6.5)
-        if g == "2026-07-10":
-            caveats.append(f"{x.num_blobs} blobs: builds before 0d8948f7 accept fewer than {MAX_BLOBS_HEAD} "
-                           "('Too many blobs')")
-        elif g in V2_READERS and g not in FORMAT_2026:
-            why.append(f"{x.num_blobs} blobs: gemma.cpp from 2025-07-31 until 0d8948f7 (2026) accepts fewer than "
-                       f"{MAX_BLOBS_HEAD} ('Too many blobs'; 'Failed to read BlobStore header or directory')")
+    _blob_count(g, x, why, caveats)
+
+
+def _blob_count(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
+    """kMaxBlobs: 64 Ki (2025-05), 16 Ki (2025-07-31 on), 1 Mi since 0d8948f7 (2026); V1 counts must stay
+    below it, V2 counts may reach it (:func:`reads_blob_count`)."""
+    limit = _MAX_BLOBS[g]
+    bound = "fewer than" if x.layout == "v1" else "at most"
+    if not reads_blob_count(x.num_blobs, x.layout, limit):
+        why.append(f"{x.num_blobs} blobs: this generation reads {bound} {limit} in a {x.layout.upper()} directory "
+                   "(kMaxBlobs; 'Too many blobs', then 'Failed to read BlobStore header or directory'); gemma.cpp "
+                   f"since 0d8948f7 (2026) reads {bound} {MAX_BLOBS_2026}")
+    elif g == "2026-07-10" and not reads_blob_count(x.num_blobs, x.layout, MAX_BLOBS_HEAD):
+        caveats.append(f"{x.num_blobs} blobs: builds before 0d8948f7 read {bound} {MAX_BLOBS_HEAD} in a "
+                       f"{x.layout.upper()} directory ('Too many blobs')")
 
 
 def _config(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
@@ -214,6 +217,10 @@ def _format_2026(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
 
 def _types(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
     present = set(x.types.values())
+    if g not in FORMAT_2026 and present & {Type.Q4_0, Type.MXFP4}:
+        why.append("keys with the type prefix '4' (Q4_0): gemma.cpp before 2026 does not know it, skips those blobs "
+                   "and aborts ('Tensor ... is required but not found')" if x.era == "pre-2025" else
+                   "Q4_0/MXFP4 tensors: types 12/13 exist only in gemma.cpp from 2026 ('Invalid enum')")
     if g == "2026-07-10":
         if Type.Q4_0 in present:
             caveats.append("Q4_0 tensors: only builds with Q4_0 support (0acc653c, 3dd2961a and later) read them")
@@ -299,6 +306,67 @@ def _nuq(g: str, x: _Facts, run_why: list[str], caveats: list[str]) -> None:
         caveats.append("builds since June 2025 are compiled without NUQ by default (GEMMA_ENABLE_NUQ=0)")
 
 
+def _no_config(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
+    """Pre-2025 (E0) files: each generation deduces a model from the keys (base §7, addendum §1.4) and
+    builds its canonical config, which the tensors must then fit."""
+    found = deduce.for_generation(g, x.blobs, x.path)
+    if not found:
+        caveats.append("needs the model, weight type and tokenizer given on the command line")
+        return
+    d = found[-1]
+    for old, nxt in zip(found, found[1:]):
+        if old.model != d.model:
+            caveats.append(f"builds from {old.rules.since} until {nxt.rules.commit} ({nxt.rules.since}) deduce "
+                           f"{old.name} ({old.basis})")
+    if not d.model:
+        why.append(f"no config: gemma.cpp deduces the model from the keys ({d.basis}), finds none and aborts on "
+                   "the deduced UNKNOWN")
+        return
+    known = {int(t) for t in _PREFIX_TYPES[g]}
+    if deduce.deduce_weight_type(t for t in x.types.values() if t in known) is None:
+        why.append(f"no config: gemma.cpp assumes {d.name} ({d.basis}) but no element type is held by 4 or more "
+                   "blobs, so it cannot deduce the weight type and aborts")
+        return
+    what = f"no config: gemma.cpp assumes {d.name} ({d.basis}) and its canonical config"
+    emb, sizes = x.tensors.get("c_embedding"), deduce.EMBEDDING_VALUES.get(d.model, ())
+    if sizes and emb is not None and emb.num_values not in sizes:
+        why.append(f"{what}, which the tensors do not fit: c_embedding holds {emb.num_values} values, "
+                   f"{d.name}'s {' or '.join(map(str, sizes))}")
+        return
+    if d.model not in ARCHS:
+        caveats.append(f"{what}; sbs has no canonical config of {d.name} to check the tensors against (converting "
+                       "the file needs `sbs repair --config-from OTHER.sbs` or `--model NAME`)")
+        return
+    cfg = canonical_config(d.model, "bf16")
+    problem = _misfit(x, cfg, known)
+    if problem:
+        why.append(f"{what}, which the tensors do not fit: {problem}")
+    elif d.model in GEMMA3_LM_MODELS:
+        caveats.append(f"{what}, whose use_global_timescale is false: the global layers run with RoPE base 1e4, "
+                       "not 1e6 (builds before 2026 assume the vision model of the same size)")
+    else:
+        caveats.append(what)
+
+
+def _misfit(x: _Facts, cfg, known: set[int]) -> str | None:
+    """The first thing that makes gemma.cpp abort when it loads the pre-2025 tensors with ``cfg``: an unknown
+    name, a tensor of the wrong size, or a missing required one (blobs with unknown prefixes are skipped)."""
+    have = {n: t for n, t in x.tensors.items() if t.type in known}
+    specs = {s.name: s for s in expected_tensors(cfg)}
+    for name, t in have.items():
+        s = specs.get(name)
+        if s is None:
+            if split_name(name)[0] in REGISTERED_UNUSED:
+                continue
+            return f"{cfg.model_name} has no tensor {name} ('Unknown tensor {name}')"
+        want = packed_bytes(t.type, s.rows * s.cols)
+        if want != t.bytes:
+            return (f"{t.key} has {t.bytes} bytes, {cfg.model_name}'s {name} ({s.rows} x {s.cols} "
+                    f"{type_name(t.type)}) needs {want} bytes")
+    missing = next((s.name for s in specs.values() if s.required and s.name not in have), None)
+    return f"{missing} is absent ('Tensor {missing} is required but not found')" if missing else None
+
+
 def evaluate(f: SbsFile | None, md: Metadata | None, findings: list[Finding]) -> list[Generation]:
     """One :class:`Generation` per entry of :data:`GENERATIONS`."""
     out: list[Generation] = []
@@ -317,15 +385,7 @@ def evaluate(f: SbsFile | None, md: Metadata | None, findings: list[Finding]) ->
             why.append("the errors reported above (" + ", ".join(codes) + ")")
         _container(g, x, why, caveats)
         if x.era == "pre-2025":
-            if g != "pre-2025":
-                layers, vit, model = deduce_model(x.keys)
-                if model == "UNKNOWN":
-                    why.append(f"no config: gemma.cpp guesses the model from the layer count ({layers} layers "
-                               "match no published model)")
-                else:
-                    caveats.append(f"no config: gemma.cpp assumes {model} from the {layers} layers")
-            else:
-                caveats.append("needs the model, weight type and tokenizer given on the command line")
+            _no_config(g, x, why, caveats)
         elif x.era == "single-file-prefixed":
             if g != "pre-2025":
                 why.append("type-prefixed tensor names (Dec 2024 - May 2025 single-file): gemma.cpp since 2025-05-06 "

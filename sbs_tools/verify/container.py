@@ -41,16 +41,14 @@ _HINTS = {
     "nonzero-padding": "harmless for gemma.cpp, but a sign of corruption or a foreign writer; "
                        "`sbs repair` zeroes the padding",
     "end-not-aligned": "`sbs repair` re-pads the file as gemma.cpp writes it",
-    "too-many-blobs": "the header is corrupt (the largest real models, DeepSeek V4, have about 34,000 blobs)",
+    "too-many-blobs": "the header is corrupt (the largest real models, DeepSeek V4, have about 34,000 blobs; "
+                      "gemma.cpp reads up to 1 Mi)",
 }
 
 
 def _from_problem(p: Problem) -> Finding:
-    severity = p.severity
-    if p.code == "too-many-blobs":
-        severity = "error"  # gemma.cpp since 2025-07-31 aborts (V1 count >= 16384 falls back to V2 and fails)
     # Codes added to check_layout later are passed through even if this registry does not know them yet.
-    return Finding(p.code, severity, p.message, offset=p.offset, blob=p.blob, tensor=p.tensor, layer=p.layer,
+    return Finding(p.code, p.severity, p.message, offset=p.offset, blob=p.blob, tensor=p.tensor, layer=p.layer,
                    layer_type=p.layer_type, hint=_HINTS.get(p.code))
 
 

@@ -70,8 +70,11 @@ CODES: dict[str, CodeInfo] = {
                                            "(damaged header, or a V2 file whose trailer is gone)."),
     "file-size-mismatch": CodeInfo(_E, "container", "Header file_bytes differs from the file size: truncated, "
                                                     "or bytes appended."),
-    "too-many-blobs": CodeInfo(_E, "container", "num_blobs beyond what gemma.cpp reads: a V2 count of 1 Mi or"
-                               " more (kMaxBlobs since 0d8948f7), a V1 count of 16384 or more (2025-07-31 on). V2 counts 16384..1 Mi-1 are reported in the compatibility table only."),
+    "too-many-blobs": CodeInfo(_E, "container", "num_blobs beyond what current gemma.cpp reads (kMaxBlobs 1 Mi "
+                                                "since 0d8948f7): a V2 count above 1 Mi, a V1 count of 1 Mi, or "
+                                                "a V1 count above it without a V2 trailer. Smaller counts that "
+                                                "older builds reject (16384 from 2025-07-31, 65536 in May 2025) "
+                                                "are reported in the compatibility table only."),
     "empty-store": CodeInfo(_E, "container", "num_blobs is 0 in a header that is not a V2 placeholder."),
     "directory-out-of-bounds": CodeInfo(_E, "container", "The directory does not fit in the file."),
     "blob-out-of-bounds": CodeInfo(_E, "container", "A blob extends past the end of the file."),
@@ -133,6 +136,9 @@ CODES: dict[str, CodeInfo] = {
     "tokenizer-invalid": CodeInfo(_E, "tokenizer", "The tokenizer blob is not a SentencePiece model."),
     "vocab-mismatch": CodeInfo(_E, "tokenizer", "Tokenizer vocabulary, config vocab_size and embedding rows "
                                                 "disagree."),
+    "bpe-vocab-size": CodeInfo(_W, "tokenizer", "The HF-BPE tokenizer blob (tokenizer_kind kHfBpe) has more token "
+                                                "ids than config.vocab_size: gemma.cpp does not check it; ids "
+                                                "beyond vocab_size index past the embedding."),
     # layers
     "missing-tensor": CodeInfo(_E, "layers", "A tensor the layer type needs is absent."),
     "unknown-tensor": CodeInfo(_E, "layers", "Pre-2025 file: a key whose tensor name gemma.cpp does not know "

@@ -7,7 +7,7 @@ for ``config.layer_configs[i]``, kVit for ``config.vit_config.layer_configs[i]``
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ..sbsfile import SbsFile, TensorInfo
+from ..sbsfile import TYPE_PREFIX, SbsFile, TensorInfo
 from ..tensors import (F32_ONLY, GEMMA, GEMMA_LAYER_BASES, MODEL_TENSOR_NAMES, PRE2025_GEMMA_REQUIRED,
                        REGISTERED_UNUSED, VIT, VIT_GEMMA4_LAYER_BASES, VIT_LAYER_BASES, WEIGHT_TYPES, Choice, TensorSpec, choices,
                        expected_tensors, split_name)
@@ -246,7 +246,8 @@ def check_pre2025_names(f: SbsFile) -> list[Finding]:
     keys = {info.key for info in tensors.values()}
     for e in f.directory.entries:
         if e.key not in keys and e.key not in ("Fscales", "scales", "config", "toc", "tokenizer"):
-            out.append(finding("unexpected-tensor", f"key {e.key!r} has no type prefix (F, B, $, 2, I): gemma.cpp "
+            prefixes = ", ".join(TYPE_PREFIX)
+            out.append(finding("unexpected-tensor", f"key {e.key!r} has no type prefix ({prefixes}): gemma.cpp "
                                                     "ignores it", offset=e.offset, blob=e.key,
                                hint="harmless unless it was meant to be a tensor"))
     for name in ("c_embedding", "c_final_norm"):

@@ -489,6 +489,13 @@ def _check_bpe(data: bytes, e, md: Metadata) -> list[Finding]:
                                              "from compact blob', or mis-tokenizes)", offset=e.offset,
                         blob="tokenizer", hint="re-export the tokenizer (pack_bpe_tokenizer of tokenizer.json)")]
     md.tokenizer_pieces = len(v["vocab"]) if v else None
+    cfg = md.config
+    if v and cfg is not None and cfg.vocab_size and len(v["vocab"]) > cfg.vocab_size:
+        return [finding("bpe-vocab-size", f"the HF-BPE tokenizer has {len(v['vocab'])} token ids but config.vocab_size "
+                                          f"is {cfg.vocab_size}: gemma.cpp does not compare them, and ids from "
+                                          f"{cfg.vocab_size} on index past the embedding", offset=e.offset,
+                        blob="tokenizer", hint="the tokenizer.json belongs to another model, or vocab_size is wrong; "
+                                               "re-export with the matching pair")]
     return []
 
 

@@ -163,11 +163,12 @@ READ_PATH = {
                "`verify` names the format when it recognises it: GGUF, safetensors, zip, HTML, ...).",
     "bad-magic": "The front header is a V2 placeholder (magic, `num_blobs` 0) but the last 16 bytes are no "
                  "BlobStore header: a truncated V2 file, or its trailer overwritten (`read_directory`).",
-    "too-many-blobs": "V1: front header `num_blobs` >= 65536 (any reader's limit); V2: trailer `num_blobs` >= "
-                      "1048576 (gemma.cpp's `kMaxBlobs` since 0d8948f7) (`read_directory`). A V1 count in "
-                      "16384..65535 is only a problem (warning): gemma.cpp since 2025-07-31 cannot read it. A V2 "
-                      "count in 16384..1048575 (DeepSeek V4: 33,792) is no finding: the compatibility table says "
-                      "that builds from 2025-07-31 until 0d8948f7 reject it.",
+    "too-many-blobs": "Beyond gemma.cpp's `kMaxBlobs` of 1048576 (since 0d8948f7) (`read_directory`): a V1 "
+                      "front header of exactly 1048576 blobs (gemma.cpp commits to V1 and asserts "
+                      "`num_blobs < kMaxBlobs`), a V1 count above it with no V2 trailer to fall back to, or a V2 "
+                      "trailer count above it. Smaller counts are read, in either layout, and are no finding: the "
+                      "compatibility table says which builds reject them (16384 and more from 2025-07-31 until "
+                      "0d8948f7, 65536 and more in May 2025; DeepSeek V4 has 33,792).",
     "empty-store": "The effective header (V1 front or V2 trailer) says `num_blobs` = 0 (`read_directory`).",
     "directory-out-of-bounds": "`16 + 32 * num_blobs` bytes of header and directory do not fit in the file "
                                "(V1), or the V2 directory would start before offset 256 (`read_directory`). "
@@ -223,9 +224,8 @@ READ_MODULES = ("blobstore", "fields", "config", "toc", "sbsfile", "writer", "du
                 "inputs")
 
 PROBLEMS = {
-    "bad-placeholder": "warning/info: V2 front placeholder damaged (gemma.cpp ignores it) or its `file_bytes` is "
-                       "not 65536.",
-    "too-many-blobs": "warning: a V1 count of 16384..65535 blobs (unreadable by gemma.cpp since 2025-07-31).",
+    "bad-placeholder": "warning/info: V2 front placeholder damaged (gemma.cpp ignores it), holding a blob count "
+                       "above 1 Mi (gemma.cpp falls back to the trailer), or its `file_bytes` is not 65536.",
     "file-size-mismatch": "error: header `file_bytes` differs from the file size.",
     "bad-key": "error: empty key, key not printable ASCII, or non-zero bytes after the key's NUL.",
     "duplicate-key": "error: two directory entries share a key.",

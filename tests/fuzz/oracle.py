@@ -171,7 +171,7 @@ def _directory_change(fm: FileMap, mut: bytes) -> str:
         # Names are checked; which blob a name points to and which valid type prefix it carries are
         # undetectable without shapes (a swap of two blobs' keys, 'Bc_embedding' -> 'Fc_embedding').
         def bare(nm: bytes) -> bytes:
-            return nm[1:] if nm[:1] in (b"F", b"B", b"$", b"2", b"I") else nm
+            return nm[1:] if nm[:1] in (b"F", b"B", b"$", b"2", b"I", b"4") else nm
         if Counter(bare(nm) for nm in names) == Counter(bare(nm) for nm in base):
             return "none"
         return "flag"

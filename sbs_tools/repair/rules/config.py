@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import copy
 
-from ...canonical import canonical_config
 from ...config import VIT_TYPE, ModelConfig
-from ...errors import SbsError
 from ...tensors import VIT_LAYER_BASES, by_name, expected_tensors, split_name
 from ...types import Type
 from ..actions import size_ok, weight_type
 from ..context import Ctx
-from ..migrate import deduce_from_names
+from ..migrate import deduced_config
 from .dims import fix_layer_dims, period, piece_count, uniform
 
 
@@ -59,21 +57,16 @@ def config_source(p: Ctx) -> None:
 
 
 def deduce_config(p: Ctx) -> tuple[ModelConfig | None, str]:
-    """Canonical config from the layer count, checked against every toc shape."""
-    model, layers = deduce_from_names(p, [p.tensor_name(b.key) for b in p.s.blobs if b.kind == "tensor"])
-    if not model:
-        return None, f"its {layers} layers match no model gemma.cpp knows"
+    """Canonical config of the model gemma.cpp deduces from the keys, checked against every toc shape."""
     recs = {r.name: r for r in (p.s.toc or [])}
-    wt = weight_type(list(recs.values())) or Type.BF16
-    try:
-        cfg = canonical_config(model, wt)
-    except SbsError as e:
-        return None, e.message
+    cfg, why = deduced_config(p, weight_type(list(recs.values())) or Type.BF16)
+    if cfg is None:
+        return None, why
     specs = by_name(expected_tensors(cfg))
     bad = [n for n, r in recs.items() if n in specs and (r.rows, r.cols) != specs[n].shape]
     if bad:
         return None, f"the deduced {cfg.model_name} does not match the tensor shapes ({bad[0]})"
-    return cfg, f"{cfg.model_name} (deduced from {layers} layers, as gemma.cpp does)"
+    return cfg, why
 
 
 def llm_layers_in_file(p: Ctx) -> int | None:
