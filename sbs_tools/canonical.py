@@ -353,10 +353,11 @@ def parse_specifier(specifier: str) -> tuple[int, Type, int]:
     return models[0], types[0], wrap
 
 
-def from_specifier(specifier: str) -> ModelConfig:
-    """``ModelConfig(specifier)``: e.g. ``"gemma3-270m-bf16-it"``, ``"gemma3-1b-sfp"``, ``"9b-sfp-pt"``."""
+def from_specifier(specifier: str, *, generation: str | None = None) -> ModelConfig:
+    """``ModelConfig(specifier)``: e.g. ``"gemma3-270m-bf16-it"``, ``"gemma3-1b-sfp"``, ``"9b-sfp-pt"``;
+    ``generation`` as for :func:`canonical_config`."""
     m, t, w = parse_specifier(specifier)
-    return canonical_config(m, t, w)
+    return canonical_config(m, t, w, generation=generation)
 
 
 def rope_bases(config: ModelConfig, mode: str = "gemmacpp") -> list[float]:

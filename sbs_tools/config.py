@@ -52,6 +52,8 @@ MODEL_PREFIX = {
     30: "gemma4-2b-lm", 31: "gemma4-e4b", 32: "gemma4-e4b-lm",
 }
 OBSOLETE_MODELS = {1, 2, 5, 6, 8, 9}
+#: The 2026 architectures (Gemma 4, DeepSeek V4, T5Gemma, Qwen3): not Gemma 2/3 in another size.
+NEW_ARCHITECTURE_MODELS = frozenset(range(23, 33))
 #: Gemma 3 sizes whose canonical config has ``use_global_timescale`` true since 1bdde1a (2025-10-24).
 GLOBAL_TIMESCALE_MODELS = frozenset({14, 15, 16, 17})
 #: Text-only Gemma 3 variants (TranslateGemma): same math as Gemma 3, canonical ``use_global_timescale`` false.

@@ -225,3 +225,64 @@ def test_is_canonical_rejects_a_changed_value():
     renamed = C.canonical_config("GEMMA3_4B", "sfp", generation="2025-10-15")
     renamed.display_name = "my_gemma3_4b"
     assert not C.is_canonical(renamed)
+
+
+# -- what uses canonical configs -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gemma4_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("g4") / "gemma4.sbs"
+    return write_family_model(path, shrink(C.canonical_config("GEMMA4_2B", "bf16", "it")))
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    from sbs_tools.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_inspect_names_the_2026_model(gemma4_file, capsys):
+    rc, out, err = _cli(capsys, "inspect", "--json", gemma4_file)
+    import json
+
+    s = json.loads(out)["summary"]
+    assert rc == 0 and (s["model"], s["family"], s["display_name"]) == ("GEMMA4_2B", "Gemma 4", "Gemma4_2B")
+    assert s["specifier"] == "gemma4-2b-bf16-it" and s["global_layers"] == list(range(4, 35, 5))
+    assert s["vit_layers_by_type"] == {"kVitGemma4": 16}
+
+
+@pytest.mark.parametrize("args, code", [
+    (("run", "{f}", "--prompt", "hi"), "inference-unsupported"),  # refused by name, as before
+    (("export", "{f}", "{out}", "--hf"), "unsupported-arch"),  # no Gemma 2/3 HF layout fits
+])
+def test_tools_refuse_2026_architectures(gemma4_file, capsys, tmp_path, args, code):
+    rc, out, err = _cli(capsys, *(a.format(f=gemma4_file, out=tmp_path / "hf") for a in args))
+    assert rc == 2 and f"[{code}]" in err and "Traceback" not in err
+    assert not (tmp_path / "hf").exists()
+
+
+def test_convert_model_choice_is_gemma2_and_3_only():
+    from sbs_tools.convert import ConvertError
+    from sbs_tools.convert.source import Arch, resolve_config
+
+    arch = Arch(family=3, num_layers=35, model_dim=1536, vocab_size=262144, max_seq_len=131072, heads=8,
+                kv_heads=1, qkv_dim=256, ff_hidden_dim=[6144] * 35,
+                windows=[0 if i % 5 == 4 else 512 for i in range(35)], name="gemma-4-e2b", wrapping_hint=0,
+                wrapping_reason="test")
+    with pytest.raises(ConvertError) as e:
+        resolve_config(arch, Type.BF16, specifier="gemma4-2b-lm-bf16-it")
+    assert e.value.code == "bad-arguments" and "Gemma 2" in e.value.message
+    assert not resolve_config(arch, Type.BF16).canonical  # never matched to a 2026 model
+
+
+def test_repair_model_option_follows_the_target():
+    from sbs_tools.repair import _options
+
+    assert len(_options(model="gemma3-1b-sfp", target="2025-10-15").config.to_words()) == 505  # as 3ed403e
+    assert _options(model="gemma3-1b-sfp").config.to_words() == C.canonical_config(15, "sfp").to_words()
+    assert _options(model="gemma4-2b-q4_0-it").config == C.canonical_config(24, "q4_0", "it")
+    with pytest.raises(ConfigError) as e:
+        _options(model="gemma4-2b-q4_0-it", target="2025-10-24")
+    assert e.value.code == "unknown-model"

@@ -67,7 +67,7 @@ def _deduce(p, names: list[str], types: dict[str, Type]):
         counts[t] = counts.get(t, 0) + 1
     cands = sorted((t for t, n in counts.items() if n >= 4), key=lambda t: packed_bytes(t, 1 << 20))
     try:
-        cfg = canonical_config(model, cands[0] if cands else Type.BF16)
+        cfg = canonical_config(model, cands[0] if cands else Type.BF16, generation=p.target.key if p.target else None)
     except SbsError as e:
         return None, e.message
     return cfg, f"the canonical config of {cfg.model_name} (deduced from {layers} layers, as gemma.cpp does)"

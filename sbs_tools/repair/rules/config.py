@@ -66,7 +66,7 @@ def deduce_config(p: Ctx) -> tuple[ModelConfig | None, str]:
     recs = {r.name: r for r in (p.s.toc or [])}
     wt = weight_type(list(recs.values())) or Type.BF16
     try:
-        cfg = canonical_config(model, wt)
+        cfg = canonical_config(model, wt, generation=p.target.key if p.target else None)
     except SbsError as e:
         return None, e.message
     specs = by_name(expected_tensors(cfg))
