@@ -166,9 +166,10 @@ def resolve_config(arch: Arch, weight: Type, *, specifier: str | None = None,
     if specifier:
         m, t, w = C.parse_specifier(specifier)
         if m not in C.ARCHS:
+            known = ", ".join(C.MODEL_PREFIX[x] for x in sorted(C.ARCHS))
             raise ConvertError(f"--model {specifier!r}: {C.MODEL_NAMES[m]} is a canonical gemma.cpp model, but "
-                               "convert reads Gemma 2 / PaliGemma 2 / Gemma 3 checkpoints only; models: "
-                               + ", ".join(C.MODEL_PREFIX[x] for x in C.ARCHS), code="bad-arguments")
+                               f"convert reads Gemma 2 / PaliGemma 2 / Gemma 3 checkpoints only ({known})",
+                               code="bad-arguments")
         if t != weight:
             raise ConvertError(f"--model {specifier!r} names weight type {C.GEMMA_TYPE_NAMES[t]} but --type is "
                                f"{C.GEMMA_TYPE_NAMES[weight]}", code="bad-arguments")
