@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Union
 
 import numpy as np
 
+from sbs_tools.config import NEW_ARCHITECTURE_MODELS
 from sbs_tools.errors import SbsError
 from sbs_tools.types import I8_GROUP, NUQ_GROUP
 
@@ -149,8 +150,8 @@ def _nbytes(arrays) -> int:
     return sum(a.nbytes for a in unique.values())
 
 
-#: Models whose architecture (MoE, PLE, MLA, encoder-decoder, Qwen3) this decoder does not implement.
-UNIMPLEMENTED_MODELS = frozenset({19, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32})
+#: Models whose architecture (MoE, PLE, MLA, encoder-decoder, Qwen3; CUSTOM) this decoder does not implement.
+UNIMPLEMENTED_MODELS = NEW_ARCHITECTURE_MODELS | {19}
 
 
 def check_supported(cfg) -> list[str]:

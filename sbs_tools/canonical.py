@@ -1,10 +1,11 @@
 """gemma.cpp's canonical :class:`~sbs_tools.config.ModelConfig` for every model it knows.
 
-gemma.cpp (``gemma/configs.cc`` at 3ed403e) builds one fixed config per
-``Model`` enum value; the values here are the same numbers (spec §3, §5.3,
-§8), expressed as a table. Use this module whenever a config must be made up
-rather than read: converting checkpoints, repairing pre-2025 files that carry
-no ``config`` blob, or telling whether a file's config is the stock one.
+gemma.cpp (``gemma/configs.cc``) builds one fixed config per ``Model`` enum
+value; the values here are the same numbers (spec §3, §5.3, §8; addendum §1.2
+for the 2026 models, whose table is :mod:`sbs_tools.canonical_2026`). Use this
+module whenever a config must be made up rather than read: converting
+checkpoints, repairing pre-2025 files that carry no ``config`` blob, or telling
+whether a file's config is the stock one.
 
 Entry points::
 
@@ -23,8 +24,15 @@ Defaults follow gemma.cpp: with ``wrapping=None`` the wrapping is what
 ``ChooseWrapping`` picks without a ``--wrapping`` flag — ``PALIGEMMA`` for
 PaliGemma 2, ``GEMMA_VLM`` for Gemma 3 1B/4B/12B/27B, otherwise ``GEMMA_IT``
 (gemma.cpp's tokenizer-less default; pass ``"pt"`` for base models).
-``ModelConfig(model, weight, wrapping)`` at 3ed403e stores the wrapping it is
-given, even for VLM models; so does :func:`canonical_config`.
+``ModelConfig(model, weight, wrapping)`` up to 1bdde1a stores the wrapping it
+is given, even for VLM models; the 2026 builds keep a VLM model's own wrapping.
+
+Generations: ``generation=None`` gives current gemma.cpp's values in the form
+sbs writes (:meth:`ModelConfig.compact_form`, the compatible-writer recipe);
+a generation key of ``sbs verify`` (``"2025-10-15"`` = 3ed403e, ``"2025-10-24"``
+= 1bdde1a, ``"2026-07-10"``, ``"2026-08-27"``) gives exactly what that
+generation's ``ModelConfig(model, weight, wrapping).Write()`` stores, so a
+canonical config for a 3ed403e-era file serializes as 3ed403e did.
 
 Quirk worth knowing (spec §8, §12): gemma.cpp 3ed403e applies the global
 RoPE base 1e6 only to the models in :data:`GLOBAL_ROPE_1E6_MODELS`; Gemma 3
@@ -36,22 +44,17 @@ from __future__ import annotations
 from dataclasses import dataclass, fields as dc_fields, replace
 from typing import Iterable
 
-from .config import MODEL_NAMES, MODEL_PREFIX, WRAPPING_NAMES, LayerConfig, ModelConfig, VitConfig
+from .canonical_2026 import SPECS, build as _build_2026
+from .config import (CURRENT, GEMMA_IT, GEMMA_PT, GEMMA_VLM, MODEL_NAMES, MODEL_PREFIX, NEW_LAYER_FIELD_NAMES,
+                     PALIGEMMA, POST_NORM_SCALE, SCALE_BASE_NAMES, SCHEMAS, SQRT_KEY_SIZE,
+                     SQRT_MODEL_DIM_DIV_NUM_HEADS, WRAPPING_NAMES, LayerConfig, ModelConfig, VitConfig)
 from .errors import ConfigError
 from .types import GEMMA_TYPE_NAMES, Type, type_from_name
 
-# Enum values (gemma/configs.h at 3ed403e).
-GEMMA_IT, GEMMA_PT, GEMMA_VLM, PALIGEMMA = 0, 1, 2, 3
-SQRT_KEY_SIZE, SQRT_MODEL_DIM_DIV_NUM_HEADS = 0, 1
-POST_NORM_SCALE = 1
 KVIT = 1  # LayerAttentionType::kVit since 2025-09-05 (2 before)
 
 #: ``WrappingSuffix``: what a specifier carries for each wrapping.
 WRAPPING_SUFFIX = {GEMMA_IT: "-it", GEMMA_PT: "-pt", GEMMA_VLM: "-vlm", PALIGEMMA: "-pg"}
-
-#: Names of the tensors whose scales pre-2025 files keep in ``Fscales`` (``ConfigNoSSM``).
-SCALE_BASE_NAMES = ("att_ein", "qkv_ein", "gr_lin_x_w", "gr_lin_y_w", "gr_lin_out_w", "gr_gate_w",
-                    "gating_ein", "linear_w")
 
 GEMMA2_VOCAB = 256000
 GEMMA3_VOCAB = 262144
@@ -82,9 +85,10 @@ class _Arch:
     query_scale: int = SQRT_KEY_SIZE
     image_size: int = 0  # > 0: the model has gemma.cpp's SigLIP ViT at this resolution
     wrapping: int = GEMMA_IT  # what ConfigFromModel stores before the caller's wrapping overrides it
+    global_rope_theta: float = 1e6  # set since PR #994 (2026-08-27); ConfigBaseGemmaV2 and Gemma 3 270M: 1e4
 
 
-_G2 = dict(family=2, max_seq_len=8192, windows=(4096, 0), qkv_dim=256)
+_G2 = dict(family=2, max_seq_len=8192, windows=(4096, 0), qkv_dim=256, global_rope_theta=1e4)
 _G3 = dict(family=3, vocab_size=GEMMA3_VOCAB, max_seq_len=32768)
 _LOCAL5_512 = (512, 512, 512, 512, 512, 0)
 _LOCAL5_1024 = (1024, 1024, 1024, 1024, 1024, 0)
@@ -107,7 +111,7 @@ ARCHS: dict[int, _Arch] = {
     13: _Arch("PaliGemma2_10B_448", model_dim=3584, ff_hidden_dim=14336, heads=16, kv_heads=8, num_layers=42,
               vocab_size=PALIGEMMA_VOCAB, image_size=448, wrapping=PALIGEMMA, **_G2),
     18: _Arch("Gemma3_270M", model_dim=640, ff_hidden_dim=2048, heads=4, kv_heads=1, qkv_dim=256,
-              num_layers=18, windows=_LOCAL5_512, **_G3),
+              num_layers=18, windows=_LOCAL5_512, global_rope_theta=1e4, **_G3),
     15: _Arch("Gemma3_1B", model_dim=1152, ff_hidden_dim=6912, heads=4, kv_heads=1, qkv_dim=256,
               num_layers=26, windows=_LOCAL5_512, wrapping=GEMMA_VLM, **_G3),
     14: _Arch("Gemma3_4B", model_dim=2560, ff_hidden_dim=10240, heads=8, kv_heads=4, qkv_dim=256,
@@ -122,8 +126,8 @@ ARCHS: dict[int, _Arch] = {
 for _m, _base, _name in ((20, 14, "Gemma3_4B_LM"), (21, 16, "Gemma3_12B_LM"), (22, 17, "Gemma3_27B_LM")):
     ARCHS[_m] = replace(ARCHS[_base], display_name=_name, image_size=0, wrapping=GEMMA_IT)
 
-#: Model enum values gemma.cpp can build a config for, in enum order (``ForEachModel``)., in enum order (``ForEachModel``).
-CANONICAL_MODELS: tuple[int, ...] = tuple(sorted(ARCHS))
+#: Model enum values gemma.cpp can build a config for, in enum order (``ForEachModel``).
+CANONICAL_MODELS: tuple[int, ...] = tuple(sorted({*ARCHS, *SPECS}))
 
 # SigLIP So400m ViT as gemma.cpp configures it (``LayerConfigVit`` / ``AddVitConfig``).
 VIT_MODEL_DIM, VIT_FF, VIT_HEADS, VIT_QKV_DIM, VIT_LAYERS, VIT_PATCH = 1152, 4304, 16, 72, 27, 14
@@ -181,14 +185,17 @@ def weight_enum(weight: str | int | Type) -> Type:
     return t
 
 
+def _own_wrapping(m: int) -> int:
+    """The wrapping ``ConfigFromModel(m)`` stores."""
+    return ARCHS[m].wrapping if m in ARCHS else SPECS[m].fields["wrapping"]
+
+
 def default_wrapping(model: str | int) -> int:
-    """gemma.cpp's ``ChooseWrapping(model)`` without a flag: PALIGEMMA, GEMMA_VLM, else GEMMA_IT."""
+    """gemma.cpp's ``ChooseWrapping(model)`` without a flag: the model's own VLM wrapping (PALIGEMMA,
+    GEMMA_VLM), else GEMMA_IT (T5Gemma's own GEMMA_PT included)."""
     m = model_enum(model)
-    if m in PALIGEMMA_MODELS:
-        return PALIGEMMA
-    if m in GLOBAL_ROPE_1E6_MODELS:  # IsVLM: Gemma 3 1B/4B/12B/27B
-        return GEMMA_VLM
-    return GEMMA_IT
+    own = _own_wrapping(m) if m in CANONICAL_MODELS else GEMMA_IT
+    return own if own in (GEMMA_VLM, PALIGEMMA) else GEMMA_IT
 
 
 def _vit_config(image_size: int, gemma3: bool) -> VitConfig:
@@ -200,22 +207,8 @@ def _vit_config(image_size: int, gemma3: bool) -> VitConfig:
                      layer_configs=[replace(layer) for _ in range(VIT_LAYERS)], pool_dim=4 if gemma3 else 1)
 
 
-def canonical_config(model: str | int, weight_type: str | int | Type,
-                     wrapping: str | int | None = None) -> ModelConfig:
-    """``ModelConfig(model, weight, wrapping)`` exactly as gemma.cpp 3ed403e builds it.
-
-    ``wrapping=None`` picks :func:`default_wrapping`. The result serializes
-    (``to_bytes``) to the same words gemma.cpp writes into a ``config`` blob.
-    Raises :class:`ConfigError` (``unknown-model``) for models gemma.cpp no
-    longer builds (Gemma 1, PaliGemma 1, Griffin, the tiny test model).
-    """
-    m = model_enum(model)
-    arch = ARCHS.get(m)
-    if arch is None:
-        raise ConfigError(f"gemma.cpp (3ed403e) has no canonical config for {MODEL_NAMES[m]} "
-                          "(obsolete model)", code="unknown-model")
-    weight = weight_enum(weight_type)
-    wrap = default_wrapping(m) if wrapping is None else wrapping_enum(wrapping)
+def _from_arch(m: int, arch: _Arch) -> ModelConfig:
+    """``ConfigFromModel(m)`` for a Gemma 2 / PaliGemma 2 / Gemma 3 model."""
     g3 = arch.family == 3
     layer = LayerConfig(model_dim=arch.model_dim, ff_hidden_dim=arch.ff_hidden_dim, heads=arch.heads,
                         kv_heads=arch.kv_heads, qkv_dim=arch.qkv_dim, optimized_gating=g3,
@@ -223,18 +216,110 @@ def canonical_config(model: str | int, weight_type: str | int | Type,
     n = arch.num_layers
     windows = [w or arch.max_seq_len for w in arch.windows]
     cfg = ModelConfig(
-        display_name=arch.display_name, model=m, wrapping=wrap, weight=int(weight), num_layers=n,
+        display_name=arch.display_name, model=m, wrapping=arch.wrapping, num_layers=n,
         model_dim=arch.model_dim, vocab_size=arch.vocab_size, max_seq_len=arch.max_seq_len,
         att_cap=0.0 if g3 else 50.0, final_cap=0.0 if g3 else 30.0, query_scale=arch.query_scale,
         layer_configs=[replace(layer) for _ in range(n)],
         attention_window_sizes=[windows[i % len(windows)] for i in range(n)],
-        eos_id=1, secondary_eos_id=106 if g3 else 107, scale_base_names=list(SCALE_BASE_NAMES))
+        eos_id=1, secondary_eos_id=106 if g3 else 107, scale_base_names=list(SCALE_BASE_NAMES),
+        global_rope_theta=arch.global_rope_theta)
     if arch.image_size:
         cfg.vit_config = _vit_config(arch.image_size, g3)
-    # Since 1bdde1a (2025-10-24) the Gemma 3 1B/4B/12B/27B configs carry use_global_timescale; written as
-    # the one trailing word 3ed403e still reads (addendum §4.4), with 15-field LayerConfigs.
-    cfg.use_global_timescale = m in GLOBAL_ROPE_1E6_MODELS
-    return cfg.compact_form()
+    cfg.use_global_timescale = m in GLOBAL_ROPE_1E6_MODELS  # since 1bdde1a (2025-10-24)
+    return cfg
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """What one gemma.cpp generation's ``ModelConfig::Write`` stores, and which models it knows."""
+
+    last_field: str | None  # the last ModelConfig field it has (None: every field this release knows)
+    layer_fields: int | None  # LayerConfig fields it has (None: all)
+    max_model: int  # Model values from here on do not exist yet
+    keeps_vlm_wrapping: bool  # ModelConfig(model, weight, wrapping) keeps a VLM model's own wrapping
+
+
+_W3ED403E = _Writer("scale_base_names", 15, 19, False)
+#: Generation key (``sbs verify``) -> its writer. Single-file writers before 3ed403e wrote the same fields (the
+#: ViT layer type number of those before 2025-09-05 is the reader's concern, see ``repair --target``).
+#: 2026-07-10 has every field but global_rope_theta; its rope_theta values are those of 0224dcbd (UNCONFIRMED
+#: for the builds before PR #994). 1bdde1a: configs.cc on gemma.cpp's dev branch.
+WRITERS: dict[str, _Writer] = {
+    "pre-2025": replace(_W3ED403E, max_model=18), "2025-05-06": replace(_W3ED403E, max_model=18),
+    "2025-05-07": replace(_W3ED403E, max_model=18), "2025-07-31": _W3ED403E, "2025-09-05": _W3ED403E,
+    "2025-10-15": _W3ED403E, "2025-10-24": _Writer("use_global_timescale", 15, 19, False),
+    "2026-07-10": _Writer("is_encoder_decoder", None, 31, True), "2026-08-27": _Writer(None, None, 33, True),
+}
+
+
+def _build(m: int) -> ModelConfig:
+    """``ConfigFromModel(m)`` of the newest gemma.cpp this release knows: every field, the model's own wrapping."""
+    if m in ARCHS:
+        return _from_arch(m, ARCHS[m])
+    if m in SPECS:
+        return _build_2026(m)
+    raise ConfigError(f"gemma.cpp has no canonical config for {MODEL_NAMES[m]} (obsolete model, or CUSTOM)",
+                      code="unknown-model")
+
+
+def _top_fields_after(last: str | None) -> list[str]:
+    """ModelConfig fields after ``last`` in serialization order (the ones a generation does not have)."""
+    names = [f.name for f in SCHEMAS[CURRENT].fields]
+    if last is None:
+        return []
+    tail = names[names.index(last) + 1:]
+    if last == "is_encoder_decoder":  # the encoder/decoder block came with the flag
+        tail = [n for n in tail if not n.startswith(("encoder_", "decoder_"))]
+    return tail
+
+
+def _as_written(cfg: ModelConfig, w: _Writer) -> ModelConfig:
+    """``cfg`` as generation ``w`` writes it: fields it does not have at their defaults (as its reader's
+    successors read them), and the number of fields it stores."""
+    top, default = _top_fields_after(w.last_field), ModelConfig()
+    for name in top:
+        setattr(cfg, name, getattr(default, name))
+    layer_default = LayerConfig()
+    new_layer = NEW_LAYER_FIELD_NAMES if w.layer_fields else ()
+    for lc in cfg.layer_configs + cfg.vit_config.layer_configs:
+        for name in new_layer:
+            setattr(lc, name, getattr(layer_default, name))
+        lc.stored_fields = w.layer_fields
+    visited = SCHEMAS[CURRENT].visited(cfg.to_values())
+    cfg.stored_fields = len(visited) - len([f for f in visited if f.name in top]) if top else None
+    return cfg
+
+
+def generation_writer(generation: str | None) -> _Writer | None:
+    """The writer of a generation key (None: sbs's own compact form)."""
+    if generation is None:
+        return None
+    if generation not in WRITERS:
+        raise ConfigError(f"unknown gemma.cpp generation {generation!r} (known: {', '.join(WRITERS)})",
+                          code="unknown-generation")
+    return WRITERS[generation]
+
+
+def canonical_config(model: str | int, weight_type: str | int | Type, wrapping: str | int | None = None, *,
+                     generation: str | None = None) -> ModelConfig:
+    """``ModelConfig(model, weight, wrapping)`` as gemma.cpp builds it.
+
+    ``wrapping=None`` picks :func:`default_wrapping`. ``generation=None``: current gemma.cpp's values in the
+    compact form sbs writes (readable by 3ed403e when the model needs nothing newer); a generation key: the
+    words that generation writes. Raises :class:`ConfigError` (``unknown-model``) for models gemma.cpp does
+    not (or, at ``generation``, not yet) build: Gemma 1, PaliGemma 1, Griffin, the tiny model, CUSTOM.
+    """
+    m = model_enum(model)
+    w = generation_writer(generation)
+    if w is not None and m >= w.max_model:
+        raise ConfigError(f"gemma.cpp of {generation} has no canonical config for {MODEL_NAMES[m]} (newer model)",
+                          code="unknown-model")
+    cfg = _build(m)
+    cfg.weight = int(weight_enum(weight_type))
+    keeps_vlm = w is None or w.keeps_vlm_wrapping
+    if not (keeps_vlm and cfg.wrapping in (GEMMA_VLM, PALIGEMMA)):
+        cfg.wrapping = default_wrapping(m) if wrapping is None else wrapping_enum(wrapping)
+    return cfg.compact_form() if w is None else _as_written(cfg, w)
 
 
 def parse_specifier(specifier: str) -> tuple[int, Type, int]:
@@ -268,10 +353,11 @@ def parse_specifier(specifier: str) -> tuple[int, Type, int]:
     return models[0], types[0], wrap
 
 
-def from_specifier(specifier: str) -> ModelConfig:
-    """``ModelConfig(specifier)``: e.g. ``"gemma3-270m-bf16-it"``, ``"gemma3-1b-sfp"``, ``"9b-sfp-pt"``."""
+def from_specifier(specifier: str, *, generation: str | None = None) -> ModelConfig:
+    """``ModelConfig(specifier)``: e.g. ``"gemma3-270m-bf16-it"``, ``"gemma3-1b-sfp"``, ``"9b-sfp-pt"``;
+    ``generation`` as for :func:`canonical_config`."""
     m, t, w = parse_specifier(specifier)
-    return canonical_config(m, t, w)
+    return canonical_config(m, t, w, generation=generation)
 
 
 def rope_bases(config: ModelConfig, mode: str = "gemmacpp") -> list[float]:
@@ -329,9 +415,13 @@ def vit_pool_grid_problem(config: ModelConfig) -> str | None:
 # -- comparing configs ------------------------------------------------------------------------------
 
 #: Fields that describe the network's shape and numerics (what must agree for weights to fit and behave).
-ARCH_FIELDS = ("num_layers", "model_dim", "vocab_size", "att_cap", "final_cap", "absolute_pe", "query_scale")
+ARCH_FIELDS = ("num_layers", "model_dim", "vocab_size", "att_cap", "final_cap", "absolute_pe", "query_scale",
+               "model_family_version", "partial_rotary_factor", "ple_dim", "hc_mult", "num_mtp_layers",
+               "is_encoder_decoder")
+#: LayerConfig fields 1-15 that shape the math, then every field appended since (MoE, PLE, KV sharing, MLA).
 LAYER_ARCH_FIELDS = ("model_dim", "ff_hidden_dim", "heads", "kv_heads", "qkv_dim", "ff_biases", "post_norm",
-                     "type", "activation", "post_qk", "use_qk_norm")
+                     "type", "activation", "post_qk", "use_qk_norm",
+                     *NEW_LAYER_FIELD_NAMES)
 
 
 def config_differences(a: ModelConfig, b: ModelConfig, *, ignore: Iterable[str] = ()) -> list[str]:
@@ -388,10 +478,9 @@ def architecture_differences(config: ModelConfig, canonical: ModelConfig, *, wit
             out.append(f"{name}: {_short(va)} != {_short(vb)}")
     if len(config.layer_configs) != len(canonical.layer_configs):
         return out + [f"layers: {len(config.layer_configs)} != {len(canonical.layer_configs)}"]
-    for i, (la, lb) in enumerate(zip(config.layer_configs, canonical.layer_configs)):
-        for name in LAYER_ARCH_FIELDS:
-            if getattr(la, name) != getattr(lb, name):
-                out.append(f"layer {i} {name}: {getattr(la, name)} != {getattr(lb, name)}")
+    for stack, tag in (("layer_configs", "layer"), ("encoder_layer_configs", "encoder layer"),
+                       ("decoder_layer_configs", "decoder layer")):
+        out += _layer_differences(tag, getattr(config, stack), getattr(canonical, stack))
     wa, wb = config.attention_window_sizes, canonical.attention_window_sizes
     if len(wa) != len(wb):
         out.append(f"attention_window_sizes: {len(wa)} entries != {len(wb)}")
@@ -404,6 +493,14 @@ def architecture_differences(config: ModelConfig, canonical: ModelConfig, *, wit
         out += [d for d in config_differences(config, canonical, ignore=("display_name",))
                 if d.startswith("vit_config")]
     return out
+
+
+def _layer_differences(tag: str, a: list[LayerConfig], b: list[LayerConfig]) -> list[str]:
+    if len(a) != len(b):
+        return [f"{tag}s: {len(a)} != {len(b)}"]
+    return [f"{tag} {i} {name}: {getattr(la, name)} != {getattr(lb, name)}"
+            for i, (la, lb) in enumerate(zip(a, b)) for name in LAYER_ARCH_FIELDS
+            if getattr(la, name) != getattr(lb, name)]
 
 
 def match_canonical(config: ModelConfig, *, with_vit: bool = True) -> int | None:
@@ -423,11 +520,16 @@ def match_canonical(config: ModelConfig, *, with_vit: bool = True) -> int | None
 
 
 def is_canonical(config: ModelConfig) -> bool:
-    """True if ``config`` serializes exactly like gemma.cpp's canonical config for its model,
-    weight type and wrapping (display name included)."""
-    try:
-        ref = canonical_config(config.model, config.weight, config.wrapping)
-    except ConfigError:
-        return False
-    return ref.to_words() == replace(config, schema_revision=ref.schema_revision).to_words()
+    """True if ``config`` holds exactly the values of gemma.cpp's canonical config for its model, weight type
+    and wrapping (display name included) as some generation wrote it -- gemma.cpp's own test compares configs
+    by value (``AllEqual`` of both written in full), so the form (15- or 38-field layers, trailing fields left
+    out) does not matter, but a field a generation did not have must hold its default."""
+    for generation in WRITERS:
+        try:
+            ref = canonical_config(config.model, config.weight, config.wrapping, generation=generation)
+        except ConfigError:
+            continue
+        if ref == config:
+            return True
+    return False
 

@@ -52,6 +52,8 @@ MODEL_PREFIX = {
     30: "gemma4-2b-lm", 31: "gemma4-e4b", 32: "gemma4-e4b-lm",
 }
 OBSOLETE_MODELS = {1, 2, 5, 6, 8, 9}
+#: The 2026 architectures (Gemma 4, DeepSeek V4, T5Gemma, Qwen3): not Gemma 2/3 in another size.
+NEW_ARCHITECTURE_MODELS = frozenset(range(23, 33))
 #: Gemma 3 sizes whose canonical config has ``use_global_timescale`` true since 1bdde1a (2025-10-24).
 GLOBAL_TIMESCALE_MODELS = frozenset({14, 15, 16, 17})
 #: Text-only Gemma 3 variants (TranslateGemma): same math as Gemma 3, canonical ``use_global_timescale`` false.
@@ -66,6 +68,17 @@ VIT_TYPE = {"2025-10": 1, "2025-05": 2}
 GEMMA_TYPE = 0
 MLA_TYPE = 2  # kDeepSeekMLA (2025-10 numbering)
 VIT_GEMMA4_TYPE = 3  # kVitGemma4
+# Enum values the canonical configs use (gemma/configs.h; the 2026 ones from 0224dcbd).
+GEMMA_IT, GEMMA_PT, GEMMA_VLM, PALIGEMMA = 0, 1, 2, 3  # PromptWrapping
+SQRT_KEY_SIZE, SQRT_MODEL_DIM_DIV_NUM_HEADS, QUERY_SCALE_ONE = 0, 1, 2  # QueryScaleType
+POST_NORM_NONE, POST_NORM_SCALE = 0, 1  # PostNormType
+GELU, SILU = 0, 1  # ActivationType
+NORM_LOCAL_ROPE = 8  # PostQKType
+KDENSE, KCSA, KHCA = 0, 1, 2  # AttentionVariant
+SQRT_SOFTPLUS = 3  # RouterScoreFunc::kSqrtSoftplus
+#: ``ConfigNoSSM``'s scale_base_names: the tensors whose scales pre-2025 files keep in ``Fscales``.
+SCALE_BASE_NAMES = ("att_ein", "qkv_ein", "gr_lin_x_w", "gr_lin_y_w", "gr_lin_out_w", "gr_gate_w",
+                    "gating_ein", "linear_w")
 
 
 def _enum(name: str, names: dict[int, str], valid=None, sentinel: int | None = None) -> EnumSpec:
@@ -129,6 +142,8 @@ _NEW_LAYER_FIELDS = (
     Field("router_score", "enum", 0, ROUTER_SCORE),
     Field("hash_routing", "bool", False),
 )
+#: Names of LayerConfig fields 16-38 (none of them known to gemma.cpp <= 1bdde1a).
+NEW_LAYER_FIELD_NAMES = tuple(f.name for f in _NEW_LAYER_FIELDS)
 HC_EPS = float(np.float32(1e-6))
 #: ModelConfig fields 1-23 (3ed403e), then 24.. (addendum §4.3).
 MODEL_FIELDS_3ED403E = 23
@@ -519,13 +534,10 @@ class ModelConfig:
         """The compatible-writer recipe (addendum §4.4) applied where it loses nothing: LayerConfigs as 15
         fields when every field 16-38 holds its default (readable by gemma.cpp <= 3ed403e), and top-level
         fields only up to the last one that differs from its default (never fewer than 3ed403e wrote)."""
-        from dataclasses import fields as _fields
-
         out = self
         lays = self.layer_configs + self.vit_config.layer_configs
-        new = [f.name for f in _fields(LayerConfig) if f.compare][LAYER_FIELDS_3ED403E:]
         default = LayerConfig()
-        if all(getattr(lc, n) == getattr(default, n) for lc in lays for n in new):
+        if all(getattr(lc, n) == getattr(default, n) for lc in lays for n in NEW_LAYER_FIELD_NAMES):
             out = self.legacy_form()
         schema = SCHEMAS[CURRENT]
         values = out.to_values()

@@ -213,6 +213,20 @@ def is_moe(lc: Any) -> bool:
     return lc.num_experts > 0
 
 
+def shares_kv(lc: Any) -> bool:
+    """A Gemma 4 layer that reads another layer's KV cache (``kv_share_layer_idx >= 0``) and computes only Q.
+
+    What gemma.cpp accepts for its QKV projection (settled from the sources, not the addendum):
+    ``tensor_info.cc`` (0acc653c) registers ``qkv_ein`` ((H+2K)*Dh rows), ``qkv1_w`` and ``qkv2_w`` for every
+    Gemma layer whatever ``kv_share_layer_idx`` says, and ``FindAndUpdateMatPtr`` aborts on any other shape, so a
+    fused ``qkv_ein`` keeps its K/V rows; ``weights.h`` reads all three as MaybeRead; ``weights.cc``
+    ``SplitAttW1`` asserts only ``qkv_ein`` XOR ``qkv1_w`` and returns early for the split form without looking
+    at ``qkv2_w``; the attention (``ComputeQKVTransposedTile``: ``skip_kv``) multiplies only by
+    ``qkv_einsum_w1`` when ``kv_share_layer_idx >= 0``. So such a layer needs ``qkv_ein`` or ``qkv1_w``, and
+    ``qkv2_w`` is optional (other layers use it and need it with ``qkv1_w``)."""
+    return lc.kv_share_layer_idx >= 0
+
+
 def has_mla(c: ModelConfig) -> bool:
     return any(is_mla(lc) for lc in c.layer_configs)
 
@@ -477,7 +491,10 @@ def _llm_layer_tensors(config: ModelConfig, lc: Any, i: int) -> list[TensorSpec]
               meaning="Q heads, then K/V interleaved per kv head"),
             t("qkv1_w", H * Dh, D, required=False, choice=f"qkv{s}", meaning="query part of qkv_ein"),
         ]
-        if K > 0:
+        if K > 0 and shares_kv(lc):
+            out.append(t("qkv2_w", 2 * K * Dh, D, required=False, meaning="key/value part of qkv_ein (MaybeRead; "
+                         f"unused: layer {i} reads the KV cache of layer {lc.kv_share_layer_idx})"))
+        elif K > 0:
             out.append(t("qkv2_w", 2 * K * Dh, D, required=False, choice=f"qkv{s}",
                          meaning="key/value part of qkv_ein"))
     out += [
@@ -670,7 +687,7 @@ def choices(config: ModelConfig) -> list[Choice]:
         lc = _layer_config(config, i)
         s = layer_suffix(i)
         if not is_mla(lc):
-            qkv_split = ("qkv1_w" + s, "qkv2_w" + s) if lc.kv_heads > 0 else ("qkv1_w" + s,)
+            qkv_split = ("qkv1_w" + s, "qkv2_w" + s) if lc.kv_heads > 0 and not shares_kv(lc) else ("qkv1_w" + s,)
             out += [
                 Choice(f"att{s}", "attention output projection", i, GEMMA, (("att_ein" + s,), ("att_w" + s,))),
                 Choice(f"qkv{s}", "query/key/value projection", i, GEMMA, (("qkv_ein" + s,), qkv_split)),

@@ -81,6 +81,34 @@ def tiny_config(model: int) -> ModelConfig:
                        max_seq_len=SEQ, layer_configs=list(layers), attention_window_sizes=windows, **kw)
 
 
+#: LayerConfig / ModelConfig fields that are sizes (shrunk by :func:`shrink`); head, group and indexer-head
+#: counts stay as they are.
+_SIZES = ("model_dim", "ff_hidden_dim", "qkv_dim", "kv_lora_rank", "q_lora_rank", "rope_head_dim", "v_head_dim",
+          "o_lora_rank", "indexer_head_dim", "ple_dim")
+
+
+def _small(v: int) -> int:
+    return max(1, v // 64) if v else 0
+
+
+def _shrink_layer(lc: LayerConfig) -> LayerConfig:
+    kw = {n: _small(getattr(lc, n)) for n in _SIZES}
+    if lc.num_experts:
+        kw.update(num_experts=2, num_experts_per_datapoint=min(lc.num_experts_per_datapoint, 2))
+    return replace(lc, **kw)
+
+
+def shrink(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with every size divided by 64, a 64-token vocabulary and two experts per MoE layer: the same
+    layers, per-layer rules (KV sharing, attention variants, global layers) and tensor families, at a few MB."""
+    lay = {k: [_shrink_layer(lc) for lc in getattr(cfg, k)]
+           for k in ("layer_configs", "encoder_layer_configs", "decoder_layer_configs")}
+    vit = replace(cfg.vit_config, model_dim=_small(cfg.vit_config.model_dim),
+                  layer_configs=[_shrink_layer(lc) for lc in cfg.vit_config.layer_configs])
+    return replace(cfg, model_dim=_small(cfg.model_dim), vocab_size=64, ple_dim=_small(cfg.ple_dim), vit_config=vit,
+                   **lay)
+
+
 def bf16(rows: int, cols: int, seed: int) -> bytes:
     x = np.random.default_rng(seed).standard_normal(rows * cols).astype(np.float32) * 0.05
     return (x.view(np.uint32) >> 16).astype("<u2").tobytes()

@@ -122,8 +122,8 @@ def tiny_canonical(monkeypatch):
     """Canonical configs shrunk by :func:`small` wherever verify and repair build one."""
     real = C.canonical_config
 
-    def fake(model, weight, wrapping=None):
-        return small(real(model, weight, wrapping))
+    def fake(model, weight, wrapping=None, *, generation=None):
+        return small(real(model, weight, wrapping, generation=generation))
     import sbs_tools.repair.migrate as migrate
     import sbs_tools.verify.compat as compat
     monkeypatch.setattr(compat, "canonical_config", fake)
@@ -172,18 +172,20 @@ def test_gemma3_1b_with_qk_norms(tmp_path, tiny_canonical):
     assert gens["2026-08-27"].loads and any("assumes GEMMA3_1B" in c for c in gens["2026-08-27"].reasons)
 
 
-def test_a_model_sbs_has_no_config_for(tmp_path):
-    """A deduced 2026 model sbs cannot build: verify names it, repair refuses with the way out, nothing crashes."""
+def test_a_2026_model_is_checked_against_its_canonical_config(tmp_path):
+    """A deduced 2026 model (Qwen3 1.7B from 28 layers and the file name): verify checks the tensors against
+    its canonical config, older builds deduce UNKNOWN, and repair refuses with the reason, nothing crashes."""
     p = tmp_path / "qwen3-1_7b.sbs"
     write_blobstore(p, [(k, bytes(s)) for k, s in keys(28)], layout="v1", pad_end=False)
     gens = {g.key: g for g in sbs_tools.verify_file(p).compat}
-    if 28 in C.ARCHS:
-        pytest.skip("sbs now has a canonical QWEN3_2B config")
-    assert any("QWEN3_2B" in c and "file name" in c and "--config-from" in c for c in gens["2026-08-27"].reasons)
+    assert not gens["2026-08-27"].loads
+    assert any("QWEN3_2B" in w and "file name" in w and "do not fit" in w and "151936" in w
+               for w in gens["2026-08-27"].reasons)
     assert not gens["2025-10-15"].loads and any("UNKNOWN" in w for w in gens["2025-10-15"].reasons)
     rep = repair(p, tmp_path / "out.sbs", target="current")
     assert rep.status == "unrepairable"
-    assert any("QWEN3_2B" in x.reason and "--config-from" in x.reason for x in rep.plan.refusals)
+    assert any("QWEN3_2B" in x.reason and "does not describe these weights" in x.reason for x in rep.plan.refusals)
+    assert not (tmp_path / "out.sbs").exists()
 
 
 def test_paligemma_layer_count_includes_the_vit(tmp_path):

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .. import canonical as C
-from ..config import ModelConfig
+from ..config import NEW_ARCHITECTURE_MODELS, ModelConfig
 from ..errors import SbsError
 from ..output import PendingFile, check_output_dir, make_output_dir, write_pending
 from ..sbsfile import SbsFile
@@ -183,6 +183,10 @@ def write_hf(f: SbsFile, out: str | os.PathLike, *, tokenizer: bool = True,
     if f.config is None:
         raise SbsError(f"{f.path}: no config", code="no-config")
     cfg = f.config
+    if cfg.model in NEW_ARCHITECTURE_MODELS or cfg.is_encoder_decoder or any(lc.type for lc in cfg.layer_configs):
+        raise SbsError(f"{f.path}: {cfg.model_name} is not a Gemma 2 / PaliGemma 2 / Gemma 3 model; the Hugging "
+                       "Face export writes those layouts only (`sbs export` to .safetensors or .npz keeps every "
+                       "tensor)", code="unsupported-arch")
     tok = f.tokenizer_bytes if tokenizer else None
     names = [n for n in HF_FILES if n != "tokenizer.model" or tok]
     check_output_dir(out, names, [f.path], force=overwrite)

@@ -167,6 +167,11 @@ def resolve_config(arch: Arch, weight: Type, *, specifier: str | None = None,
     spec_wrap = None
     if specifier:
         m, t, w = C.parse_specifier(specifier)
+        if m not in C.ARCHS:
+            known = ", ".join(C.MODEL_PREFIX[x] for x in sorted(C.ARCHS))
+            raise ConvertError(f"--model {specifier!r}: {C.MODEL_NAMES[m]} is a canonical gemma.cpp model, but "
+                               f"convert reads Gemma 2 / PaliGemma 2 / Gemma 3 checkpoints only ({known})",
+                               code="bad-arguments")
         if t != weight:
             raise ConvertError(f"--model {specifier!r} names weight type {C.GEMMA_TYPE_NAMES[t]} but --type is "
                                f"{C.GEMMA_TYPE_NAMES[weight]}", code="bad-arguments")
@@ -174,7 +179,7 @@ def resolve_config(arch: Arch, weight: Type, *, specifier: str | None = None,
         spec_wrap = w if has_suffix else None
         models = [m]
     else:
-        models = list(C.CANONICAL_MODELS)
+        models = sorted(C.ARCHS)  # the models a Gemma 2 / Gemma 3 checkpoint can be (not the 2026 families)
     with_vit = arch.vit is not None
 
     probe = candidate_config(arch, 0, weight, C.GEMMA_PT)

@@ -32,7 +32,7 @@ __all__ = ["repair", "plan", "RepairResult", "Plan", "Options", "TARGETS"]
 def _options(target: str | None = None, layout: str | None = None, tokenizer: str | os.PathLike | bytes | None = None,
              config_from: str | os.PathLike | None = None, model: str | None = None,
              drop_duplicates: str | None = None, drop_unused: bool = False, partial: bool = False) -> Options:
-    get_target(target)  # validates
+    t = get_target(target)  # validates
     if layout not in (None, "v1", "v2"):
         raise SbsError(f"unknown layout {layout!r} (v1 or v2)", code="bad-layout")
     if drop_duplicates not in (None, "first", "last"):
@@ -67,10 +67,12 @@ def _options(target: str | None = None, layout: str | None = None, tokenizer: st
     if model is not None:
         from .. import canonical
 
+        gen = t.key if t is not None else None  # the config as the target generation writes it
         try:
-            o.config = canonical.from_specifier(model)
+            o.config = canonical.from_specifier(model, generation=gen)
         except SbsError:
-            o.config = canonical.canonical_config(model, "bf16")  # weight type is recomputed from the tensors
+            # a model name without type (recomputed from the tensors); an unknown one raises here
+            o.config = canonical.canonical_config(model, "bf16", generation=gen)
         o.config_source = f"gemma.cpp's canonical config {model!r}"
     return o
 

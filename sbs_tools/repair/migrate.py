@@ -31,8 +31,9 @@ import copy
 
 import numpy as np
 
-from ..canonical import ARCHS, SCALE_BASE_NAMES, canonical_config
+from ..canonical import SCALE_BASE_NAMES, canonical_config
 from ..config import ModelConfig
+from ..errors import SbsError
 from ..deduce import GENERATION_RULES, deduce_weight_type, for_generation
 from ..sbsfile import TYPE_PREFIX
 from ..tensors import by_name, expected_tensors
@@ -58,9 +59,10 @@ def deduced_config(p, weight: Type) -> tuple[ModelConfig | None, str]:
     d = for_generation(g, [(b.key, b.size) for b in p.s.blobs], str(p.a.path))[-1]
     if not d.model:
         return None, f"gemma.cpp {g} deduces no model from its keys ({d.basis})"
-    if d.model not in ARCHS:
-        return None, f"gemma.cpp {g} deduces {d.name} from its keys ({d.basis}), but sbs has no canonical config of it"
-    cfg = canonical_config(d.model, weight)
+    try:
+        cfg = canonical_config(d.model, weight, generation=p.target.key if p.target is not None else None)
+    except SbsError as e:
+        return None, f"gemma.cpp {g} deduces {d.name} from its keys ({d.basis}), but {e.message}"
     return cfg, f"{cfg.model_name} (deduced from {d.basis}, as gemma.cpp {g} does)"
 
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from .. import deduce
 from ..blobstore import BLOB_ALIGN, END_ALIGN, MAX_BLOBS_2026, MAX_BLOBS_E2, MAX_BLOBS_HEAD, reads_blob_count, round_up
-from ..canonical import ARCHS, canonical_config
+from ..canonical import canonical_config
 from ..config import GEMMA3_LM_MODELS, VIT_TYPE
+from ..errors import ConfigError
 from ..sbsfile import SbsFile
 from ..tensors import REGISTERED_UNUSED, choices, expected_tensors, split_name
 from ..types import Type, packed_bytes, type_name
@@ -333,11 +334,12 @@ def _no_config(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
         why.append(f"{what}, which the tensors do not fit: c_embedding holds {emb.num_values} values, "
                    f"{d.name}'s {' or '.join(map(str, sizes))}")
         return
-    if d.model not in ARCHS:
+    try:
+        cfg = canonical_config(d.model, "bf16")
+    except ConfigError:
         caveats.append(f"{what}; sbs has no canonical config of {d.name} to check the tensors against (converting "
                        "the file needs `sbs repair --config-from OTHER.sbs` or `--model NAME`)")
         return
-    cfg = canonical_config(d.model, "bf16")
     problem = _misfit(x, cfg, known)
     if problem:
         why.append(f"{what}, which the tensors do not fit: {problem}")

@@ -193,7 +193,10 @@ def _check_config_values(cfg: ModelConfig, pos: dict[str, int], cfg_offset: int)
 
 
 def _layer_links(layers, lc, i: int, p: str, tag: str, bad, where: dict) -> None:
-    """``kv_share_layer_idx`` (Gemma 4): -1, or an earlier layer with its own KV cache and the same KV width."""
+    """``kv_share_layer_idx`` (Gemma 4): -1, or an earlier layer with the same kv_heads and qkv_dim. gemma.cpp's
+    ``KVCache`` constructor (kv_cache.cc, the version with ``HasOwnKVCache``) asserts ``source < i`` and both
+    equalities, and copies the source's cache offsets -- so a source that itself shares resolves to the layer it
+    reads (the addendum's "with its own KV cache" is not asserted)."""
     j = lc.kv_share_layer_idx
     if j == -1:
         return
@@ -202,13 +205,10 @@ def _layer_links(layers, lc, i: int, p: str, tag: str, bad, where: dict) -> None
             **where)
         return
     src = layers[j]
-    if src.kv_share_layer_idx != -1:
-        bad(f"{tag} {i}: kv_share_layer_idx {j} names a layer that itself shares another's KV cache",
-            f"{p}.kv_share_layer_idx", **where)
-    elif src.kv_heads * src.qkv_dim != lc.kv_heads * lc.qkv_dim:
+    if (src.kv_heads, src.qkv_dim) != (lc.kv_heads, lc.qkv_dim):
         bad(f"{tag} {i}: shares the KV cache of layer {j}, whose kv_heads x qkv_dim "
-            f"({src.kv_heads} x {src.qkv_dim}) differs from its own ({lc.kv_heads} x {lc.qkv_dim})",
-            f"{p}.kv_share_layer_idx", **where)
+            f"({src.kv_heads} x {src.qkv_dim}) differs from its own ({lc.kv_heads} x {lc.qkv_dim}); gemma.cpp "
+            "asserts both are equal when it allocates the KV cache", f"{p}.kv_share_layer_idx", **where)
 
 
 def _layer_dims(lc, i: int, p: str, model_dim: int, tag: str, bad, where: dict) -> None:
