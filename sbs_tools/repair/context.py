@@ -39,24 +39,34 @@ class Ctx:
     renamed: dict[str, str] = field(default_factory=dict)  # output name -> input key
     dropped: dict[str, str] = field(default_factory=dict)  # output name -> why it is not written
     migrated: bool = False  # a pre-2025 file was migrated (config, toc and tokenizer are settled)
+    _seen: dict[str, dict[tuple, Any]] = field(default_factory=dict)  # "actions"/"refusals" -> identity -> item
+
+    def _once(self, kind: str, key, item_key, make) -> Any:
+        """The recorded item of ``plan.<kind>`` whose identity is ``key``, or ``make()`` appended. A dict
+        keeps this linear (a file of 65,535 damaged entries records as many refusals)."""
+        items = getattr(self.plan, kind)
+        seen = self._seen.setdefault(kind, {})
+        if len(seen) != len(items):  # appended elsewhere (or a new plan): index the list again
+            seen.clear()
+            for old in items:
+                seen.setdefault(item_key(old), old)
+        old = seen.get(key)
+        if old is not None:
+            return old
+        x = make()
+        items.append(x)
+        seen[key] = x
+        return x
 
     def act(self, kind: str, summary: str, *fixes: tuple[str, str | None], **detail: Any) -> Action:
         """Record an action (once: a rule that runs again finds its earlier action)."""
-        x = Action(kind, summary, tuple(fixes), detail)
-        for old in self.plan.actions:
-            if (old.kind, old.summary, old.fixes) == (x.kind, x.summary, x.fixes):
-                return old
-        self.plan.actions.append(x)
-        return x
+        return self._once("actions", (kind, summary, tuple(fixes)), lambda a: (a.kind, a.summary, a.fixes),
+                          lambda: Action(kind, summary, tuple(fixes), detail))
 
     def refuse(self, code: str, name: str | None, reason: str, forceable: bool = True) -> Refusal:
         """Record a refusal (once)."""
-        for old in self.plan.refusals:
-            if (old.code, old.name, old.reason) == (code, name, reason):
-                return old
-        r = Refusal(code, name, reason, forceable)
-        self.plan.refusals.append(r)
-        return r
+        return self._once("refusals", (code, name, reason), lambda r: (r.code, r.name, r.reason),
+                          lambda: Refusal(code, name, reason, forceable))
 
     def has(self, code: str) -> bool:
         """Whether verify reported ``code`` for the input."""
