@@ -250,6 +250,8 @@ def walk_words(schema: Schema, words: np.ndarray, pos: int = 0) -> tuple[list[tu
             return p + 1 + k
         if f.kind == "vector":
             c = int(words[p])
+            if c > len(words) - p - 1:  # every element takes a word: a count past the end is no valid object
+                raise ValueError(f"vector of {c} elements at word {p} overruns the {len(words)}-word object")
             out.append((p, "count"))
             p += 1
             for _ in range(c):
@@ -381,9 +383,11 @@ def _u64_values(fm: FileMap, draw, current: int) -> int:
 
 
 def op_bitflip(fm: FileMap, data: bytearray, draw) -> str:
-    kinds = sorted({r.kind for r in fm.regions})
+    kinds = sorted({r.kind for r in fm.regions if r.end > r.start})  # (a zero-size blob has no bit to flip)
+    if not kinds:
+        return "bitflip: no region holds a byte"
     kind = draw(st.sampled_from(kinds))
-    r = draw(st.sampled_from(fm.of(kind)))
+    r = draw(st.sampled_from([x for x in fm.of(kind) if x.end > x.start]))
     pos = draw(st.integers(r.start, r.end - 1))
     bit = draw(st.integers(0, 7))
     if pos < len(data):
