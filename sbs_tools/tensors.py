@@ -132,6 +132,9 @@ class Choice:
     fused_only: bool = False
     #: No form is needed (MoE layers: the dense/shared FFN is MaybeRead); two forms at once still abort.
     optional: bool = False
+    #: Names of ``forms[1]`` that may sit beside a complete ``forms[0]``: gemma.cpp's exclusive-or is with
+    #: the rest of the form (``qkv2_w`` beside ``qkv_ein``: ignored before 2026, used by 2026 builds).
+    companions: tuple[str, ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -690,7 +693,8 @@ def choices(config: ModelConfig) -> list[Choice]:
             qkv_split = ("qkv1_w" + s, "qkv2_w" + s) if lc.kv_heads > 0 and not shares_kv(lc) else ("qkv1_w" + s,)
             out += [
                 Choice(f"att{s}", "attention output projection", i, GEMMA, (("att_ein" + s,), ("att_w" + s,))),
-                Choice(f"qkv{s}", "query/key/value projection", i, GEMMA, (("qkv_ein" + s,), qkv_split)),
+                Choice(f"qkv{s}", "query/key/value projection", i, GEMMA, (("qkv_ein" + s,), qkv_split),
+                       companions=qkv_split[1:]),
             ]
         out.append(Choice(f"gating{s}", "FFW gating projection", i, GEMMA,
                           (("gating_ein" + s,), ("gating1_w" + s, "gating2_w" + s)), optional=is_moe(lc)))

@@ -150,3 +150,30 @@ def test_more_than_16k_blobs_is_a_compat_matter(tmp_path):
     gens = {g.key: g for g in r.compat}
     assert gens["2026-08-27"].loads
     assert not gens["2025-07-31"].loads and any("16384" in w for w in gens["2025-07-31"].reasons)
+
+
+def test_qkv2_beside_qkv_ein_is_no_second_form(tmp_path):
+    """gemma.cpp's exclusive-or is qkv_ein vs qkv1_w: a qkv2_w beside qkv_ein loads (ignored before 2026,
+    the K/V source in 2026 builds, e.g. a single-KV-head model's separate K). qkv1_w beside it aborts."""
+    from sbs_tools import codecs
+    from sbs_tools.toc import TocRecord
+    from sbs_tools.types import Type
+
+    from .mutations import G2_BF16, config_of, decode_tensor, rebuild
+
+    lc = config_of(G2_BF16).layer_configs[0]
+    qkv = decode_tensor(G2_BF16, "qkv_ein_0").reshape(-1, lc.model_dim)
+    q_rows = lc.heads * lc.qkv_dim
+
+    def part(name: str, rows) -> tuple:
+        rec = TocRecord.make(name, Type.BF16, rows.shape[0], lc.model_dim)
+        return rec, name, codecs.encode("BF16", rows)
+
+    ok = rebuild(G2_BF16, tmp_path / "kv.sbs", add=[part("qkv2_w_0", qkv[q_rows:])])
+    rep = sbs_tools.verify_file(ok)
+    assert "both-forms" not in rep.codes() and "unexpected-tensor" not in rep.codes(), rep.codes()
+    gens = {g.key: g for g in rep.compat}
+    assert gens["2026-08-27"].loads and any("K/V from qkv2_w_0" in r for r in gens["2026-08-27"].reasons)
+    assert gens["2025-10-15"].loads and any("ignored" in r and "qkv2_w_0" in r for r in gens["2025-10-15"].reasons)
+    bad = rebuild(G2_BF16, tmp_path / "q.sbs", add=[part("qkv1_w_0", qkv[:q_rows])])
+    assert "both-forms" in sbs_tools.verify_file(bad).codes("error")

@@ -276,6 +276,11 @@ def _forms(g: str, x: _Facts, run_why: list[str], caveats: list[str]) -> None:
         if have[0] and have[1] and g in ("2025-05-07",) + V2_READERS:
             run_why.append(f"both {fused} and {' + '.join(c.forms[1])}: gemma.cpp since 2025-06-02 aborts "
                            "('exactly one of' check)")
+        extra = [n for n in c.companions if n in t]
+        if have[0] and extra and not have[1]:
+            caveats.append(f"{' + '.join(extra)} beside {fused}: " + (
+                f"2026 builds take K/V from {extra[0]} (and only the query rows from {fused})" if g in FORMAT_2026
+                else f"ignored: the K/V rows come from {fused} (2026 builds use {extra[0]} instead)"))
     # Deduplicate the per-layer messages.
     for lst in (run_why, caveats):
         seen: list[str] = []

@@ -117,6 +117,9 @@ def check_layers(f: SbsFile, cfg: ModelConfig) -> list[Finding]:
 
     for c in choices(cfg):
         present = [[n in tensors for n in form] for form in c.forms]
+        if all(present[0]):  # a companion beside the complete first form is no second form
+            present = [present[0]] + [[here and n not in c.companions for n, here in zip(form, p)]
+                                      for form, p in zip(c.forms[1:], present[1:])]
         complete = [i for i, p in enumerate(present) if all(p)]
         partial = [i for i, p in enumerate(present) if any(p) and not all(p)]
         if c.fused_only and 0 not in complete:
