@@ -71,6 +71,22 @@ def summarize(f: SbsFile) -> dict[str, Any]:
                          "`sbs repair --target current` sets it")
         s["notes"] = [n for n in (rope_discrepancy(cfg), timescale, pool and pool[0].upper() + pool[1:] + ".",
                                   vision_discrepancy(cfg)) if n]
+    if cfg is None and f.era == "pre-2025":
+        s["deduced"] = deduced_model(f)
     s["problems"] = [{"code": p.code, "severity": p.severity, "message": p.message, **p.location()}
                      for p in f.problems]
     return s
+
+
+def deduced_model(f: SbsFile) -> dict[str, Any]:
+    """What current gemma.cpp assumes for a file without a config (``DeduceModel``, ``DeduceWeightType``);
+    ``sbs verify`` says what each older generation assumes."""
+    from .deduce import GENERATION_RULES, deduce_weight_type, for_generation
+    from .types import type_name
+
+    current = list(GENERATION_RULES)[-1]
+    blobs = [(e.key, e.size) for e in f.directory.entries]
+    d = for_generation(current, blobs, str(f.path))[-1]
+    weight = deduce_weight_type(t.type for t in f.tensors.values())
+    return {"model": d.name if d.model else "UNKNOWN", "basis": d.basis, "generation": current,
+            "weight": type_name(weight) if weight is not None else None}

@@ -1,6 +1,8 @@
 """Older generations of files (spec §0): pre-2025, prefixed single-file, May-2025 ViT type 2."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 import sbs_tools
@@ -98,3 +100,19 @@ def test_pre2025_q4_0_prefix(tmp_path):
         for name, values in q4.items():
             assert f.tensors[name].type == Type.Q4_0
             assert np.array_equal(f.tensor(name).reshape(-1), values)
+
+
+def test_inspect_names_the_deduced_model(tmp_path, capsys):
+    """A file without a config: inspect says what current gemma.cpp deduces (the same function verify uses)."""
+    from sbs_tools.cli import main
+    from sbs_tools.deduce import GENERATION_RULES, for_generation
+
+    path = LEGACY / "e0-gemma2-tiny-sfp.sbs"
+    with sbs_tools.open(path) as f:
+        want = for_generation(list(GENERATION_RULES)[-1], [(e.key, e.size) for e in f.directory.entries])[-1]
+    assert main(["inspect", "--json", str(path)]) == 0
+    d = json.loads(capsys.readouterr().out)["summary"]["deduced"]
+    assert d["model"] == (want.name if want.model else "UNKNOWN") and d["basis"] == want.basis
+    assert d["weight"] == "SFP" and d["generation"] == "2026-08-27"
+    main(["inspect", str(path)])
+    assert "no config: gemma.cpp 2026-08-27" in capsys.readouterr().out

@@ -36,6 +36,12 @@ def _render(s: dict) -> None:
     if "model" in s:
         t.add_row("model", escape(f"{s['model']} ({s['family']}), display name {s['display_name']!r}"))
         t.add_row("weights", f"{s['weight']}, wrapping {s['wrapping']}, config schema {s['schema_revision']}")
+    if "deduced" in s:
+        d = s["deduced"]
+        guess = (f"assumes {d['model']} ({d['basis']}), weights {d['weight'] or 'unknown'}" if d["model"] != "UNKNOWN"
+                 else f"deduces no model ({d['basis']}) and aborts")
+        t.add_row("model", escape(f"no config: gemma.cpp {d['generation']} {guess}; `sbs verify` says what each "
+                                  "generation does"))
     t.add_row("container", f"{s['layout'].upper()} layout, {s['format']} ({s['era_description']})")
     t.add_row("size", f"{human_bytes(s['file_bytes'])} ({s['file_bytes']} bytes), {s['num_blobs']} blobs, "
                       f"{s['num_tensors']} tensors")
