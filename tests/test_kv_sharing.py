@@ -85,6 +85,7 @@ def _layers(**changes) -> list:
     ({"L19": dict(kv_share_layer_idx=19)}, True),  # itself
     ({"L19": dict(kv_share_layer_idx=34)}, True),
     ({"L16": dict(kv_share_layer_idx=15)}, False),  # a layer that shares in turn: kv_cache.cc resolves it
+    ({"L19": dict(kv_share_layer_idx=-2)}, False),  # any negative value: gemma.cpp tests ">= 0" for sharing
 ])
 def test_kv_share_links(tmp_path, changes, error):
     cfg = replace(CFG, layer_configs=_layers(**changes))

@@ -193,16 +193,17 @@ def _check_config_values(cfg: ModelConfig, pos: dict[str, int], cfg_offset: int)
 
 
 def _layer_links(layers, lc, i: int, p: str, tag: str, bad, where: dict) -> None:
-    """``kv_share_layer_idx`` (Gemma 4): -1, or an earlier layer with the same kv_heads and qkv_dim. gemma.cpp's
+    """``kv_share_layer_idx`` (Gemma 4): negative (-1 as written), or an earlier layer with the same kv_heads and
+    qkv_dim. gemma.cpp's
     ``KVCache`` constructor (kv_cache.cc, the version with ``HasOwnKVCache``) asserts ``source < i`` and both
     equalities, and copies the source's cache offsets -- so a source that itself shares resolves to the layer it
     reads (the addendum's "with its own KV cache" is not asserted)."""
     j = lc.kv_share_layer_idx
-    if j == -1:
+    if j < 0:  # gemma.cpp tests ``kv_share_layer_idx >= 0`` everywhere: any negative value is the layer's own cache
         return
-    if not 0 <= j < i:
-        bad(f"{tag} {i}: kv_share_layer_idx {j} must be -1 or an earlier layer", f"{p}.kv_share_layer_idx",
-            **where)
+    if j >= i:
+        bad(f"{tag} {i}: kv_share_layer_idx {j} must be negative (own KV cache) or an earlier layer",
+            f"{p}.kv_share_layer_idx", **where)
         return
     src = layers[j]
     if (src.kv_heads, src.qkv_dim) != (lc.kv_heads, lc.qkv_dim):
