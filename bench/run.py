@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     args.proc_runs = args.proc_runs or (1 if args.quick else 2)
     if args.tree:
         tree = str(Path(args.tree).resolve())
-        U.CHILD_ENV = {**os.environ, "SBS_TREE": tree,
+        U.CHILD_ENV = {**U.CHILD_ENV, "SBS_TREE": tree,
                        "PYTHONPATH": os.pathsep.join(filter(None, [tree, os.environ.get("PYTHONPATH")]))}
     b = Bench(args)
     m0 = b.machine()
