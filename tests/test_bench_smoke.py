@@ -121,3 +121,18 @@ def test_inference_bench_runs_on_tiny_files(tmp_path):
     s = r["streaming"]
     assert s["tensors"] == 814 and s["pass_s"] > 0 and s["decode_all_s"] > 0 and s["peak_rss_mb"] > 0
     assert not list(tmp_path.glob("*.sbs"))  # deleted after measuring
+
+
+def test_startup_bench_tabulates(tmp_path):
+    """bench/startup.py runs every command once per round and writes its table (no timing assertions)."""
+    import subprocess
+
+    out = tmp_path / "startup.md"
+    r = subprocess.run([sys.executable, str(BENCH / "startup.py"), "--rounds", "1", "--markdown", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [ln for ln in out.read_text().splitlines() if ln.startswith("| `")]
+    assert len(rows) == 6 and any("verify --deep" in ln for ln in rows)
+    r = subprocess.run([sys.executable, str(BENCH / "startup.py"), "--rounds", "1", "--markdown", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "exists" in r.stderr  # the output policy: an existing table is kept
