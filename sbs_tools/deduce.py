@@ -212,21 +212,36 @@ def _rules(rules: Rules | str) -> Rules:
     return RULES[rules] if isinstance(rules, str) else rules
 
 
-def deduce(blobs: list[tuple[str, int]], rules: Rules | str, path: str = "") -> Deduction:
+@dataclass(frozen=True)
+class KeyFacts:
+    """What every rule version reads from the keys alike, computed once per file (a directory of
+    65,535 keys is scanned once, not once per generation)."""
+
+    layers: int
+    expert_keys: bool
+
+    @classmethod
+    def of(cls, blobs: list[tuple[str, int]]) -> "KeyFacts":
+        return cls(layer_count(k for k, _ in blobs), any(_EXPERT_SUFFIX.search(k) for k, _ in blobs))
+
+
+def deduce(blobs: list[tuple[str, int]], rules: Rules | str, path: str = "", facts: KeyFacts | None = None) -> Deduction:
     """``DeduceModel(path, DeduceNumLayers(keys), DeduceLayerTypes(keys))`` of one version."""
     r = _rules(rules)
-    layers = layer_count(k for k, _ in blobs)
+    facts = facts or KeyFacts.of(blobs)
     flags = key_flags(blobs, r)
-    model = model_for(layers, flags, r, path)
-    by_path = model != model_for(layers, flags, r)
-    expert = any(_EXPERT_SUFFIX.search(k) for k, _ in blobs)
-    return Deduction(r, layers, flags, model, by_path, expert)
+    model = model_for(facts.layers, flags, r, path)
+    by_path = model != model_for(facts.layers, flags, r)
+    return Deduction(r, facts.layers, flags, model, by_path, facts.expert_keys)
 
 
-def for_generation(generation: str, blobs: list[tuple[str, int]], path: str = "") -> list[Deduction]:
+def for_generation(generation: str, blobs: list[tuple[str, int]], path: str = "",
+                   facts: KeyFacts | None = None) -> list[Deduction]:
     """The deduction of each rule version a generation's builds ran, oldest first (empty for pre-2025
     builds, which take the model from the command line)."""
-    return [deduce(blobs, r, path) for r in GENERATION_RULES[generation]]
+    rules = GENERATION_RULES[generation]
+    facts = facts or (KeyFacts.of(blobs) if rules else None)
+    return [deduce(blobs, r, path, facts) for r in rules]
 
 
 def deduce_weight_type(types: Iterable[int]) -> Type | None:

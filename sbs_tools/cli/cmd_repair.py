@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from .common import app, console, exclusive, print_json, refuse_unusable, requires, show_progress, usage_error
+from .common import app, console, exclusive, print_json, refuse_unreadable_findings, requires, show_progress, usage_error
 from .progress import status_line
 
 _STATUS_STYLE = {"fix": ("green", "fix"), "cannot-fix": ("bold red", "cannot fix"), "keep": ("yellow", "keep"),
@@ -81,13 +81,13 @@ def repair(
     requires("force", force, "output", out is not None)
     if out is None and not in_place and not dry_run:
         usage_error("give -o OUT.sbs (or --in-place --backup SUFFIX, or --dry-run)")
-    refuse_unusable(file)
     with status_line("repairing", show_progress(quiet=quiet, json_out=json_out)) as say:
         result = run_repair(file, out, dry_run=dry_run, in_place=in_place, backup=backup, overwrite=force,
                             target=target.value, layout=layout.value if layout else None, tokenizer=tokenizer,
                             config_from=config_from, model=model,
                             drop_duplicates=drop_duplicates.value if drop_duplicates else None,
                             drop_unused=drop_unused, partial=partial, progress=say)
+    refuse_unreadable_findings(file, result.plan.findings)  # no .sbs at all: one error line, exit 2
     if json_out:
         print_json(result.to_dict())
     else:

@@ -89,16 +89,16 @@ def _opt(name: str) -> str:
     return name if name.startswith("-") or name.isupper() else "--" + name.replace("_", "-")
 
 
-def refuse_unusable(path) -> None:
-    """Stop (exit 2, one line with the verify code) when ``path`` is no ``.sbs`` input at all."""
-    from sbs_tools.verify import unusable
-
-    _refuse(path, unusable(path))
-
-
 def refuse_unreadable(report) -> None:
-    """Like :func:`refuse_unusable`, for a verify report already made (no second open)."""
+    """Stop (exit 2, one line with the verify code) when a verify report says its input is no ``.sbs`` at all."""
     _refuse(report.path, report.unreadable)
+
+
+def refuse_unreadable_findings(path, findings) -> None:
+    """Like :func:`refuse_unreadable`, for the findings of a check already made (``sbs repair``'s plan)."""
+    from sbs_tools.verify import UNREADABLE_CODES
+
+    _refuse(path, next((f for f in findings if f.code in UNREADABLE_CODES), None))
 
 
 def _refuse(path, bad) -> None:

@@ -98,6 +98,7 @@ class _Facts:
         self.errors = [x for x in findings if x.severity == "error" and x.code != "both-forms"]
         self.has_vit = bool(self.cfg and self.cfg.vit_config.layer_configs)
         self.toc_non_ascii = [f"toc name {n!r}" for n in f.tensors if not n.isascii()]
+        self.key_facts = deduce.KeyFacts.of(self.blobs) if f.era == "pre-2025" else None
 
 
 def _container(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
@@ -315,7 +316,7 @@ def _nuq(g: str, x: _Facts, run_why: list[str], caveats: list[str]) -> None:
 def _no_config(g: str, x: _Facts, why: list[str], caveats: list[str]) -> None:
     """Pre-2025 (E0) files: each generation deduces a model from the keys (base §7, addendum §1.4) and
     builds its canonical config, which the tensors must then fit."""
-    found = deduce.for_generation(g, x.blobs, x.path)
+    found = deduce.for_generation(g, x.blobs, x.path, x.key_facts)
     if not found:
         caveats.append("needs the model, weight type and tokenizer given on the command line")
         return
