@@ -356,9 +356,9 @@ def check_layout(d: Directory, buf: np.ndarray | None = None,
                            f"file size {size} is not a multiple of {END_ALIGN} as the V2 writer pads it "
                            "(gemma.cpp then cannot mmap it)", offset=size))
     if buf is not None:
-        out += _check_padding(d, lambda a, n: buf[a:a + n])
+        out += check_padding(d, lambda a, n: buf[a:a + n])
     elif read is not None:
-        out += _check_padding(d, read)
+        out += check_padding(d, read)
     return out
 
 
@@ -387,7 +387,7 @@ def padding_ranges(d: Directory) -> list[tuple[int, int]]:
     return out
 
 
-def _check_padding(d: Directory, read: Callable[[int, int], np.ndarray]) -> list[Problem]:
+def check_padding(d: Directory, read: Callable[[int, int], np.ndarray]) -> list[Problem]:
     """Every byte not in a blob, the directory or a header must be zero (all writers write zeros)."""
     out = []
     for pos, a in padding_ranges(d):

@@ -163,7 +163,9 @@ class SbsFile:
     def _load(self, strict: bool) -> None:
         """Directory, layout problems and metadata: everything ``open`` reads."""
         self.directory: Directory = blobstore.read_directory(self.buf)
-        self.problems += blobstore.check_layout(self.directory)
+        #: The layout problems (without the padding bytes, which only ``check_layout(read=...)`` reads).
+        self.layout_problems: list[Problem] = blobstore.check_layout(self.directory)
+        self.problems += self.layout_problems
         if strict:
             for p in self.problems:
                 if p.code == "blob-out-of-bounds" or (p.code == "file-size-mismatch"

@@ -149,7 +149,9 @@ def open_checked(path: str | os.PathLike) -> tuple[SbsFile | None, list[Finding]
     try:
         if f.remote:  # the padding check reads every gap between blobs: fetch them together
             f.prefetch(blobstore.padding_ranges(f.directory))
-        out = [_from_problem(p) for p in blobstore.check_layout(f.directory, read=f.read)]
+        # The layout was checked when the file was opened; only the padding bytes are still to be read.
+        problems = f.layout_problems + blobstore.check_padding(f.directory, f.read)
+        out = [_from_problem(p) for p in problems]
     except SbsError as e:
         f.close()
         return None, [finding(e.code if e.code in UNREADABLE_CODES else "io-error", e.message)]
