@@ -6,6 +6,8 @@
   requested range, status, body bytes sent) and can be told to answer some paths with a status
   (403, 500, ...) or to stall (for timeouts).
 * :func:`s3_server` — moto's S3 in server mode (``ThreadedMotoServer``), spoken to over HTTP.
+* :func:`gcs_server` — gcp-storage-emulator (GCS's JSON API and media downloads, ranged, in memory),
+  spoken to by gcsfs over HTTP.
 """
 from __future__ import annotations
 
@@ -190,6 +192,21 @@ def s3_server() -> Iterator[str]:
     port = free_port()
     srv = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     srv.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.stop()
+
+
+@contextlib.contextmanager
+def gcs_server() -> Iterator[str]:
+    """gcp-storage-emulator on 127.0.0.1, objects in memory; yields its endpoint URL."""
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    srv = create_server("127.0.0.1", port, in_memory=True)
+    srv.start()
+    srv._api._httpd.handle_error = lambda *a: None  # a client that hangs up is not a test failure
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -57,9 +57,11 @@ def _classify(url: str, e: BaseException) -> SbsError:
         return e
     name = type(e).__name__
     text = " ".join(str(e).split())[:300] or name
-    if isinstance(e, FileNotFoundError):
+    status = getattr(e, "code", None) or getattr(e, "status", None)
+    if isinstance(e, FileNotFoundError) or status == 404:
         return InputError(f"{url}: no such file", code="not-found")
-    if isinstance(e, PermissionError):
+    # gcsfs raises a plain OSError("Forbidden: ...") for 403, its HttpError carries the status
+    if isinstance(e, PermissionError) or status in (401, 403) or text.startswith(("Forbidden:", "Unauthorized:")):
         return InputError(f"cannot read {url}: permission denied ({text})", code="permission-denied")
     if isinstance(e, (TimeoutError,)) or "Timeout" in name:
         return RemoteError(f"{url}: the server did not answer in time ({text})", code="remote-timeout")
