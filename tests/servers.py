@@ -5,6 +5,9 @@
   with 200 and the whole file, like a naive server. It keeps an access log (method, path,
   requested range, status, body bytes sent) and can be told to answer some paths with a status
   (403, 500, ...) or to stall (for timeouts).
+* :func:`hub_server` — a stand-in for the Hugging Face hub: resolve URLs of the repositories it
+  knows answered with a 302 to another server (the CDN, e.g. :func:`http_server`), private ones
+  only with the right ``Authorization: Bearer``; the hub's 401/404 answers and ``X-Error-Code``.
 * :func:`s3_server` — moto's S3 in server mode (``ThreadedMotoServer``), spoken to over HTTP.
 * :func:`gcs_server` — gcp-storage-emulator (GCS's JSON API and media downloads, ranged, in memory),
   spoken to by gcsfs over HTTP.
@@ -19,7 +22,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
@@ -32,6 +35,7 @@ class Access:
     range: str | None
     status: int
     sent: int
+    auth: str | None = None  # the Authorization header sent
 
 
 @dataclass
@@ -44,9 +48,9 @@ class ServerState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
 
-    def record(self, *a) -> None:
+    def record(self, *a, auth: str | None = None) -> None:
         with self.lock:
-            self.log.append(Access(*a))
+            self.log.append(Access(*a, auth=auth))
 
     def sent(self, path: str | None = None) -> int:
         return sum(x.sent for x in self.log if path is None or x.path == path)
@@ -79,7 +83,8 @@ def _handler(state: ServerState):
             self.end_headers()
             if method == "GET":
                 self.wfile.write(body)
-            state.record(method, path, self.headers.get("Range"), st, len(body) if method == "GET" else 0)
+            state.record(method, path, self.headers.get("Range"), st, len(body) if method == "GET" else 0,
+                         auth=self.headers.get("Authorization"))
             return True
 
         def _file(self) -> str | None:
@@ -102,7 +107,7 @@ def _handler(state: ServerState):
             if not state.ignore_range:
                 self.send_header("Accept-Ranges", "bytes")
             self.end_headers()
-            state.record("HEAD", self.path, None, 200, 0)
+            state.record("HEAD", self.path, None, 200, 0, auth=self.headers.get("Authorization"))
 
         def do_GET(self) -> None:
             if self._status("GET"):
@@ -150,7 +155,7 @@ def _handler(state: ServerState):
                         sent += len(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
-            state.record("GET", self.path, rng, status, sent)
+            state.record("GET", self.path, rng, status, sent, auth=self.headers.get("Authorization"))
 
     return Handler
 
@@ -173,6 +178,66 @@ def http_server(root: str | os.PathLike, *, ignore_range: bool = False) -> Itera
         yield f"http://127.0.0.1:{srv.server_address[1]}/", state
     finally:
         state.stopping.set()
+        srv.shutdown()
+        srv.server_close()
+        t.join(5)
+
+
+_RESOLVE = re.compile(r"^/((?:datasets/|spaces/)?[^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+
+
+def _hub_handler(state: ServerState, cdn: str, repos: dict[str, set[str]], private: dict[str, str]):
+    class Hub(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a) -> None:
+            pass
+
+        def _answer(self, method: str) -> None:
+            from urllib.parse import unquote
+
+            auth = self.headers.get("Authorization")
+            m = _RESOLVE.match(self.path.split("?", 1)[0])
+            status, code = 302, None
+            if m is None or m[1] not in repos:
+                status, code = 404, "RepoNotFound"
+            elif m[1] in private and auth != f"Bearer {private[m[1]]}":
+                status, code = 401, "RepoNotFound"  # as the hub: a private repo looks missing
+            elif unquote(m[2]) not in repos[m[1]]:
+                status, code = 404, "RevisionNotFound"
+            elif not os.path.isfile(os.path.join(state.root, unquote(m[3]))):
+                status, code = 404, "EntryNotFound"
+            self.send_response(status)
+            if code:
+                self.send_header("X-Error-Code", code)
+            else:
+                self.send_header("Location", cdn + m[3])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            state.record(method, self.path, self.headers.get("Range"), status, 0, auth=auth)
+
+        def do_HEAD(self) -> None:
+            self._answer("HEAD")
+
+        def do_GET(self) -> None:
+            self._answer("GET")
+
+    return Hub
+
+
+@contextlib.contextmanager
+def hub_server(root: str | os.PathLike, cdn: str, repos: dict[str, set[str]],
+               private: dict[str, str] | None = None) -> Iterator[tuple[str, ServerState]]:
+    """The hub on 127.0.0.1: ``/REPO/resolve/REV/PATH`` (REPO as ``OWNER/NAME`` or ``datasets/OWNER/NAME``,
+    a key of ``repos``, REV one of its revisions, PATH a file under ``root``) is redirected to ``cdn +
+    PATH``; a repo in ``private`` needs its token. Yields (endpoint URL without the trailing '/', state)."""
+    state = ServerState(os.fspath(root))
+    srv = _QuietServer(("127.0.0.1", 0), _hub_handler(state, cdn, repos, private or {}))
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}", state
+    finally:
         srv.shutdown()
         srv.server_close()
         t.join(5)

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("fsspec")
 pytest.importorskip("aiohttp")
 
-from .servers import gcs_server, http_server  # noqa: E402
+from .servers import gcs_server, http_server, hub_server  # noqa: E402
 from .test_remote import CORPUS, FIXTURES, LINE, run, strip  # noqa: E402
 
 COMMANDS = (["inspect", "--json"], ["verify", "--json"], ["verify", "--deep", "--json"], ["hash", "--json"])
@@ -95,3 +95,77 @@ def test_gs_forbidden(gcs, capsys, tmp_path, monkeypatch):
             rc, out, err = run(capsys, *cmd, "gs://private/m.sbs")
             assert rc == 2 and LINE.match(err) and err.startswith("error: [permission-denied] "), (cmd, err)
         assert state.log and all(x.status == 403 for x in state.log)
+
+
+# -- hf:// -------------------------------------------------------------------------------------------
+REPOS = {"sbs/corpus": {"main", "v1", "refs/pr/1"}, "datasets/sbs/corpus": {"main"}, "sbs/private": {"main"}}
+
+
+@pytest.fixture(scope="module")
+def hub():
+    """The corpus on a CDN that honours Range, behind a hub that redirects resolve URLs to it."""
+    with http_server(FIXTURES) as (cdn, cdn_state):
+        with hub_server(FIXTURES, cdn, REPOS, private={"sbs/private": "secret"}) as (endpoint, hub_state):
+            yield endpoint, hub_state, cdn_state
+
+
+@pytest.fixture
+def hf(hub, monkeypatch):
+    endpoint, hub_state, cdn_state = hub
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with hub_state.lock, cdn_state.lock:
+        hub_state.log.clear()
+        cdn_state.log.clear()
+    return hub_state, cdn_state
+
+
+@pytest.mark.parametrize("rel", CORPUS)
+def test_hf_equals_local(hf, capsys, rel):
+    _equal_local(capsys, f"hf://sbs/corpus/{rel}", rel)
+
+
+def test_hf_reads_ranges_from_where_the_hub_redirects(hf, capsys, monkeypatch):
+    """One HEAD at the hub (followed to the CDN), then only ranged GETs at the CDN; the token goes to the
+    hub alone; dataset repos and revisions (``refs/pr/1`` URL-encoded) resolve too."""
+    hub_state, cdn_state = hf
+    rel = "corpus/v2/gemma3-1b-tiny-sfp.sbs"
+    monkeypatch.setenv("HF_TOKEN", "secret")
+    for url in (f"hf://sbs/private/{rel}", f"hf://datasets/sbs/corpus/{rel}", f"hf://sbs/corpus@v1/{rel}",
+                f"hf://sbs/corpus@refs%2Fpr%2F1/{rel}"):
+        _equal_local(capsys, url, rel, (["inspect", "--json"], ["hash", "--json"]))
+    hub_paths = [(x.method, x.path) for x in hub_state.log]
+    assert {m for m, _ in hub_paths} == {"HEAD"} and len(hub_paths) == 8, hub_paths
+    assert {p for _, p in hub_paths} == {"/sbs/private/resolve/main/" + rel, "/datasets/sbs/corpus/resolve/main/" + rel,
+                                         "/sbs/corpus/resolve/v1/" + rel, "/sbs/corpus/resolve/refs%2Fpr%2F1/" + rel}
+    assert all(x.auth == "Bearer secret" for x in hub_state.log)
+    gets = cdn_state.requests("/" + rel)
+    assert gets and all(x.status == 206 and x.auth is None for x in gets)
+    assert all(x.auth is None for x in cdn_state.log)
+
+
+def test_hf_errors(hf, capsys, tmp_path, monkeypatch):
+    cases = {"hf://sbs/nope/corpus/v2/gemma3-1b-tiny-sfp.sbs": "not-found",  # no such repo
+             "hf://sbs/corpus/corpus/v2/nope.sbs": "not-found",  # no such file
+             "hf://sbs/corpus@v9/corpus/v2/gemma3-1b-tiny-sfp.sbs": "not-found",  # no such revision
+             "hf://sbs/private/corpus/v2/gemma3-1b-tiny-sfp.sbs": "permission-denied",  # no token
+             "hf://sbs": "not-found"}  # not a file on the hub
+    for url, code in cases.items():
+        for cmd in (["inspect"], ["verify"], ["hash"]):
+            rc, out, err = run(capsys, *cmd, url)
+            assert rc == 2 and LINE.match(err) and err.startswith(f"error: [{code}] "), (url, cmd, err)
+    rc, out, err = run(capsys, "inspect", "hf://sbs/private/corpus/v2/gemma3-1b-tiny-sfp.sbs")
+    assert "HF_TOKEN" in err
+    monkeypatch.setenv("HF_TOKEN", "wrong")
+    rc, out, err = run(capsys, "inspect", "hf://sbs/private/corpus/v2/gemma3-1b-tiny-sfp.sbs")
+    assert rc == 2 and err.startswith("error: [permission-denied] "), err
+    # the CDN refusing (403) or ignoring Range
+    (tmp_path / "m.sbs").write_bytes((FIXTURES / "corpus/v2/gemma2-2b-tiny-sfp.sbs").read_bytes())
+    for ignore, code in ((False, "permission-denied"), (True, "range-unsupported")):
+        with http_server(tmp_path, ignore_range=ignore) as (cdn, cdn_state):
+            if not ignore:
+                cdn_state.statuses["/m.sbs"] = 403
+            with hub_server(tmp_path, cdn, {"sbs/m": {"main"}}) as (endpoint, _):
+                monkeypatch.setenv("HF_ENDPOINT", endpoint)
+                rc, out, err = run(capsys, "verify", "hf://sbs/m/m.sbs")
+                assert rc == 2 and LINE.match(err) and err.startswith(f"error: [{code}] "), err

@@ -10,6 +10,7 @@ from typing import Callable
 
 from ..errors import FileChangedError, SbsError
 from ..inputs import InputError
+from .hub import auth_headers, is_hub, resolve_url
 from .settings import PARALLEL, SETTINGS, TOTAL
 
 
@@ -90,13 +91,23 @@ def _retrying(url: str, op: Callable[[], object]):
     raise err
 
 
+def open_backend(url: str) -> "_HttpBackend | _FsBackend":
+    """What fetches ``url``'s bytes: ranged HTTP for ``http(s)://`` and ``hf://`` (the hub's resolve URL,
+    :mod:`.hub`), fsspec's ``cat_file`` for any other protocol."""
+    target = resolve_url(url) if is_hub(url) else url
+    fs, path = _filesystem(target)
+    return _HttpBackend(fs, url, target) if _is_http(fs) else _FsBackend(fs, path, url)
+
+
 class _HttpBackend:
     """Ranged GETs on the aiohttp session of fsspec's HTTP file system, checking what fsspec's
     ``cat_file`` does not: a 200 answer to a ranged request (the server ignores ``Range``) is refused
-    before its body is read, and ``Content-Range``'s total and the ETag must not change."""
+    before its body is read, and ``Content-Range``'s total and the ETag must not change. The first
+    request (``HEAD``) follows redirects; ranged reads go to where it led (``final_url``). ``url`` is
+    what messages name, ``target`` what is requested (they differ for ``hf://``)."""
 
-    def __init__(self, fs, url: str) -> None:
-        self.fs, self.url = fs, url
+    def __init__(self, fs, url: str, target: str | None = None) -> None:
+        self.fs, self.url, self.target = fs, url, target or url
         self.etag: str | None = None
         self.mtime: str | None = None
         self.ranges_ok = True
@@ -117,11 +128,18 @@ class _HttpBackend:
 
         return _retrying(self.url, lambda: sync(self.fs.loop, coro_fn, *args))
 
-    def _error(self, status: int, reason: str) -> SbsError:
+    def _headers(self, url: str, **extra: str) -> dict[str, str]:
+        """Request headers for ``url``: ``extra``, and the hub's token where it belongs (:mod:`.hub`)."""
+        return {**extra, **auth_headers(self.target, url)} if is_hub(self.url) else extra
+
+    def _error(self, status: int, reason: str, detail: str | None = None) -> SbsError:
+        """The error for an HTTP status; ``detail``: the hub's ``X-Error-Code`` (RepoNotFound, ...)."""
+        what = f"HTTP {status}" + (f", {detail}" if detail else "")
         if status == 404 or status == 410:
-            return InputError(f"{self.url}: no such file (HTTP {status})", code="not-found")
+            return InputError(f"{self.url}: no such file ({what})", code="not-found")
         if status in (401, 403):
-            return InputError(f"cannot read {self.url}: permission denied (HTTP {status} {reason})",
+            hint = "; set HF_TOKEN for a private or gated repository" if is_hub(self.url) else ""
+            return InputError(f"cannot read {self.url}: permission denied ({what} {reason}{hint})",
                               code="permission-denied")
         err = RemoteError(f"{self.url}: HTTP {status} {reason}", code="remote-error")
         if status == 429 or status >= 500:
@@ -149,11 +167,11 @@ class _HttpBackend:
 
     async def _head(self) -> tuple[int | None, str | None, str | None]:
         session = await self.fs.set_session()
-        async with session.head(self.fs.encode_url(self.url), allow_redirects=True,
-                                timeout=self._timeout()) as r:
+        async with session.head(self.fs.encode_url(self.target), allow_redirects=True,
+                                headers=self._headers(self.target), timeout=self._timeout()) as r:
             TOTAL.add(1, 0)
             if r.status >= 400:
-                raise self._error(r.status, r.reason or "")
+                raise self._error(r.status, r.reason or "", r.headers.get("X-Error-Code"))
             self.final_url = str(r.url)
             size = r.headers.get("Content-Length")
             enc = r.headers.get("Content-Encoding", "identity")
@@ -169,11 +187,12 @@ class _HttpBackend:
 
     async def _probe_size(self) -> int:
         session = await self.fs.set_session()
-        async with session.get(self.fs.encode_url(self.url), headers={"Range": "bytes=0-0"},
+        url = self.final_url or self.target
+        async with session.get(self.fs.encode_url(url), headers=self._headers(url, Range="bytes=0-0"),
                                timeout=self._timeout()) as r:
             TOTAL.add(1, 0)
             if r.status >= 400:
-                raise self._error(r.status, r.reason or "")
+                raise self._error(r.status, r.reason or "", r.headers.get("X-Error-Code"))
             total = _content_range_total(r.headers.get("Content-Range"))
             if r.status != 206 or total is None:
                 raise RemoteError(f"{self.url}: the server tells no file size (no Content-Length) and ignores "
@@ -212,8 +231,9 @@ class _HttpBackend:
 
     async def _get(self, start: int, end: int, size: int, out: memoryview) -> None:
         session = await self.fs.set_session()
-        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
-        async with session.get(self.fs.encode_url(self.url), headers=headers, timeout=self._timeout(),
+        url = self.final_url or self.target
+        headers = self._headers(url, **_ranged(start, end))
+        async with session.get(self.fs.encode_url(url), headers=headers, timeout=self._timeout(),
                                read_bufsize=_READ_BUFSIZE) as r:
             self._check_answer(r.status, r.reason or "", r.headers.get("Content-Range"), r.headers.get("ETag"),
                                start, end, size, drop=r.close)
@@ -282,7 +302,7 @@ class _HttpBackend:
 
         c, u = self._connection()
         target = u.path + ("?" + u.query if u.query else "")
-        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+        headers = self._headers(self.final_url, **_ranged(start, end))
         try:
             try:
                 c.request("GET", target, headers=headers)
@@ -375,11 +395,11 @@ class _HttpBackend:
 
     async def _download(self, fh) -> int:
         session = await self.fs.set_session()
-        async with session.get(self.fs.encode_url(self.url), headers={"Accept-Encoding": "identity"},
-                               timeout=self._timeout()) as r:
+        async with session.get(self.fs.encode_url(self.target), timeout=self._timeout(),
+                               headers=self._headers(self.target, **{"Accept-Encoding": "identity"})) as r:
             if r.status >= 400:
                 TOTAL.add(1, 0)
-                raise self._error(r.status, r.reason or "")
+                raise self._error(r.status, r.reason or "", r.headers.get("X-Error-Code"))
             n = 0
             async for chunk in r.content.iter_chunked(4 << 20):
                 fh.write(chunk)
@@ -394,6 +414,10 @@ class _HttpBackend:
 #: aiohttp's stream buffer per response (it stops reading the socket at twice this): 64 KiB by default,
 #: which pauses and resumes the transport every few pieces of a multi-MiB range.
 _READ_BUFSIZE = 1 << 20
+
+
+def _ranged(start: int, end: int) -> dict[str, str]:
+    return {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
 
 
 def _closed_error(url: str) -> SbsError:

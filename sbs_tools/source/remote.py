@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import FileChangedError, SbsError
 from ..inputs import InputError
-from .backends import _filesystem, _FsBackend, _HttpBackend, _is_http
+from .backends import _HttpBackend, open_backend
 from .local import LocalSource, _beyond_end
 from .settings import MERGE_GAP, READAHEAD_MAX, TOTAL, WINDOW
 
@@ -46,8 +46,7 @@ class RemoteSource:
 
     def __init__(self, url: str, *, allow_empty: bool = True) -> None:
         self.path = url
-        fs, path = _filesystem(url)
-        self._backend = _HttpBackend(fs, url) if _is_http(fs) else _FsBackend(fs, path, url)
+        self._backend = open_backend(url)
         self._t0 = TOTAL.to_dict()
         self.size, self._tag = self._backend.stat()
         if self.size == 0 and not allow_empty:
