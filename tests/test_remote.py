@@ -330,6 +330,39 @@ def test_read_ahead_stays_inside_the_file_and_reads_each_byte_once(tmp_path, opt
         assert ranges[-1][1] == size and state.sent("/big.bin") == size
 
 
+def test_scan_pieces_are_views_of_the_read_ahead_block(tmp_path):
+    """Once a sequential scan streams, ``view`` lends pieces of the read-ahead block instead of copying
+    them into the caller's buffer (pieces across two blocks are still copied); the bytes are the
+    file's and each byte is fetched once. A local file fills the caller's buffer."""
+    import numpy as np
+
+    from sbs_tools.source.local import LocalSource
+    from sbs_tools.source.remote import RemoteSource
+
+    size = 53 * _MIB + 12345
+    data = np.random.default_rng(2).integers(0, 256, size, dtype=np.uint8)
+    data.tofile(tmp_path / "big.bin")
+    buf = np.empty(_MIB + 7, dtype=np.uint8)
+    with http_server(tmp_path) as (base, state):
+        src = RemoteSource(base + "big.bin")
+        out = np.empty(size, dtype=np.uint8)
+        pos = pieces = lent = 0
+        while pos < size:
+            v = src.view(pos, buf[:min(buf.size, size - pos)])
+            out[pos:pos + v.size] = v
+            lent += not np.shares_memory(v, buf)
+            pieces += 1
+            pos += v.size
+        src.close()
+        assert np.array_equal(out, data)
+        assert lent >= pieces - 10, (lent, pieces)  # the first reads and a few block edges are copied
+        assert state.sent("/big.bin") == size
+    local = LocalSource(str(tmp_path / "big.bin"))
+    v = local.view(4096, buf)
+    assert np.shares_memory(v, buf) and np.array_equal(v, data[4096:4096 + buf.size])
+    local.close()
+
+
 def test_closing_mid_scan_stops_the_read_ahead(tmp_path):
     import concurrent.futures
 

@@ -196,6 +196,25 @@ class RemoteSource:
         rest[:] = ra.block[:rest.nbytes]
         self._ahead(ra)
 
+    def view(self, offset: int, buf: np.ndarray) -> np.ndarray:
+        """The ``buf.size`` bytes at ``offset``: a view of the reading thread's read-ahead block when they
+        lie in it or in the block after it (no copy; valid until this thread's next read), else
+        ``buf`` filled by :meth:`read_into` (a piece across two blocks, a jump, the first reads)."""
+        n = buf.size
+        ra = getattr(self._ra, "state", None)
+        if ra is None or n == 0 or ra.block is None:
+            self.read_into(offset, buf)
+            return buf
+        if (ra.pending is not None and offset >= ra.start + ra.filled and ra.pending_start <= offset
+                and offset + n <= ra.pending_end and ra.next == offset):
+            self._take_pending(ra)
+        if ra.start <= offset and offset + n <= ra.start + ra.filled:
+            ra.next = offset + n
+            self._ahead(ra)
+            return ra.block[offset - ra.start:offset - ra.start + n]
+        self.read_into(offset, buf)
+        return buf
+
     def _from_blocks(self, ra: "_ReadAhead", offset: int, mv: memoryview) -> int:
         """Copy what the thread's current block, then its finished read-ahead, hold of ``mv`` (the
         bytes at ``offset``); returns the offset up to which ``mv`` is filled."""
