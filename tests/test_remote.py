@@ -363,6 +363,28 @@ def test_scan_pieces_are_views_of_the_read_ahead_block(tmp_path):
     local.close()
 
 
+def test_multi_block_file_deep_and_hash_equal_local_and_move_each_byte_once(tmp_path, capsys):
+    """A file of several read-ahead blocks (the corpus files fit in one): ``verify --deep`` and ``hash``
+    (per tensor: its blobs as one stream in file order, not split between threads that read ahead
+    into each other's blobs) equal the local results and move the file's bytes once."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import make_large
+
+    path = tmp_path / "m.sbs"
+    make_large.make_large(path, "gemma2-2b", "sfp", scale=0.14, seed=5)
+    size = path.stat().st_size
+    assert size > 3 * 16 * _MIB
+    with http_server(tmp_path) as (base, _):
+        for cmd in (["verify", "--deep", "--json"], ["hash", "--json"], ["hash", "--per", "file", "--json"]):
+            (rc_l, out_l, _), (rc_r, out_r, err_r) = (run(capsys, *cmd, path), run(capsys, *cmd, base + "m.sbs"))
+            assert rc_l == rc_r, err_r
+            remote = json.loads(out_r)
+            assert strip(remote) == strip(json.loads(out_l)), cmd
+            assert size <= remote["transfer"]["bytes"] <= size + (256 << 10), cmd  # + the metadata read at open
+
+
 def test_closing_mid_scan_stops_the_read_ahead(tmp_path):
     import concurrent.futures
 

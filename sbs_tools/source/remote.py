@@ -205,8 +205,7 @@ class RemoteSource:
         if ra is None or n == 0 or ra.block is None:
             self.read_into(offset, buf)
             return buf
-        if (ra.pending is not None and offset >= ra.start + ra.filled and ra.pending_start <= offset
-                and offset + n <= ra.pending_end and ra.next == offset):
+        if ra.pending is not None and ra.pending_start <= offset and offset + n <= ra.pending_end:
             self._take_pending(ra)
         if ra.start <= offset and offset + n <= ra.start + ra.filled:
             ra.next = offset + n
@@ -224,8 +223,8 @@ class RemoteSource:
                 take = min(end, ra.start + ra.filled) - pos
                 mv[pos - offset:pos - offset + take] = ra.block[pos - ra.start:pos - ra.start + take]
                 pos += take
-            elif ra.pending is not None and ra.pending_start == pos:
-                self._take_pending(ra)
+            elif ra.pending is not None and ra.pending_start <= pos < ra.pending_end:
+                self._take_pending(ra)  # the next block (a gap between two blobs may skip its start)
             else:
                 break
         return pos
