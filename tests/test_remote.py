@@ -179,9 +179,11 @@ def test_server_that_ignores_range(capsys, tmp_path):
     assert not leftovers
 
 
-def test_http_error_codes(capsys, tmp_path, monkeypatch):
+@pytest.mark.parametrize("options", [{}, {"headers": {"X-Sbs-Test": "1"}}], ids=["http.client", "aiohttp"])
+def test_http_error_codes(capsys, tmp_path, monkeypatch, options):
     monkeypatch.setattr(source.SETTINGS, "timeout", 0.5)
     monkeypatch.setattr(source.SETTINGS, "retries", 2)
+    source.configure(storage_options=options)
     shutil.copy(FIXTURES / "corpus/v2/gemma2-2b-tiny-sfp.sbs", tmp_path / "m.sbs")
     with http_server(tmp_path) as (base, state):
         state.statuses["/forbidden.sbs"] = 403
@@ -300,11 +302,13 @@ def _scan(src, upto: int, piece: int = _MIB, start: int = 0) -> None:
         pos += n
 
 
-@pytest.mark.parametrize("options", [{}, {"headers": {"X-Sbs-Test": "1"}}], ids=["http.client", "aiohttp"])
+@pytest.mark.parametrize("options", [{}, {"headers": {"Authorization": "Basic c2JzOnNicw=="}}],
+                         ids=["http.client", "aiohttp"])
 def test_read_ahead_stays_inside_the_file_and_reads_each_byte_once(tmp_path, options):
     """A sequential scan streams in 16 MiB blocks with the next one in flight (over http.client for a
-    plain URL, over fsspec's aiohttp session when storage options are given): the bytes are those of
-    the file, no range goes past its end and no byte is fetched twice."""
+    plain URL, over fsspec's aiohttp session when storage options are given, their headers sent with
+    every request): the bytes are those of the file, no range goes past its end and no byte is
+    fetched twice."""
     import numpy as np
 
     from sbs_tools.source.remote import RemoteSource
@@ -315,7 +319,7 @@ def test_read_ahead_stays_inside_the_file_and_reads_each_byte_once(tmp_path, opt
     source.configure(storage_options=options)
     with http_server(tmp_path) as (base, state):
         src = RemoteSource(base + "big.bin")
-        assert src._backend._plain() == (not options)
+        assert src._backend.plain == (not options)
         out = np.empty(size, dtype=np.uint8)
         pos = 0
         while pos < size:  # pieces that do not divide the blocks
@@ -328,6 +332,7 @@ def test_read_ahead_stays_inside_the_file_and_reads_each_byte_once(tmp_path, opt
         assert all(b <= size for _, b in ranges)
         assert ranges[0][0] == 0 and all(a == b for (_, a), (b, _) in zip(ranges, ranges[1:]))  # contiguous
         assert ranges[-1][1] == size and state.sent("/big.bin") == size
+        assert {x.auth for x in state.log} == {options.get("headers", {}).get("Authorization")}
 
 
 def test_scan_pieces_are_views_of_the_read_ahead_block(tmp_path):
@@ -431,3 +436,23 @@ def test_file_changed_during_read_ahead(tmp_path, change):
         with pytest.raises(sbs_tools.FileChangedError):
             _scan(src, size, start=33 * _MIB)  # on from where it was: the read-ahead's answer first
         src.close()
+
+
+def test_plain_http_imports_neither_fsspec_nor_aiohttp(http):
+    """A plain http:// URL is read over http.client without importing fsspec or aiohttp (~0.2 s of start-up);
+    fsspec configuration for http (here FSSPEC_HTTP, which may carry headers or auth) brings them back."""
+    import subprocess
+    import sys
+
+    base, state = http
+    url = base + "corpus/v2/gemma3-1b-tiny-sfp.sbs"
+    code = ("import contextlib, io, json, sys\nfrom sbs_tools.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    rc = main(sys.argv[1:])\n"
+            "print(json.dumps([rc, 'fsspec' in sys.modules, 'aiohttp' in sys.modules]))")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for extra, imported in (({}, False), ({"FSSPEC_HTTP": '{"headers": {"X-Sbs-Test": "1"}}'}, True)):
+        for argv in (["inspect", url], ["verify", "--deep", url]):
+            r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                               env={**env, **extra}, timeout=120)
+            rc, fs, aio = json.loads(r.stdout.strip().splitlines()[-1])
+            assert rc == 0 and fs == aio == imported, (argv, extra, r.stderr)

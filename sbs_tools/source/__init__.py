@@ -15,9 +15,11 @@ Two sources share one small interface (``size``, ``buf``, ``read_into``, ``prefe
   Bulk reads stream in bounded pieces with an adaptive read-ahead: blocks grow to
   :data:`READAHEAD_MAX` bytes, then each reading thread fetches the block after its current one while
   it uses the current one (two blocks per thread at most; never past the end of the file; cancelled
-  on a jump and on close). Over plain http(s) (no storage options, no proxy) the bulk ranges go over
-  a blocking ``http.client`` connection per thread, read with ``readinto`` straight into the block;
-  otherwise through fsspec's aiohttp session (``cat_file`` for other protocols, without read-ahead).
+  on a jump and on close); a scan is lent views of the block (:meth:`SbsFile.read_view`) rather
+  than copies. Plain ``http://`` (no storage options, no proxy, no fsspec configuration:
+  :mod:`.plain`) goes over blocking ``http.client`` connections, one per thread, read with
+  ``readinto`` straight into the block, without importing fsspec or aiohttp; ``https://`` and the
+  rest through fsspec's aiohttp session (``cat_file`` for other protocols, without read-ahead).
 
 Remote rules (docs/errors.md):
 
