@@ -53,7 +53,8 @@ print(time.perf_counter() - t)
 def peak_rss(args: list[str], root: str = ROOT) -> tuple[float, int, str]:
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t = time.perf_counter()
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    # cwd=root: ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=root)
     out = p.stdout.read()
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
