@@ -44,6 +44,7 @@ class ServerState:
     ignore_range: bool = False
     statuses: dict[str, int] = field(default_factory=dict)  # URL path -> status to answer
     stall: set[str] = field(default_factory=set)  # URL paths whose answer never comes (until the server stops)
+    expired: set[str] = field(default_factory=set)  # query strings answered 403 (signed URLs that expired)
     log: list[Access] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -70,11 +71,11 @@ def _handler(state: ServerState):
             pass
 
         def _status(self, method: str) -> bool:
-            path = self.path.split("?", 1)[0]
+            path, _, query = self.path.partition("?")
             if path in state.stall:
                 state.stopping.wait(30)
                 return True
-            st = state.statuses.get(path)
+            st = 403 if query and query in state.expired else state.statuses.get(path)
             if st is None:
                 return False
             body = f"status {st}".encode()
@@ -186,7 +187,10 @@ def http_server(root: str | os.PathLike, *, ignore_range: bool = False) -> Itera
 _RESOLVE = re.compile(r"^/((?:datasets/|spaces/)?[^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 
 
-def _hub_handler(state: ServerState, cdn: str, repos: dict[str, set[str]], private: dict[str, str]):
+def _hub_handler(state: ServerState, cdn: str, repos: dict[str, set[str]], private: dict[str, str],
+                 signed: bool):
+    signatures = iter(range(1, 1 << 30))
+
     class Hub(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -211,7 +215,7 @@ def _hub_handler(state: ServerState, cdn: str, repos: dict[str, set[str]], priva
             if code:
                 self.send_header("X-Error-Code", code)
             else:
-                self.send_header("Location", cdn + m[3])
+                self.send_header("Location", cdn + m[3] + (f"?sig={next(signatures)}" if signed else ""))
             self.send_header("Content-Length", "0")
             self.end_headers()
             state.record(method, self.path, self.headers.get("Range"), status, 0, auth=auth)
@@ -227,12 +231,13 @@ def _hub_handler(state: ServerState, cdn: str, repos: dict[str, set[str]], priva
 
 @contextlib.contextmanager
 def hub_server(root: str | os.PathLike, cdn: str, repos: dict[str, set[str]],
-               private: dict[str, str] | None = None) -> Iterator[tuple[str, ServerState]]:
+               private: dict[str, str] | None = None, signed: bool = False) -> Iterator[tuple[str, ServerState]]:
     """The hub on 127.0.0.1: ``/REPO/resolve/REV/PATH`` (REPO as ``OWNER/NAME`` or ``datasets/OWNER/NAME``,
     a key of ``repos``, REV one of its revisions, PATH a file under ``root``) is redirected to ``cdn +
-    PATH``; a repo in ``private`` needs its token. Yields (endpoint URL without the trailing '/', state)."""
+    PATH`` (``signed``: with ``?sig=N``, N new at each redirect, like the hub's signed CDN URLs); a repo
+    in ``private`` needs its token. Yields (endpoint URL without the trailing '/', state)."""
     state = ServerState(os.fspath(root))
-    srv = _QuietServer(("127.0.0.1", 0), _hub_handler(state, cdn, repos, private or {}))
+    srv = _QuietServer(("127.0.0.1", 0), _hub_handler(state, cdn, repos, private or {}, signed))
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     try:

@@ -174,3 +174,33 @@ def test_hf_errors(hf, capsys, tmp_path, monkeypatch):
                 monkeypatch.setenv("HF_ENDPOINT", endpoint)
                 rc, out, err = run(capsys, "verify", "hf://sbs/m/m.sbs")
                 assert rc == 2 and LINE.match(err) and err.startswith(f"error: [{code}] "), err
+
+
+@pytest.mark.parametrize("options", [{}, {"headers": {"X-Sbs-Test": "1"}}], ids=["http.client", "aiohttp"])
+def test_hf_signed_url_that_expires_mid_scan_is_asked_for_again(tmp_path, capsys, monkeypatch, options):
+    """The hub's CDN URLs are signed and expire: a 403 from where the hub led makes the reader ask the
+    hub again for a fresh URL (same size and ETag), and the scan completes with the local result."""
+    import shutil
+
+    from sbs_tools import source
+
+    monkeypatch.setattr(source.SETTINGS, "storage_options", options)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    rel = "corpus/v2/gemma2-2b-tiny-f32.sbs"
+    shutil.copy(FIXTURES / rel, tmp_path / "m.sbs")
+    rc_l, out_l, _ = run(capsys, "hash", "--json", tmp_path / "m.sbs")
+    with http_server(tmp_path) as (cdn, cdn_state):
+        with hub_server(tmp_path, cdn, {"sbs/m": {"main"}}, signed=True) as (endpoint, hub_state):
+            monkeypatch.setenv("HF_ENDPOINT", endpoint)
+            import sbs_tools
+
+            with sbs_tools.open("hf://sbs/m/m.sbs") as f:
+                cdn_state.expired.add("sig=1")  # the URL the first HEAD was led to
+                names = list(f.tensors)
+                for name in names:
+                    f.tensor(name)
+            assert len(hub_state.requests(method="HEAD")) == 2
+            assert any(x.status == 403 for x in cdn_state.log)
+            rc, out, err = run(capsys, "hash", "--json", "hf://sbs/m/m.sbs")
+            assert rc == rc_l == 0, err
+            assert strip(json.loads(out)) == strip(json.loads(out_l))

@@ -325,10 +325,29 @@ class _HttpBackend:
                                        f"{start} returned {pos})", offset=start + pos)
 
     def fetch_into(self, start: int, end: int, size: int, out: memoryview) -> None:
+        try:
+            self._fetch_into(start, end, size, out)
+        except InputError as e:
+            if e.code != "permission-denied" or self.final_url in (None, self.target):
+                raise
+            self._resolve_again(size)
+            self._fetch_into(start, end, size, out)
+
+    def _fetch_into(self, start: int, end: int, size: int, out: memoryview) -> None:
         if self.plain:
             _retrying(self.url, lambda: self._get_blocking(start, end, size, out))
             return
         self._run(lambda: self._wrap(self._get(start, end, size, out)))
+
+    def _resolve_again(self, size: int) -> None:
+        """After a 401/403 from where the first request was redirected (a signed CDN URL that expired,
+        as the hub's do during a long scan): ask the target again for a fresh one; it must lead to the
+        file seen at open (size, ETag), else ``file-changed``."""
+        etag = self.etag
+        now, _ = self.stat()
+        if now != size or (etag and self.etag and etag != self.etag):
+            raise FileChangedError(f"{self.url} changed while it was being read (asked again, it has {now} "
+                                   f"bytes and ETag {self.etag}, not {size} and {etag})")
 
     def _get_blocking(self, start: int, end: int, size: int, out: memoryview) -> None:
         """:meth:`_get` over ``http.client`` (one try): the same checks, errors and retry signals."""

@@ -266,6 +266,10 @@ class RemoteSource:
             fut.result()
         except _Retry:
             self._fetch(a, b, memoryview(ra.spare)[:b - a])
+        except InputError as e:
+            if e.code != "permission-denied" or self._closed:
+                raise
+            self._fetch(a, b, memoryview(ra.spare)[:b - a])  # an expired redirect: fetch_into asks again
         except (concurrent.futures.CancelledError, SbsError):
             if self._closed:  # closed by another thread while this one waited
                 raise SbsError(f"{self.path}: read after close", code="io-error") from None
