@@ -283,6 +283,38 @@ def gcs_server() -> Iterator[str]:
         srv.stop()
 
 
+@contextlib.contextmanager
+def environ(**values: str) -> Iterator[None]:
+    """``os.environ`` with ``values`` set, as it was afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def bucket(protocol: str, options: dict, files: dict[str, str]) -> Iterator[None]:
+    """fsspec pointed at a store (``fsspec.config.conf[protocol] = options``) whose bucket ``models``
+    holds ``files`` (key under the bucket -> local path); the configuration is dropped afterwards."""
+    import fsspec
+
+    fsspec.config.conf[protocol] = options
+    try:
+        fs = fsspec.filesystem(protocol, skip_instance_cache=True)
+        fs.mkdir("models")
+        for key, local in files.items():
+            fs.put_file(local, f"models/{key}")
+        yield
+    finally:
+        fsspec.config.conf.pop(protocol, None)
+
+
 def copy_tree(files: list[str], dest: str | os.PathLike) -> list[str]:
     out = []
     for f in files:

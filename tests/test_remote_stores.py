@@ -3,8 +3,8 @@ two HTTP servers standing in for the Hugging Face hub (resolve URLs redirected t
 honours Range). Output equals the local file's apart from the path; errors are one line with a code."""
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import sys
 
 import pytest
@@ -12,67 +12,45 @@ import pytest
 pytest.importorskip("fsspec")
 pytest.importorskip("aiohttp")
 
-from .servers import gcs_server, http_server, hub_server  # noqa: E402
-from .test_remote import CORPUS, FIXTURES, LINE, run, strip  # noqa: E402
-
-COMMANDS = (["inspect", "--json"], ["verify", "--json"], ["verify", "--deep", "--json"], ["hash", "--json"])
-
-
-def _equal_local(capsys, url: str, rel: str, commands=COMMANDS) -> None:
-    for cmd in commands:
-        rc_l, out_l, err_l = run(capsys, *cmd, FIXTURES / rel)
-        rc_r, out_r, err_r = run(capsys, *cmd, url)
-        assert rc_l == rc_r, (cmd, err_r)
-        if rc_l == 2:
-            assert err_r.replace(url, "F") == err_l.replace(str(FIXTURES / rel), "F")
-            continue
-        remote = json.loads(out_r)
-        assert remote["transfer"]["requests"] >= 1 and remote["transfer"]["bytes"] > 0, cmd
-        assert strip(remote) == strip(json.loads(out_l)), cmd
-
+from .servers import bucket, environ, gcs_server, http_server, hub_server  # noqa: E402
+from .test_remote import CORPUS, FIXTURES, LINE, equal_local, run, strip  # noqa: E402
 
 # -- gs:// -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def gcs():
-    """The emulator with the corpus in bucket ``models``; gcsfs pointed at it, anonymous.
-
-    gcsfs's default file system (GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT) asks Google's gRPC storage-control
-    API what kind each bucket is, which an emulator does not serve (a 60 s timeout per bucket): the
-    plain ``gcsfs.core.GCSFileSystem``, which that one falls back to for ordinary buckets, is used."""
+    """The emulator with the corpus in bucket ``models``; gcsfs pointed at it, anonymous."""
     pytest.importorskip("gcsfs")
     pytest.importorskip("gcp_storage_emulator")
+    with environ(GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false"), _plain_gcsfs(), gcs_server() as endpoint:
+        with bucket("gs", {"endpoint_url": endpoint, "token": "anon", "project": "test"},
+                    {rel: str(FIXTURES / rel) for rel in CORPUS}):
+            yield endpoint
+
+
+@contextlib.contextmanager
+def _plain_gcsfs():
+    """gcsfs's default file system (GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT) asks Google's gRPC storage-control
+    API what kind each bucket is, which an emulator does not serve (a 60 s timeout per bucket): the
+    plain ``gcsfs.core.GCSFileSystem``, which that one falls back to for ordinary buckets, is used."""
     import fsspec
     import gcsfs.core
 
-    saved_env = os.environ.get("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")
-    os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
-    saved_cls = {p: fsspec.registry.get(p) for p in ("gs", "gcs")}
-    for p in saved_cls:
+    saved = {p: fsspec.registry.get(p) for p in ("gs", "gcs")}
+    for p in saved:
         fsspec.register_implementation(p, gcsfs.core.GCSFileSystem, clobber=True)
     try:
-        with gcs_server() as endpoint:
-            fsspec.config.conf["gs"] = {"endpoint_url": endpoint, "token": "anon", "project": "test"}
-            fs = fsspec.filesystem("gs", skip_instance_cache=True)
-            fs.mkdir("models")
-            for rel in CORPUS:
-                fs.put_file(str(FIXTURES / rel), f"models/{rel}")
-            yield endpoint
+        yield
     finally:
-        fsspec.config.conf.pop("gs", None)
-        for p, cls in saved_cls.items():
+        for p, cls in saved.items():
             if cls is None:
                 sys.modules["fsspec.registry"]._registry.pop(p, None)  # back to known_implementations' lazy entry
             else:
                 fsspec.register_implementation(p, cls, clobber=True)
-        if saved_env is None:
-            os.environ.pop("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", None)
-        else:
-            os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = saved_env
 
 
 @pytest.mark.parametrize("rel", CORPUS)
 def test_gs_equals_local(gcs, capsys, rel):
-    _equal_local(capsys, f"gs://models/{rel}", rel)
+    equal_local(capsys, f"gs://models/{rel}", rel)
 
 
 def test_gs_errors(gcs, capsys):
@@ -122,7 +100,7 @@ def hf(hub, monkeypatch):
 
 @pytest.mark.parametrize("rel", CORPUS)
 def test_hf_equals_local(hf, capsys, rel):
-    _equal_local(capsys, f"hf://sbs/corpus/{rel}", rel)
+    equal_local(capsys, f"hf://sbs/corpus/{rel}", rel)
 
 
 @pytest.mark.parametrize("options", [{}, {"headers": {"X-Sbs-Test": "1"}}], ids=["http.client", "aiohttp"])
@@ -138,7 +116,7 @@ def test_hf_reads_ranges_from_where_the_hub_redirects(hf, capsys, monkeypatch, o
     monkeypatch.setenv("HF_TOKEN", "secret")
     for url in (f"hf://sbs/private/{rel}", f"hf://datasets/sbs/corpus/{rel}", f"hf://sbs/corpus@v1/{rel}",
                 f"hf://sbs/corpus@refs%2Fpr%2F1/{rel}"):
-        _equal_local(capsys, url, rel, (["inspect", "--json"], ["hash", "--json"]))
+        equal_local(capsys, url, rel, (["inspect", "--json"], ["hash", "--json"]))
     hub_paths = [(x.method, x.path) for x in hub_state.log]
     assert {m for m, _ in hub_paths} == {"HEAD"} and len(hub_paths) == 8, hub_paths
     assert {p for _, p in hub_paths} == {"/sbs/private/resolve/main/" + rel, "/datasets/sbs/corpus/resolve/main/" + rel,
