@@ -103,11 +103,13 @@ def test_hf_equals_local(hf, capsys, rel):
     equal_local(capsys, f"hf://sbs/corpus/{rel}", rel)
 
 
-@pytest.mark.parametrize("options", [{}, {"headers": {"X-Sbs-Test": "1"}}], ids=["http.client", "aiohttp"])
+@pytest.mark.parametrize("options", [{}, {"headers": {"Authorization": "Basic c2JzOnNicw=="}}],
+                         ids=["http.client", "aiohttp"])
 def test_hf_reads_ranges_from_where_the_hub_redirects(hf, capsys, monkeypatch, options):
     """One HEAD at the hub (followed to the CDN), then only ranged GETs at the CDN; the token goes to the
-    hub alone; dataset repos and revisions (``refs/pr/1`` URL-encoded) resolve too. Over http.client,
-    and over aiohttp (what an https hub gets)."""
+    hub alone (nor do the storage options' credentials follow the redirect); dataset repos and
+    revisions (``refs/pr/1`` URL-encoded) resolve too. Over http.client, and over aiohttp (what an
+    https hub gets)."""
     from sbs_tools import source
 
     monkeypatch.setattr(source.SETTINGS, "storage_options", options)

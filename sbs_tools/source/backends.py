@@ -9,7 +9,7 @@ from typing import Callable
 from ..errors import FileChangedError, SbsError
 from ..inputs import InputError
 from .hub import auth_headers, is_hub, resolve_url
-from .settings import PARALLEL, SETTINGS, TOTAL
+from .settings import PARALLEL, SETTINGS, TOTAL, same_origin
 
 
 # -- remote -----------------------------------------------------------------------------------------
@@ -142,9 +142,14 @@ class _HttpBackend:
 
     def _kwargs(self, url: str, **headers: str) -> dict:
         """aiohttp request arguments: the storage options' request arguments (``headers``, ``auth``, ...;
-        what fsspec's own requests pass), our headers over theirs, the timeouts."""
+        what fsspec's own requests pass), our headers over theirs, the timeouts. Their credentials
+        stay with the target's origin, as aiohttp drops them on a redirect elsewhere."""
         kw = dict(self.fs.kwargs)
-        kw["headers"] = {**kw.get("headers", {}), **self._headers(url, **headers)}
+        theirs = dict(kw.get("headers", {}))
+        if not same_origin(url, self.target):
+            kw.pop("auth", None)
+            theirs = {k: v for k, v in theirs.items() if k.lower() != "authorization"}
+        kw["headers"] = {**theirs, **self._headers(url, **headers)}
         kw["timeout"] = self._timeout()
         return kw
 

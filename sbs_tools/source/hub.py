@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 from ..inputs import InputError
+from .settings import same_origin
 
 _HF = re.compile(r"^hf://(?:(?P<kind>datasets|spaces)/)?(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>[^/]+))?/(?P<path>.+)$")
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -45,11 +46,6 @@ def auth_headers(target: str, url: str) -> dict[str, str]:
     """``Authorization`` for a request to ``url`` when it goes to the hub's origin (that of the resolve
     URL ``target``) and ``HF_TOKEN`` is set; nothing for the CDN a resolve URL redirects to."""
     token = os.environ.get("HF_TOKEN")
-    if not token or _origin(url) != _origin(target):
+    if not token or not same_origin(url, target):
         return {}
     return {"Authorization": f"Bearer {token}"}
-
-
-def _origin(url: str) -> tuple[str, str | None, int | None]:
-    u = urlsplit(url)
-    return u.scheme, u.hostname, u.port
