@@ -4,7 +4,8 @@ Digests are computed over the file's bytes read with ``pread`` in 1 MiB pieces
 into one reusable buffer per thread (``SbsFile.chunks``; small enough to stay
 in cache between the copy and the hash, and never through the mapping, so a
 file truncated meanwhile is a ``file-changed`` error, not SIGBUS), blobs in
-parallel on a small thread pool (both libraries release the GIL).
+parallel on a small thread pool (both libraries release the GIL); a URL's blobs in
+file order on one thread, one sequential stream.
 
 Granularity (``per``):
 
@@ -194,10 +195,16 @@ def hash_file(path: str | os.PathLike, *, per: str = "tensor", algo: str = "xxh6
                     progress(done[0], len(jobs), j[0].name)
             return d
 
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            digests = list(pool.map(job, jobs))
-        for (entry, _), d in zip(jobs, digests):
-            entry.digest = d
+        # A URL is one sequential stream (its read-ahead runs on across blobs): its blobs are hashed
+        # one after another in file order; parallel jobs would split the stream and read ahead into
+        # each other's blobs. A local file's blobs are hashed in parallel.
+        order = list(range(len(jobs)))
+        if f.remote:
+            order.sort(key=lambda i: f.blobs[jobs[i][1]].offset)
+        with ThreadPoolExecutor(max_workers=1 if f.remote else max(1, threads)) as pool:
+            digests = dict(zip(order, pool.map(job, [jobs[i] for i in order])))
+        for i, (entry, _) in enumerate(jobs):
+            entry.digest = digests[i]
             out.entries.append(entry)
         return out
 

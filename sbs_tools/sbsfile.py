@@ -25,7 +25,7 @@ import numpy as np
 from . import blobstore
 from .blobstore import BlobEntry, Directory, Problem
 from .config import ModelConfig, decode_config
-from .errors import ConfigError, ContainerError, FileChangedError, SbsError, TensorError, TocError
+from .errors import ConfigError, ContainerError, SbsError, TensorError, TocError
 from .fields import as_words
 from .source import is_url, open_source
 from .toc import TocRecord, decode_toc
@@ -389,6 +389,12 @@ class SbsFile:
         """
         self._src.read_into(offset, buf)
 
+    def read_view(self, offset: int, buf: np.ndarray) -> np.ndarray:
+        """The ``buf.size`` bytes at ``offset``, read-only use: ``buf`` filled by :meth:`read_into` for a
+        local file; for a URL, when they are already in the reading thread's read-ahead block, a
+        view of that block instead (no copy), valid until this thread's next read of this file."""
+        return self._src.view(offset, buf)
+
     def read(self, offset: int, length: int) -> np.ndarray:
         """``length`` bytes at ``offset`` as a fresh uint8 array (via :meth:`read_into`)."""
         out = read_buffer(length)[:length]
@@ -404,9 +410,10 @@ class SbsFile:
     def chunks(self, offset: int, length: int, chunk_bytes: int = CHUNK_BYTES,
                buf: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """The bytes ``[offset, offset + length)`` in pieces of at most ``chunk_bytes``, each a uint8
-        view of one reusable buffer (``buf`` if given): valid only until the next piece.
+        view of one reusable buffer (``buf`` if given; for a URL, often of the read-ahead block):
+        valid only until the next piece, for reading only.
 
-        Reads with :meth:`read_into`; between pieces the file's size and modification time are
+        Reads with :meth:`read_view`; between pieces the file's size and modification time are
         compared with those seen at open, so a file rewritten in place mid-scan also raises
         :class:`FileChangedError` rather than yield a mix of old and new bytes.
         """
@@ -415,8 +422,7 @@ class SbsFile:
         step = buf.size
         pos, end = offset, offset + length
         while pos < end:
-            piece = buf[:min(step, end - pos)]
-            self.read_into(pos, piece)
+            piece = self._src.view(pos, buf[:min(step, end - pos)])
             yield piece
             pos += piece.size
             if pos < end:

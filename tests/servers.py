@@ -5,7 +5,12 @@
   with 200 and the whole file, like a naive server. It keeps an access log (method, path,
   requested range, status, body bytes sent) and can be told to answer some paths with a status
   (403, 500, ...) or to stall (for timeouts).
+* :func:`hub_server` — a stand-in for the Hugging Face hub: resolve URLs of the repositories it
+  knows answered with a 302 to another server (the CDN, e.g. :func:`http_server`), private ones
+  only with the right ``Authorization: Bearer``; the hub's 401/404 answers and ``X-Error-Code``.
 * :func:`s3_server` — moto's S3 in server mode (``ThreadedMotoServer``), spoken to over HTTP.
+* :func:`gcs_server` — gcp-storage-emulator (GCS's JSON API and media downloads, ranged, in memory),
+  spoken to by gcsfs over HTTP.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
@@ -30,6 +35,7 @@ class Access:
     range: str | None
     status: int
     sent: int
+    auth: str | None = None  # the Authorization header sent
 
 
 @dataclass
@@ -38,13 +44,14 @@ class ServerState:
     ignore_range: bool = False
     statuses: dict[str, int] = field(default_factory=dict)  # URL path -> status to answer
     stall: set[str] = field(default_factory=set)  # URL paths whose answer never comes (until the server stops)
+    expired: set[str] = field(default_factory=set)  # query strings answered 403 (signed URLs that expired)
     log: list[Access] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
 
-    def record(self, *a) -> None:
+    def record(self, *a, auth: str | None = None) -> None:
         with self.lock:
-            self.log.append(Access(*a))
+            self.log.append(Access(*a, auth=auth))
 
     def sent(self, path: str | None = None) -> int:
         return sum(x.sent for x in self.log if path is None or x.path == path)
@@ -64,11 +71,11 @@ def _handler(state: ServerState):
             pass
 
         def _status(self, method: str) -> bool:
-            path = self.path.split("?", 1)[0]
+            path, _, query = self.path.partition("?")
             if path in state.stall:
                 state.stopping.wait(30)
                 return True
-            st = state.statuses.get(path)
+            st = 403 if query and query in state.expired else state.statuses.get(path)
             if st is None:
                 return False
             body = f"status {st}".encode()
@@ -77,7 +84,8 @@ def _handler(state: ServerState):
             self.end_headers()
             if method == "GET":
                 self.wfile.write(body)
-            state.record(method, path, self.headers.get("Range"), st, len(body) if method == "GET" else 0)
+            state.record(method, path, self.headers.get("Range"), st, len(body) if method == "GET" else 0,
+                         auth=self.headers.get("Authorization"))
             return True
 
         def _file(self) -> str | None:
@@ -100,7 +108,7 @@ def _handler(state: ServerState):
             if not state.ignore_range:
                 self.send_header("Accept-Ranges", "bytes")
             self.end_headers()
-            state.record("HEAD", self.path, None, 200, 0)
+            state.record("HEAD", self.path, None, 200, 0, auth=self.headers.get("Authorization"))
 
         def do_GET(self) -> None:
             if self._status("GET"):
@@ -148,7 +156,7 @@ def _handler(state: ServerState):
                         sent += len(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
-            state.record("GET", self.path, rng, status, sent)
+            state.record("GET", self.path, rng, status, sent, auth=self.headers.get("Authorization"))
 
     return Handler
 
@@ -176,6 +184,70 @@ def http_server(root: str | os.PathLike, *, ignore_range: bool = False) -> Itera
         t.join(5)
 
 
+_RESOLVE = re.compile(r"^/((?:datasets/|spaces/)?[^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+
+
+def _hub_handler(state: ServerState, cdn: str, repos: dict[str, set[str]], private: dict[str, str],
+                 signed: bool):
+    signatures = iter(range(1, 1 << 30))
+
+    class Hub(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a) -> None:
+            pass
+
+        def _answer(self, method: str) -> None:
+            from urllib.parse import unquote
+
+            auth = self.headers.get("Authorization")
+            m = _RESOLVE.match(self.path.split("?", 1)[0])
+            status, code = 302, None
+            if m is None or m[1] not in repos:
+                status, code = 404, "RepoNotFound"
+            elif m[1] in private and auth != f"Bearer {private[m[1]]}":
+                status, code = 401, "RepoNotFound"  # as the hub: a private repo looks missing
+            elif unquote(m[2]) not in repos[m[1]]:
+                status, code = 404, "RevisionNotFound"
+            elif not os.path.isfile(os.path.join(state.root, unquote(m[3]))):
+                status, code = 404, "EntryNotFound"
+            self.send_response(status)
+            if code:
+                self.send_header("X-Error-Code", code)
+            else:
+                self.send_header("Location", cdn + m[3] + (f"?sig={next(signatures)}" if signed else ""))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            state.record(method, self.path, self.headers.get("Range"), status, 0, auth=auth)
+
+        def do_HEAD(self) -> None:
+            self._answer("HEAD")
+
+        def do_GET(self) -> None:
+            self._answer("GET")
+
+    return Hub
+
+
+@contextlib.contextmanager
+def hub_server(root: str | os.PathLike, cdn: str, repos: dict[str, set[str]],
+               private: dict[str, str] | None = None, signed: bool = False) -> Iterator[tuple[str, ServerState]]:
+    """The hub on 127.0.0.1: ``/REPO/resolve/REV/PATH`` (REPO as ``OWNER/NAME`` or ``datasets/OWNER/NAME``,
+    a key of ``repos``, REV one of its revisions, PATH a file under ``root``) is redirected to ``cdn +
+    PATH`` (``signed``: with ``?sig=N``, N new at each redirect, like the hub's signed CDN URLs); a repo
+    in ``private`` needs its token. Yields (endpoint URL without the trailing '/', state)."""
+    state = ServerState(os.fspath(root))
+    srv = _QuietServer(("127.0.0.1", 0), _hub_handler(state, cdn, repos, private or {}, signed))
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}", state
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -194,6 +266,53 @@ def s3_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         srv.stop()
+
+
+@contextlib.contextmanager
+def gcs_server() -> Iterator[str]:
+    """gcp-storage-emulator on 127.0.0.1, objects in memory; yields its endpoint URL."""
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    srv = create_server("127.0.0.1", port, in_memory=True)
+    srv.start()
+    srv._api._httpd.handle_error = lambda *a: None  # a client that hangs up is not a test failure
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.stop()
+
+
+@contextlib.contextmanager
+def environ(**values: str) -> Iterator[None]:
+    """``os.environ`` with ``values`` set, as it was afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def bucket(protocol: str, options: dict, files: dict[str, str]) -> Iterator[None]:
+    """fsspec pointed at a store (``fsspec.config.conf[protocol] = options``) whose bucket ``models``
+    holds ``files`` (key under the bucket -> local path); the configuration is dropped afterwards."""
+    import fsspec
+
+    fsspec.config.conf[protocol] = options
+    try:
+        fs = fsspec.filesystem(protocol, skip_instance_cache=True)
+        fs.mkdir("models")
+        for key, local in files.items():
+            fs.put_file(local, f"models/{key}")
+        yield
+    finally:
+        fsspec.config.conf.pop(protocol, None)
 
 
 def copy_tree(files: list[str], dest: str | os.PathLike) -> list[str]:

@@ -17,7 +17,7 @@ import sbs_tools  # noqa: E402
 from sbs_tools import source  # noqa: E402
 from sbs_tools.cli import main  # noqa: E402
 
-from .servers import http_server, s3_server, wait_until  # noqa: E402
+from .servers import bucket, environ, http_server, s3_server, wait_until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -179,9 +179,11 @@ def test_server_that_ignores_range(capsys, tmp_path):
     assert not leftovers
 
 
-def test_http_error_codes(capsys, tmp_path, monkeypatch):
+@pytest.mark.parametrize("options", [{}, {"headers": {"X-Sbs-Test": "1"}}], ids=["http.client", "aiohttp"])
+def test_http_error_codes(capsys, tmp_path, monkeypatch, options):
     monkeypatch.setattr(source.SETTINGS, "timeout", 0.5)
     monkeypatch.setattr(source.SETTINGS, "retries", 2)
+    source.configure(storage_options=options)
     shutil.copy(FIXTURES / "corpus/v2/gemma2-2b-tiny-sfp.sbs", tmp_path / "m.sbs")
     with http_server(tmp_path) as (base, state):
         state.statuses["/forbidden.sbs"] = 403
@@ -231,39 +233,34 @@ def test_file_that_changes_between_requests(tmp_path, capsys):
 def s3(tmp_path_factory):
     pytest.importorskip("s3fs")
     pytest.importorskip("moto.server")
-    import fsspec
-
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        with s3_server() as endpoint:
-            fsspec.config.conf["s3"] = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
-            fs = fsspec.filesystem("s3", skip_instance_cache=True)
-            fs.mkdir("models")
-            for rel in CORPUS:
-                fs.put_file(str(FIXTURES / rel), f"models/{rel}")
+    with environ(**env), s3_server() as endpoint:
+        with bucket("s3", {"endpoint_url": endpoint, "key": "testing", "secret": "testing"},
+                    {rel: str(FIXTURES / rel) for rel in CORPUS}):
             yield endpoint, env
-    finally:
-        fsspec.config.conf.pop("s3", None)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
-@pytest.mark.parametrize("rel", CORPUS)
-def test_s3_equals_local(s3, capsys, rel):
-    url = f"s3://models/{rel}"
-    for cmd in (["inspect", "--json"], ["verify", "--json"], ["verify", "--deep", "--json"], ["hash", "--json"]):
+COMMANDS = (["inspect", "--json"], ["verify", "--json"], ["verify", "--deep", "--json"], ["hash", "--json"])
+
+
+def equal_local(capsys, url: str, rel: str, commands=COMMANDS) -> None:
+    """Each command gives the same exit code and JSON (or one-line error) for ``url`` as for the corpus
+    file ``rel``, apart from the path and the transfer object."""
+    for cmd in commands:
         rc_l, out_l, err_l = run(capsys, *cmd, FIXTURES / rel)
         rc_r, out_r, err_r = run(capsys, *cmd, url)
         assert rc_l == rc_r, (cmd, err_r)
         if rc_l == 2:
             assert err_r.replace(url, "F") == err_l.replace(str(FIXTURES / rel), "F")
             continue
-        assert strip(json.loads(out_r)) == strip(json.loads(out_l)), cmd
+        remote = json.loads(out_r)
+        assert remote["transfer"]["requests"] >= 1 and remote["transfer"]["bytes"] > 0, cmd
+        assert strip(remote) == strip(json.loads(out_l)), cmd
+
+
+@pytest.mark.parametrize("rel", CORPUS)
+def test_s3_equals_local(s3, capsys, rel):
+    equal_local(capsys, f"s3://models/{rel}", rel)
 
 
 def test_s3_errors_and_prefix(s3, capsys, tmp_path):
@@ -300,11 +297,13 @@ def _scan(src, upto: int, piece: int = _MIB, start: int = 0) -> None:
         pos += n
 
 
-@pytest.mark.parametrize("options", [{}, {"headers": {"X-Sbs-Test": "1"}}], ids=["http.client", "aiohttp"])
+@pytest.mark.parametrize("options", [{}, {"headers": {"Authorization": "Basic c2JzOnNicw=="}}],
+                         ids=["http.client", "aiohttp"])
 def test_read_ahead_stays_inside_the_file_and_reads_each_byte_once(tmp_path, options):
     """A sequential scan streams in 16 MiB blocks with the next one in flight (over http.client for a
-    plain URL, over fsspec's aiohttp session when storage options are given): the bytes are those of
-    the file, no range goes past its end and no byte is fetched twice."""
+    plain URL, over fsspec's aiohttp session when storage options are given, their headers sent with
+    every request): the bytes are those of the file, no range goes past its end and no byte is
+    fetched twice."""
     import numpy as np
 
     from sbs_tools.source.remote import RemoteSource
@@ -315,7 +314,7 @@ def test_read_ahead_stays_inside_the_file_and_reads_each_byte_once(tmp_path, opt
     source.configure(storage_options=options)
     with http_server(tmp_path) as (base, state):
         src = RemoteSource(base + "big.bin")
-        assert src._backend._plain() == (not options)
+        assert src._backend.plain == (not options)
         out = np.empty(size, dtype=np.uint8)
         pos = 0
         while pos < size:  # pieces that do not divide the blocks
@@ -328,6 +327,62 @@ def test_read_ahead_stays_inside_the_file_and_reads_each_byte_once(tmp_path, opt
         assert all(b <= size for _, b in ranges)
         assert ranges[0][0] == 0 and all(a == b for (_, a), (b, _) in zip(ranges, ranges[1:]))  # contiguous
         assert ranges[-1][1] == size and state.sent("/big.bin") == size
+        assert {x.auth for x in state.log} == {options.get("headers", {}).get("Authorization")}
+
+
+def test_scan_pieces_are_views_of_the_read_ahead_block(tmp_path):
+    """Once a sequential scan streams, ``view`` lends pieces of the read-ahead block instead of copying
+    them into the caller's buffer (pieces across two blocks are still copied); the bytes are the
+    file's and each byte is fetched once. A local file fills the caller's buffer."""
+    import numpy as np
+
+    from sbs_tools.source.local import LocalSource
+    from sbs_tools.source.remote import RemoteSource
+
+    size = 53 * _MIB + 12345
+    data = np.random.default_rng(2).integers(0, 256, size, dtype=np.uint8)
+    data.tofile(tmp_path / "big.bin")
+    buf = np.empty(_MIB + 7, dtype=np.uint8)
+    with http_server(tmp_path) as (base, state):
+        src = RemoteSource(base + "big.bin")
+        out = np.empty(size, dtype=np.uint8)
+        pos = pieces = lent = 0
+        while pos < size:
+            v = src.view(pos, buf[:min(buf.size, size - pos)])
+            out[pos:pos + v.size] = v
+            lent += not np.shares_memory(v, buf)
+            pieces += 1
+            pos += v.size
+        src.close()
+        assert np.array_equal(out, data)
+        assert lent >= pieces - 10, (lent, pieces)  # the first reads and a few block edges are copied
+        assert state.sent("/big.bin") == size
+    local = LocalSource(str(tmp_path / "big.bin"))
+    v = local.view(4096, buf)
+    assert np.shares_memory(v, buf) and np.array_equal(v, data[4096:4096 + buf.size])
+    local.close()
+
+
+def test_multi_block_file_deep_and_hash_equal_local_and_move_each_byte_once(tmp_path, capsys):
+    """A file of several read-ahead blocks (the corpus files fit in one): ``verify --deep`` and ``hash``
+    (per tensor: its blobs as one stream in file order, not split between threads that read ahead
+    into each other's blobs) equal the local results and move the file's bytes once."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import make_large
+
+    path = tmp_path / "m.sbs"
+    make_large.make_large(path, "gemma2-2b", "sfp", scale=0.14, seed=5)
+    size = path.stat().st_size
+    assert size > 3 * 16 * _MIB
+    with http_server(tmp_path) as (base, _):
+        for cmd in (["verify", "--deep", "--json"], ["hash", "--json"], ["hash", "--per", "file", "--json"]):
+            (rc_l, out_l, _), (rc_r, out_r, err_r) = (run(capsys, *cmd, path), run(capsys, *cmd, base + "m.sbs"))
+            assert rc_l == rc_r, err_r
+            remote = json.loads(out_r)
+            assert strip(remote) == strip(json.loads(out_l)), cmd
+            assert size <= remote["transfer"]["bytes"] <= size + (256 << 10), cmd  # + the metadata read at open
 
 
 def test_closing_mid_scan_stops_the_read_ahead(tmp_path):
@@ -389,3 +444,23 @@ def test_report_fetches_the_metadata_once(http, capsys, tmp_path):
     wait_until(lambda: bool(state.requests("/" + rel)), 5)
     ranges = [x.range for x in state.requests("/" + rel) if x.range]
     assert ranges and len(ranges) == len(set(ranges)), ranges
+
+
+def test_plain_http_imports_neither_fsspec_nor_aiohttp(http):
+    """A plain http:// URL is read over http.client without importing fsspec or aiohttp (~0.2 s of start-up);
+    fsspec configuration for http (here FSSPEC_HTTP, which may carry headers or auth) brings them back."""
+    import subprocess
+    import sys
+
+    base, state = http
+    url = base + "corpus/v2/gemma3-1b-tiny-sfp.sbs"
+    code = ("import contextlib, io, json, sys\nfrom sbs_tools.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    rc = main(sys.argv[1:])\n"
+            "print(json.dumps([rc, 'fsspec' in sys.modules, 'aiohttp' in sys.modules]))")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for extra, imported in (({}, False), ({"FSSPEC_HTTP": '{"headers": {"X-Sbs-Test": "1"}}'}, True)):
+        for argv in (["inspect", url], ["verify", "--deep", url]):
+            r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                               env={**env, **extra}, timeout=120)
+            rc, fs, aio = json.loads(r.stdout.strip().splitlines()[-1])
+            assert rc == 0 and fs == aio == imported, (argv, extra, r.stderr)

@@ -7,16 +7,19 @@ Two sources share one small interface (``size``, ``buf``, ``read_into``, ``prefe
 * :class:`LocalSource` — a local path: the file memory-mapped for metadata (``buf``, zero-copy
   views) and ``pread`` on a descriptor kept open since it was opened for bulk reads, with
   ``file-changed`` detection. This is the fast path every command used before remote inputs.
-* :class:`RemoteSource` — ``https://``, ``s3://``, ``gs://``, ``hf://``, ... through fsspec (the
-  optional ``remote`` extra). Only ranges are read: ``buf`` is a :class:`RemoteBuffer` whose slices
+* :class:`RemoteSource` — ``https://``, ``s3://``, ``gs://``, ... through fsspec (the optional
+  ``remote`` extra); ``hf://`` as the hub's resolve URL over the HTTP path (:mod:`.hub` says why not
+  ``HfFileSystem``). Only ranges are read: ``buf`` is a :class:`RemoteBuffer` whose slices
   are fetched on first use and cached (metadata: header, directory, config, toc), and
   :meth:`RemoteSource.prefetch` fetches several ranges in as few requests as their offsets allow.
   Bulk reads stream in bounded pieces with an adaptive read-ahead: blocks grow to
   :data:`READAHEAD_MAX` bytes, then each reading thread fetches the block after its current one while
   it uses the current one (two blocks per thread at most; never past the end of the file; cancelled
-  on a jump and on close). Over plain http(s) (no storage options, no proxy) the bulk ranges go over
-  a blocking ``http.client`` connection per thread, read with ``readinto`` straight into the block;
-  otherwise through fsspec's aiohttp session (``cat_file`` for other protocols, without read-ahead).
+  on a jump and on close); a scan is lent views of the block (:meth:`SbsFile.read_view`) rather
+  than copies. Plain ``http://`` (no storage options, no proxy, no fsspec configuration:
+  :mod:`.plain`) goes over blocking ``http.client`` connections, one per thread, read with
+  ``readinto`` straight into the block, without importing fsspec or aiohttp; ``https://`` and the
+  rest through fsspec's aiohttp session (``cat_file`` for other protocols, without read-ahead).
 
 Remote rules (docs/errors.md):
 
@@ -43,7 +46,7 @@ from typing import Iterable
 
 from ..errors import SbsError
 from ..inputs import InputError, check_input_file
-from .backends import RemoteError, _filesystem, _FsBackend, _HttpBackend, _is_http, _retrying
+from .backends import RemoteError, _filesystem, _is_http, _retrying, open_backend
 from .local import LocalSource
 from .remote import DownloadedSource, RemoteBuffer, RemoteSource, _RangeReader
 from .settings import SETTINGS, TOTAL, InputStat, Settings, configure, is_url, transfer_totals
@@ -84,9 +87,7 @@ def stat_input(path: str | os.PathLike, *, allow_empty: bool = False) -> InputSt
     if not is_url(path):
         st = check_input_file(path, allow_empty=allow_empty)
         return InputStat(st.st_size, st.st_mtime_ns)
-    fs, p = _filesystem(path)
-    backend = _HttpBackend(fs, path) if _is_http(fs) else _FsBackend(fs, p, path)
-    size, tag = backend.stat()
+    size, tag = open_backend(path).stat()
     if size == 0 and not allow_empty:
         raise InputError(f"{path} is empty (0 bytes)", code="empty-file", offset=0)
     return InputStat(size, tag)

@@ -2,15 +2,14 @@
 ``cat_file`` for any other protocol; errors mapped to our codes, retries per the package docstring."""
 from __future__ import annotations
 
-import os
-import threading
 import time
 from typing import Callable
 
 
 from ..errors import FileChangedError, SbsError
 from ..inputs import InputError
-from .settings import PARALLEL, SETTINGS, TOTAL
+from .hub import auth_headers, is_hub, resolve_url
+from .settings import PARALLEL, SETTINGS, TOTAL, same_origin
 
 
 # -- remote -----------------------------------------------------------------------------------------
@@ -57,9 +56,11 @@ def _classify(url: str, e: BaseException) -> SbsError:
         return e
     name = type(e).__name__
     text = " ".join(str(e).split())[:300] or name
-    if isinstance(e, FileNotFoundError):
+    status = getattr(e, "code", None) or getattr(e, "status", None)
+    if isinstance(e, FileNotFoundError) or status == 404:
         return InputError(f"{url}: no such file", code="not-found")
-    if isinstance(e, PermissionError):
+    # gcsfs raises a plain OSError("Forbidden: ...") for 403, its HttpError carries the status
+    if isinstance(e, PermissionError) or status in (401, 403) or text.startswith(("Forbidden:", "Unauthorized:")):
         return InputError(f"cannot read {url}: permission denied ({text})", code="permission-denied")
     if isinstance(e, (TimeoutError,)) or "Timeout" in name:
         return RemoteError(f"{url}: the server did not answer in time ({text})", code="remote-timeout")
@@ -88,22 +89,42 @@ def _retrying(url: str, op: Callable[[], object]):
     raise err
 
 
-class _HttpBackend:
-    """Ranged GETs on the aiohttp session of fsspec's HTTP file system, checking what fsspec's
-    ``cat_file`` does not: a 200 answer to a ranged request (the server ignores ``Range``) is refused
-    before its body is read, and ``Content-Range``'s total and the ETag must not change."""
+def open_backend(url: str) -> "_HttpBackend | _FsBackend":
+    """What fetches ``url``'s bytes: ranged HTTP for ``http(s)://`` and ``hf://`` (the hub's resolve URL,
+    :mod:`.hub`), fsspec's ``cat_file`` for any other protocol."""
+    target = resolve_url(url) if is_hub(url) else url
+    if target.split("://", 1)[0].lower() in ("http", "https"):
+        return _HttpBackend(url, target)
+    fs, path = _filesystem(target)
+    return _FsBackend(fs, path, url)
 
-    def __init__(self, fs, url: str) -> None:
-        self.fs, self.url = fs, url
+
+class _HttpBackend:
+    """Ranged GETs, checking what fsspec's ``cat_file`` does not: a 200 answer to a ranged request
+    (the server ignores ``Range``) is refused before its body is read, and ``Content-Range``'s total
+    and the ETag must not change. The first request (``HEAD``) follows redirects; ranged reads go to
+    where it led (``final_url``). ``url`` is what messages name, ``target`` what is requested (they
+    differ for ``hf://``). Over blocking ``http.client`` (:mod:`.plain`) where it can, else on the
+    aiohttp session of fsspec's HTTP file system (``fs``, made on first use)."""
+
+    def __init__(self, url: str, target: str | None = None) -> None:
+        from .plain import Connections, usable
+
+        self.url, self.target = url, target or url
+        self._fs = None
         self.etag: str | None = None
         self.mtime: str | None = None
         self.ranges_ok = True
         self.final_url: str | None = None
-        self._conns = threading.local()  # .c: the thread's http.client connection
-        self._open: list = []  # every connection made (close() shuts them down)
-        self._pool = None  # threads of the blocking read-aheads
-        self._pool_lock = threading.Lock()
-        self._closed = False
+        self.plain = usable(self.target, SETTINGS.storage_options)
+        self._conns = Connections()
+
+    @property
+    def fs(self):
+        """fsspec's HTTP file system (importing fsspec and aiohttp), for what the plain path does not do."""
+        if self._fs is None:
+            self._fs = _filesystem(self.target)[0]
+        return self._fs
 
     def _timeout(self):
         import aiohttp
@@ -115,11 +136,31 @@ class _HttpBackend:
 
         return _retrying(self.url, lambda: sync(self.fs.loop, coro_fn, *args))
 
-    def _error(self, status: int, reason: str) -> SbsError:
+    def _headers(self, url: str, **extra: str) -> dict[str, str]:
+        """Request headers for ``url``: ``extra``, and the hub's token where it belongs (:mod:`.hub`)."""
+        return {**extra, **auth_headers(self.target, url)} if is_hub(self.url) else extra
+
+    def _kwargs(self, url: str, **headers: str) -> dict:
+        """aiohttp request arguments: the storage options' request arguments (``headers``, ``auth``, ...;
+        what fsspec's own requests pass), our headers over theirs, the timeouts. Their credentials
+        stay with the target's origin, as aiohttp drops them on a redirect elsewhere."""
+        kw = dict(self.fs.kwargs)
+        theirs = dict(kw.get("headers", {}))
+        if not same_origin(url, self.target):
+            kw.pop("auth", None)
+            theirs = {k: v for k, v in theirs.items() if k.lower() != "authorization"}
+        kw["headers"] = {**theirs, **self._headers(url, **headers)}
+        kw["timeout"] = self._timeout()
+        return kw
+
+    def _error(self, status: int, reason: str, detail: str | None = None) -> SbsError:
+        """The error for an HTTP status; ``detail``: the hub's ``X-Error-Code`` (RepoNotFound, ...)."""
+        what = f"HTTP {status}" + (f", {detail}" if detail else "")
         if status == 404 or status == 410:
-            return InputError(f"{self.url}: no such file (HTTP {status})", code="not-found")
+            return InputError(f"{self.url}: no such file ({what})", code="not-found")
         if status in (401, 403):
-            return InputError(f"cannot read {self.url}: permission denied (HTTP {status} {reason})",
+            hint = "; set HF_TOKEN for a private or gated repository" if is_hub(self.url) else ""
+            return InputError(f"cannot read {self.url}: permission denied ({what} {reason}{hint})",
                               code="permission-denied")
         err = RemoteError(f"{self.url}: HTTP {status} {reason}", code="remote-error")
         if status == 429 or status >= 500:
@@ -147,19 +188,71 @@ class _HttpBackend:
 
     async def _head(self) -> tuple[int | None, str | None, str | None]:
         session = await self.fs.set_session()
-        async with session.head(self.fs.encode_url(self.url), allow_redirects=True,
-                                timeout=self._timeout()) as r:
+        async with session.head(self.fs.encode_url(self.target), allow_redirects=True,
+                                **self._kwargs(self.target)) as r:
             TOTAL.add(1, 0)
             if r.status >= 400:
-                raise self._error(r.status, r.reason or "")
+                raise self._error(r.status, r.reason or "", r.headers.get("X-Error-Code"))
             self.final_url = str(r.url)
             size = r.headers.get("Content-Length")
             enc = r.headers.get("Content-Encoding", "identity")
             return (int(size) if size and enc == "identity" else None, r.headers.get("ETag"),
                     r.headers.get("Last-Modified"))
 
+    def _head_blocking(self) -> tuple[int | None, str | None, str | None] | None:
+        """:meth:`_head` over ``http.client``, following up to 10 redirects; None when one leads off
+        plain ``http://`` (then aiohttp takes over)."""
+        from urllib.parse import urljoin
+
+        url = self.target
+        for _ in range(10):
+            try:
+                _, r = self._conns.request("HEAD", url, self._headers(url))
+                r.read()
+            except Exception as e:  # noqa: BLE001 - socket and http.client errors
+                raise self._failure(e) from None
+            TOTAL.add(1, 0)
+            location = r.getheader("Location")
+            if r.status in (301, 302, 303, 307, 308) and location:
+                url = urljoin(url, location)
+                if not url.startswith("http://"):
+                    return None
+                continue
+            if r.status >= 400:
+                raise self._error(r.status, r.reason or "", r.getheader("X-Error-Code"))
+            self.final_url = url
+            size = r.getheader("Content-Length")
+            enc = r.getheader("Content-Encoding", "identity")
+            return (int(size) if size and enc == "identity" else None, r.getheader("ETag"),
+                    r.getheader("Last-Modified"))
+        raise RemoteError(f"{self.url}: more than 10 redirects", code="remote-error")
+
+    def _failure(self, e: BaseException) -> BaseException:
+        """An exception of a blocking request as our error or retry signal."""
+        import http.client
+        import socket
+
+        if isinstance(e, (SbsError, _Retry)):
+            return e
+        if self._conns.closed:
+            return _closed_error(self.url)
+        if isinstance(e, (socket.timeout, TimeoutError)):
+            return _Retry(RemoteError(f"{self.url}: no answer within {SETTINGS.timeout:g} s ({type(e).__name__})",
+                                      code="remote-timeout"))
+        if isinstance(e, ConnectionRefusedError) or isinstance(e, socket.gaierror):
+            return _Retry(RemoteError(f"{self.url}: cannot reach the server ({e.strerror or e})",
+                                      code="host-unreachable"))
+        if isinstance(e, (OSError, http.client.HTTPException)):
+            return _Retry(RemoteError(f"{self.url}: the connection broke ({type(e).__name__})",
+                                      code="host-unreachable"))
+        return e
+
     def stat(self) -> tuple[int, str | None]:
-        size, etag, mtime = self._run(lambda: self._wrap(self._head()))
+        head = _retrying(self.url, self._head_blocking) if self.plain else None
+        if head is None:  # https://, fsspec options, or a redirect to https://
+            self.plain = False
+            head = self._run(lambda: self._wrap(self._head()))
+        size, etag, mtime = head
         if size is None:  # no length in HEAD: ask for one byte and read the total of Content-Range
             size = self._run(lambda: self._wrap(self._probe_size()))
         self.etag, self.mtime = etag, mtime
@@ -167,11 +260,11 @@ class _HttpBackend:
 
     async def _probe_size(self) -> int:
         session = await self.fs.set_session()
-        async with session.get(self.fs.encode_url(self.url), headers={"Range": "bytes=0-0"},
-                               timeout=self._timeout()) as r:
+        url = self.final_url or self.target
+        async with session.get(self.fs.encode_url(url), **self._kwargs(url, Range="bytes=0-0")) as r:
             TOTAL.add(1, 0)
             if r.status >= 400:
-                raise self._error(r.status, r.reason or "")
+                raise self._error(r.status, r.reason or "", r.headers.get("X-Error-Code"))
             total = _content_range_total(r.headers.get("Content-Range"))
             if r.status != 206 or total is None:
                 raise RemoteError(f"{self.url}: the server tells no file size (no Content-Length) and ignores "
@@ -210,9 +303,9 @@ class _HttpBackend:
 
     async def _get(self, start: int, end: int, size: int, out: memoryview) -> None:
         session = await self.fs.set_session()
-        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
-        async with session.get(self.fs.encode_url(self.url), headers=headers, timeout=self._timeout(),
-                               read_bufsize=_READ_BUFSIZE) as r:
+        url = self.final_url or self.target
+        async with session.get(self.fs.encode_url(url), read_bufsize=_READ_BUFSIZE,
+                               **self._kwargs(url, **_ranged(start, end))) as r:
             self._check_answer(r.status, r.reason or "", r.headers.get("Content-Range"), r.headers.get("ETag"),
                                start, end, size, drop=r.close)
             # Each piece as aiohttp received it (``readchunk`` hands over its buffered bytes objects
@@ -237,60 +330,39 @@ class _HttpBackend:
                                        f"{start} returned {pos})", offset=start + pos)
 
     def fetch_into(self, start: int, end: int, size: int, out: memoryview) -> None:
-        if self._plain():
+        try:
+            self._fetch_into(start, end, size, out)
+        except InputError as e:
+            if e.code != "permission-denied" or self.final_url in (None, self.target):
+                raise
+            self._resolve_again(size)
+            self._fetch_into(start, end, size, out)
+
+    def _fetch_into(self, start: int, end: int, size: int, out: memoryview) -> None:
+        if self.plain:
             _retrying(self.url, lambda: self._get_blocking(start, end, size, out))
             return
         self._run(lambda: self._wrap(self._get(start, end, size, out)))
 
-    def _plain(self) -> bool:
-        """Bulk ranges go through a blocking ``http.client`` connection of the reading thread, read
-        with ``readinto`` straight into the destination (no event-loop hand-off, no intermediate
-        bytes), when nothing of fsspec's session is needed: no storage options (headers, auth,
-        client_kwargs), no proxy in the environment and plain ``http://`` (TLS stays with aiohttp's tested
-        stack: this path has no https test yet); else aiohttp."""
-        if self.final_url is None or self.fs.kwargs or self.fs.client_kwargs:
-            return False
-        if not self.final_url.startswith("http://"):
-            return False
-        return not any(os.environ.get(k) for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-                                                    "all_proxy", "ALL_PROXY"))
-
-    def _connection(self, fresh: bool = False):
-        import http.client
-        import urllib.parse
-
-        u = urllib.parse.urlsplit(self.final_url)
-        c = getattr(self._conns, "c", None)
-        if c is not None and not fresh:
-            return c, u
-        if c is not None:
-            c.close()
-        cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-        c = self._conns.c = cls(u.hostname, u.port, timeout=SETTINGS.timeout)
-        with self._pool_lock:
-            if self._closed:
-                raise _closed_error(self.url)
-            self._open = [k for k in self._open if k.sock is not None] + [c]
-        return c, u
+    def _resolve_again(self, size: int) -> None:
+        """After a 401/403 from where the first request was redirected (a signed CDN URL that expired,
+        as the hub's do during a long scan): ask the target again for a fresh one; it must lead to the
+        file seen at open (size, ETag), else ``file-changed``."""
+        etag = self.etag
+        now, _ = self.stat()
+        if now != size or (etag and self.etag and etag != self.etag):
+            raise FileChangedError(f"{self.url} changed while it was being read (asked again, it has {now} "
+                                   f"bytes and ETag {self.etag}, not {size} and {etag})")
 
     def _get_blocking(self, start: int, end: int, size: int, out: memoryview) -> None:
-        """:meth:`_get` over ``http.client``: the same checks, errors and retry signals."""
-        import http.client
-        import socket
-
-        c, u = self._connection()
-        target = u.path + ("?" + u.query if u.query else "")
-        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+        """:meth:`_get` over ``http.client`` (one try): the same checks, errors and retry signals."""
+        if self._conns.closed:
+            raise _closed_error(self.url)
+        c = None
         try:
-            try:
-                c.request("GET", target, headers=headers)
-                r = c.getresponse()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                c, u = self._connection(fresh=True)  # a kept-alive connection the server had closed
-                c.request("GET", target, headers=headers)
-                r = c.getresponse()
+            c, r = self._conns.request("GET", self.final_url, self._headers(self.final_url, **_ranged(start, end)))
             self._check_answer(r.status, r.reason or "", r.getheader("Content-Range"), r.getheader("ETag"),
-                               start, end, size, drop=lambda: self._drop(c))
+                               start, end, size, drop=lambda: self._conns.drop(c))
             n = end - start
             pos = 0
             while pos < n:
@@ -300,63 +372,44 @@ class _HttpBackend:
                 pos += got
             TOTAL.add(1, pos)
             if pos < n:
-                self._drop(c)
+                self._conns.drop(c)
                 raise FileChangedError(f"{self.url} changed while it was being read (a read of {n} bytes at offset "
                                        f"{start} returned {pos})", offset=start + pos)
-        except (socket.timeout, TimeoutError) as e:
-            self._drop(c)
-            raise _Retry(RemoteError(f"{self.url}: no answer within {SETTINGS.timeout:g} s ({type(e).__name__})",
-                                     code="remote-timeout")) from None
-        except (OSError, http.client.HTTPException) as e:
-            self._drop(c)
-            raise _Retry(RemoteError(f"{self.url}: the connection broke ({type(e).__name__})",
-                                     code="host-unreachable")) from None
-
-    def _drop(self, c) -> None:
-        c.close()
-        if getattr(self._conns, "c", None) is c:
-            self._conns.c = None
+        except Exception as e:  # noqa: BLE001 - socket and http.client errors
+            if c is not None and not isinstance(e, SbsError):
+                self._conns.drop(c)
+            raise self._failure(e) from None
 
     def start_fetch(self, start: int, end: int, size: int, out: memoryview):
-        """One try of :meth:`fetch_into` started on fsspec's event loop without waiting: a
-        ``concurrent.futures.Future`` (its ``cancel()`` drops the request and its connection).
-        It raises ``_Retry`` where :meth:`fetch_into` would try again; the caller does that."""
+        """One try of :meth:`fetch_into` started without waiting (on the read-ahead pool, or fsspec's
+        event loop): a ``concurrent.futures.Future`` (its ``cancel()`` drops a queued request). It
+        raises ``_Retry`` where :meth:`fetch_into` would try again; the caller does that."""
         import asyncio
 
-        if self._plain():
-            with self._pool_lock:
-                if self._closed:
-                    raise _closed_error(self.url)
-                if self._pool is None:
-                    from concurrent.futures import ThreadPoolExecutor
-
-                    self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sbs-read-ahead")
-                return self._pool.submit(self._get_blocking, start, end, size, out)
+        if self.plain:
+            try:
+                return self._conns.submit(self._get_blocking, start, end, size, out)
+            except ConnectionAbortedError:
+                raise _closed_error(self.url) from None
         return asyncio.run_coroutine_threadsafe(self._wrap(self._get(start, end, size, out)), self.fs.loop)
 
     def close(self) -> None:
         """Stop the blocking read-aheads: queued ones never start, running ones see their connection
         shut down (their reads end at once)."""
-        import socket
-
-        with self._pool_lock:
-            self._closed = True
-            pool, self._pool = self._pool, None
-            conns, self._open = self._open, []
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-        for c in conns:
-            sock = c.sock
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        self._conns.close()
 
     def fetch_many(self, ranges: list[tuple[int, int]], size: int) -> list[bytearray]:
         import asyncio
 
         bufs = [bytearray(b - a) for a, b in ranges]
+        if self.plain:  # on the read-ahead pool; a request that failed in a retryable way is tried again
+            futs = [self.start_fetch(a, b, size, memoryview(buf)) for (a, b), buf in zip(ranges, bufs)]
+            for fut, (a, b), buf in zip(futs, ranges, bufs):
+                try:
+                    fut.result()
+                except _Retry:
+                    self.fetch_into(a, b, size, memoryview(buf))
+            return bufs
 
         async def one(a, b, buf, sem):
             async with sem:
@@ -373,11 +426,11 @@ class _HttpBackend:
 
     async def _download(self, fh) -> int:
         session = await self.fs.set_session()
-        async with session.get(self.fs.encode_url(self.url), headers={"Accept-Encoding": "identity"},
-                               timeout=self._timeout()) as r:
+        async with session.get(self.fs.encode_url(self.target),
+                               **self._kwargs(self.target, **{"Accept-Encoding": "identity"})) as r:
             if r.status >= 400:
                 TOTAL.add(1, 0)
-                raise self._error(r.status, r.reason or "")
+                raise self._error(r.status, r.reason or "", r.headers.get("X-Error-Code"))
             n = 0
             async for chunk in r.content.iter_chunked(4 << 20):
                 fh.write(chunk)
@@ -392,6 +445,10 @@ class _HttpBackend:
 #: aiohttp's stream buffer per response (it stops reading the socket at twice this): 64 KiB by default,
 #: which pauses and resumes the transport every few pieces of a multi-MiB range.
 _READ_BUFSIZE = 1 << 20
+
+
+def _ranged(start: int, end: int) -> dict[str, str]:
+    return {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
 
 
 def _closed_error(url: str) -> SbsError:

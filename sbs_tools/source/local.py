@@ -115,6 +115,11 @@ class LocalSource:
                 raise _beyond_end(self.path, n - done, at, self.size)
             done += got
 
+    def view(self, offset: int, buf: np.ndarray) -> np.ndarray:
+        """``buf`` filled with the bytes at ``offset`` (:meth:`read_into`): a local file has no block to lend."""
+        self.read_into(offset, buf)
+        return buf
+
     def release(self, offset: int, length: int) -> None:
         mm = self._mm
         if mm is None or length <= 0 or not hasattr(mmap, "MADV_DONTNEED"):

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import FileChangedError, SbsError
 from ..inputs import InputError
-from .backends import _filesystem, _FsBackend, _HttpBackend, _is_http
+from .backends import _HttpBackend, open_backend
 from .local import LocalSource, _beyond_end
 from .settings import MERGE_GAP, READAHEAD_MAX, TOTAL, WINDOW
 
@@ -46,8 +46,7 @@ class RemoteSource:
 
     def __init__(self, url: str, *, allow_empty: bool = True) -> None:
         self.path = url
-        fs, path = _filesystem(url)
-        self._backend = _HttpBackend(fs, url) if _is_http(fs) else _FsBackend(fs, path, url)
+        self._backend = open_backend(url)
         self._t0 = TOTAL.to_dict()
         self.size, self._tag = self._backend.stat()
         if self.size == 0 and not allow_empty:
@@ -197,6 +196,24 @@ class RemoteSource:
         rest[:] = ra.block[:rest.nbytes]
         self._ahead(ra)
 
+    def view(self, offset: int, buf: np.ndarray) -> np.ndarray:
+        """The ``buf.size`` bytes at ``offset``: a view of the reading thread's read-ahead block when they
+        lie in it or in the block after it (no copy; valid until this thread's next read), else
+        ``buf`` filled by :meth:`read_into` (a piece across two blocks, a jump, the first reads)."""
+        n = buf.size
+        ra = getattr(self._ra, "state", None)
+        if ra is None or n == 0 or ra.block is None:
+            self.read_into(offset, buf)
+            return buf
+        if ra.pending is not None and ra.pending_start <= offset and offset + n <= ra.pending_end:
+            self._take_pending(ra)
+        if ra.start <= offset and offset + n <= ra.start + ra.filled:
+            ra.next = offset + n
+            self._ahead(ra)
+            return ra.block[offset - ra.start:offset - ra.start + n]
+        self.read_into(offset, buf)
+        return buf
+
     def _from_blocks(self, ra: "_ReadAhead", offset: int, mv: memoryview) -> int:
         """Copy what the thread's current block, then its finished read-ahead, hold of ``mv`` (the
         bytes at ``offset``); returns the offset up to which ``mv`` is filled."""
@@ -206,8 +223,8 @@ class RemoteSource:
                 take = min(end, ra.start + ra.filled) - pos
                 mv[pos - offset:pos - offset + take] = ra.block[pos - ra.start:pos - ra.start + take]
                 pos += take
-            elif ra.pending is not None and ra.pending_start == pos:
-                self._take_pending(ra)
+            elif ra.pending is not None and ra.pending_start <= pos < ra.pending_end:
+                self._take_pending(ra)  # the next block (a gap between two blobs may skip its start)
             else:
                 break
         return pos
@@ -249,6 +266,10 @@ class RemoteSource:
             fut.result()
         except _Retry:
             self._fetch(a, b, memoryview(ra.spare)[:b - a])
+        except InputError as e:
+            if e.code != "permission-denied" or self._closed:
+                raise
+            self._fetch(a, b, memoryview(ra.spare)[:b - a])  # an expired redirect: fetch_into asks again
         except (concurrent.futures.CancelledError, SbsError):
             if self._closed:  # closed by another thread while this one waited
                 raise SbsError(f"{self.path}: read after close", code="io-error") from None

@@ -29,6 +29,14 @@ def is_url(path: str | os.PathLike) -> bool:
     return isinstance(path, str) and bool(_URL.match(path))
 
 
+def same_origin(a: str, b: str) -> bool:
+    """True when two URLs have the same scheme, host and port (credentials go no further)."""
+    from urllib.parse import urlsplit
+
+    ua, ub = urlsplit(a), urlsplit(b)
+    return (ua.scheme, ua.hostname, ua.port) == (ub.scheme, ub.hostname, ub.port)
+
+
 @dataclass
 class Settings:
     """Process-wide remote options (the CLI sets them from its flags)."""

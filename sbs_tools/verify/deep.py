@@ -204,8 +204,7 @@ def _scan(f: SbsFile, info: TensorInfo, t: Type, st: _Stats, out_buf: np.ndarray
         count = min(step, n - start)
         b0 = packed_bytes(t, start)  # exact: start is a multiple of the group size
         nbytes = packed_bytes(t, start + count) - b0
-        raw = read_buf[:nbytes]
-        f.read_into(info.offset + b0, raw)
+        raw = f.read_view(info.offset + b0, read_buf[:nbytes])
         if not keep and _fast_clean(t, raw, count, st, scratch):
             if progress is not None:
                 progress(nbytes)
