@@ -399,9 +399,22 @@ def _family_specs(families: tuple[Family, ...], config: ModelConfig, lc: Any, i:
     return out
 
 
+#: gemma.cpp's tensor names hold at most 16 characters (``MatPtr::SetName`` aborts beyond).
+MAX_TENSOR_NAME = 16
+
+
+def max_experts(layer: int) -> int:
+    """The most experts layer ``layer`` can name: ``gating1_w_L_E`` must fit :data:`MAX_TENSOR_NAME`
+    (addendum §5.2: 128 experts at layer 29 and 256 at layer 43 are exactly 16 characters)."""
+    digits = MAX_TENSOR_NAME - len(f"gating1_w_{layer}_")
+    return 10 ** digits if digits > 0 else 0
+
+
 def _expert_specs(config: ModelConfig, lc: Any, i: int) -> list[TensorSpec]:
-    """``gating1_w_L_E``, ``gating2_w_L_E`` (Fe x D), ``linear_w_L_E`` (D x Fe) for every expert: MustRead."""
-    if not is_moe(lc):
+    """``gating1_w_L_E``, ``gating2_w_L_E`` (Fe x D), ``linear_w_L_E`` (D x Fe) for every expert: MustRead.
+    None when the names cannot exist (more experts than :func:`max_experts`: the config is invalid, and a
+    count from the file must not decide how much is allocated)."""
+    if not is_moe(lc) or lc.num_experts > max_experts(i):
         return []
     D, Fe = _D(config, lc), _expert_ff(config, lc)
     out = []

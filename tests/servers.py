@@ -48,6 +48,19 @@ class ServerState:
     log: list[Access] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
+    rate: float | None = None  # bytes/s of one link shared by every connection (None: as fast as it goes)
+    _link_free_at: float = 0.0
+
+    def pace(self, n: int) -> None:
+        """Hold the sender until ``n`` more bytes would have crossed a link of ``rate`` bytes/s."""
+        if not self.rate:
+            return
+        with self.lock:
+            now = time.monotonic()
+            self._link_free_at = max(now, self._link_free_at) + n / self.rate
+            wait = self._link_free_at - now
+        if wait > 0:
+            time.sleep(wait)
 
     def record(self, *a, auth: str | None = None) -> None:
         with self.lock:
@@ -154,6 +167,7 @@ def _handler(state: ServerState):
                             break
                         self.wfile.write(chunk)
                         sent += len(chunk)
+                        state.pace(len(chunk))
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
             state.record("GET", self.path, rng, status, sent, auth=self.headers.get("Authorization"))
@@ -169,9 +183,11 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def http_server(root: str | os.PathLike, *, ignore_range: bool = False) -> Iterator[tuple[str, ServerState]]:
-    """Serve ``root`` on 127.0.0.1 (a free port); yields (base URL ending in '/', state)."""
-    state = ServerState(os.fspath(root), ignore_range=ignore_range)
+def http_server(root: str | os.PathLike, *, ignore_range: bool = False,
+                rate: float | None = None) -> Iterator[tuple[str, ServerState]]:
+    """Serve ``root`` on 127.0.0.1 (a free port); yields (base URL ending in '/', state). ``rate``: bytes/s
+    of a link all connections share (a network in front of the server), for benchmarks."""
+    state = ServerState(os.fspath(root), ignore_range=ignore_range, rate=rate)
     srv = _QuietServer(("127.0.0.1", 0), _handler(state))
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()

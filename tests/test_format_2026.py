@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import sbs_tools
 from sbs_tools import bpe, codecs
@@ -60,6 +60,7 @@ finite = st.floats(-1e4, 1e4, allow_nan=False, width=32)
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(finite, min_size=1, max_size=200), st.sampled_from(["Q4_0", "MXFP4"]))
+@example([1.6521308894389593e-42], "Q4_0")  # a subnormal block maximum: the bf16 scale underflows to -0
 def test_block_codecs_round_trip(xs, t):
     """Any length (a partial final block too): size, error bound per block, and decode(encode) re-encodes
     to the same bytes."""
@@ -74,7 +75,12 @@ def test_block_codecs_round_trip(xs, t):
     assert (np.abs(y - x) <= bound + 1e-30).all()
     again = codecs.encode(t, y)
     if t == "Q4_0":
-        assert again == raw  # the decoded values re-encode to the same bytes
+        # The decoded values re-encode to the same bytes -- except a block whose scale max/-8 underflows to
+        # a bf16 zero although the block is not zero: 1/d is then infinite, gemma.cpp's encoder writes
+        # nibble 0 (not 8) for its zeros, and the all-zero decode re-encodes as the zero block (nibbles 8).
+        a, b = (np.frombuffer(r, np.uint8).reshape(-1, 18) for r in (raw, again))
+        underflow = ((a[:, 0] == 0) & ((a[:, 1] & 0x7F) == 0)) & (m > 0)
+        assert np.array_equal(a[~underflow], b[~underflow])
     else:  # MXFP4 may pick another exponent for them (24 = 6 x 4 = 3 x 8), but the values are a fixed point
         assert np.array_equal(codecs.decode(t, again, x.size), y)
 

@@ -17,7 +17,7 @@ from ..config import (CURRENT, GEMMA3_LM_MODELS, LAYER_FIELDS_3ED403E, LAYER_TYP
 from ..errors import SbsError
 from ..fields import NFIELDS, Field, Schema, as_words, encode_string
 from ..sbsfile import METADATA_KEYS, MOCK_TOKENIZER, SbsFile
-from ..tensors import expected_tensors
+from ..tensors import MAX_TENSOR_NAME, expected_tensors, max_experts
 from ..toc import TocRecord, decode_toc
 from ..types import TYPE_BITS, Type, element_bytes, num_elements, packed_bytes, type_name
 from .findings import Finding, finding
@@ -154,6 +154,7 @@ def _check_config_values(cfg: ModelConfig, pos: dict[str, int], cfg_offset: int)
                 f"{p}.type", **where)
         _layer_dims(lc, i, p, cfg.model_dim, "LLM layer", bad, where)
         _layer_links(cfg.layer_configs, lc, i, p, "LLM layer", bad, where)
+        _layer_experts(lc, i, p, "LLM layer", bad, where)
     for stack in ("encoder", "decoder"):
         lcs = getattr(cfg, f"{stack}_layer_configs")
         for i, lc in enumerate(lcs):
@@ -210,6 +211,14 @@ def _layer_links(layers, lc, i: int, p: str, tag: str, bad, where: dict) -> None
         bad(f"{tag} {i}: shares the KV cache of layer {j}, whose kv_heads x qkv_dim "
             f"({src.kv_heads} x {src.qkv_dim}) differs from its own ({lc.kv_heads} x {lc.qkv_dim}); gemma.cpp "
             "asserts both are equal when it allocates the KV cache", f"{p}.kv_share_layer_idx", **where)
+
+
+def _layer_experts(lc, i: int, p: str, tag: str, bad, where: dict) -> None:
+    """``num_experts`` whose per-expert tensor names exceed 16 characters: gemma.cpp aborts naming them."""
+    if lc.num_experts > max_experts(i):
+        bad(f"{tag} {i}: num_experts {lc.num_experts}: expert tensor names such as "
+            f"gating1_w_{i}_{lc.num_experts - 1} exceed {MAX_TENSOR_NAME} characters (gemma.cpp aborts in "
+            f"MatPtr::SetName; at most {max_experts(i)} experts at this layer)", f"{p}.num_experts", **where)
 
 
 def _layer_dims(lc, i: int, p: str, model_dim: int, tag: str, bad, where: dict) -> None:
