@@ -17,7 +17,11 @@ the code before it in the same run; ``--repeat N`` runs each N times (best wall 
 machine.
 
 Usage: ``python bench/remote.py [--model gemma2-2b --weight sfp] [--file F] [--keep] [--before DIR]
-[--repeat N]``. The file is deleted afterwards unless --keep or --file.
+[--repeat N] [--rate MB/s]``. The file is deleted afterwards unless --keep or --file. ``--rate`` puts a
+link of that speed in front of the server (shared by all its connections), the way a bucket or a hub
+is reached over a network: the bare read is then bound by the link, and what is measured is whether
+a command keeps the link busy while it decodes (loopback on a small machine instead measures client
+and server competing for the same cores).
 """
 from __future__ import annotations
 
@@ -74,6 +78,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--before", help="a source tree whose sbs_tools is measured too (URL commands)")
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs of each command")
+    ap.add_argument("--rate", type=float, help="MB/s of a link in front of the server, shared by all "
+                                               "connections (default: loopback, unlimited)")
     a = ap.parse_args()
     tmpdir = None
     if a.file:
@@ -87,7 +93,7 @@ def main() -> None:
     sbs = [sys.executable, "-m", "sbs_tools"]
     rows = []
     try:
-        with http_server(os.path.dirname(path)) as (base, state):
+        with http_server(os.path.dirname(path), rate=a.rate * 1e6 if a.rate else None) as (base, state):
             url = base + os.path.basename(path)
             # warm the page cache for both sides
             peak_rss(sbs + ["hash", "--per", "file", path])
@@ -134,7 +140,8 @@ def main() -> None:
 
             shutil.rmtree(tmpdir, ignore_errors=True)
     label = os.path.basename(a.file) if a.file else f"{a.model}-{a.weight}"
-    print(f"file: {label}, {size / 1e9:.2f} GB ({size} bytes), {os.cpu_count()} cores")
+    link = f", link {a.rate:.0f} MB/s" if a.rate else ", loopback"
+    print(f"file: {label}, {size / 1e9:.2f} GB ({size} bytes), {os.cpu_count()} cores{link}")
     print("| run | wall (best) | moved / throughput | vs the bare read run just before | client CPU (best) | peak RSS |")
     print("|---|---|---|---|---|---|")
     for r in rows:
