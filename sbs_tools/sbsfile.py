@@ -348,7 +348,11 @@ class SbsFile:
         e = self._entry(info.key)
         blobstore.check_bounds(e, self.file_bytes)  # a blob outside the file: blob-out-of-bounds
         expected = info.expected_bytes
-        if expected is None or expected > e.size:
+        if expected is None:  # a type number newer than this release (verify: newer-format), or UNKNOWN
+            raise TensorError(f"tensor {name!r} has element type {info.type_name}, which this release cannot "
+                              "decode (a newer gemma.cpp type, or not a weight type)", code="unknown-type",
+                              tensor=name, offset=info.offset)
+        if expected > e.size:
             raise TensorError(f"tensor {name!r}: {info.type_name} {info.rows}x{info.cols} needs {expected} "
                               f"bytes but its blob has {e.size}", code="tensor-size-mismatch", tensor=name,
                               offset=info.offset)

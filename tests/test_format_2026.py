@@ -257,3 +257,19 @@ def test_global_timescale_repair_corpus(tmp_path):
     from sbs_tools.canonical import canonical_config
     c270 = canonical_config(18, "bf16")
     assert not c270.needs_global_timescale and not c270.use_global_timescale
+
+
+def test_a_newer_element_type_is_reported_and_not_decoded():
+    """A type number newer than this release: verify warns (newer-format, the file stays ok) and tensor()
+    says it cannot decode that type (unknown-type), like inference.load."""
+    from pathlib import Path
+
+    from sbs_tools.errors import SbsError
+
+    path = Path(__file__).resolve().parent / "fuzz" / "regressions" / "toc-type-255.sbs"
+    rep = sbs_tools.verify_file(path, deep=True)
+    assert rep.ok and any(f.code == "newer-format" and f.tensor == "linear_w_1" for f in rep.findings)
+    with sbs_tools.open(path) as f:
+        with pytest.raises(SbsError) as e:
+            f.tensor("linear_w_1")
+    assert e.value.code == "unknown-type" and "255" in e.value.message

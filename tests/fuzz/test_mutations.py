@@ -212,9 +212,10 @@ def test_entry_points_agree_with_verify(data):
     mut = data.draw(S.mutations(base), label="mutation")
     ex = _check(mut, measure_memory=False, **LIB)
     rep = ex.verify_report
+    newer = any(x.code == "newer-format" for x in rep.findings)  # values this release cannot decode, said so
     refused = {what: code for what, code in ex.errors().items()
                if what != ".raw(missing)" and not (what == "inference.load" and code in INFERENCE_LIMITS)
-               and what not in ("open(strict=False)",)}
+               and what not in ("open(strict=False)",) and not (newer and code == "unknown-type")}
     note(f"refusals: {refused}; verify: {[(x.code, x.severity) for x in rep.findings]}")
     if refused:
         assert not rep.ok, f"entry points refused the file ({refused}) but verify says ok"
