@@ -580,18 +580,13 @@ def build_file_model(path: str | os.PathLike, deep: bool = False,
                      progress: Callable[[str], None] | None = None) -> FileModel:
     """Open, verify and (``deep``) decode one file into a :class:`FileModel`. Never raises for a bad file."""
     from ..summary import summarize
-    from ..verify import Report, check_open_file
-    from ..verify.compat import evaluate
-    from ..verify.container import open_checked
+    from ..verify import verify_open
 
     path = os.fspath(path)
     if progress:
         progress(f"verifying {os.path.basename(path)}")
-    report = Report(path, deep=deep)
-    f, found = open_checked(path)  # one open for the checks and the page (a URL is fetched once)
-    report.findings += found
+    report, f = verify_open(path, deep=deep)  # one open for the checks and the page (a URL is fetched once)
     if f is None:
-        report.compat = evaluate(None, None, report.findings)
         try:
             size = stat_input(path, allow_empty=True).size
         except SbsError:
@@ -599,11 +594,6 @@ def build_file_model(path: str | os.PathLike, deep: bool = False,
         m = FileModel(path, os.path.basename(path), size, report, deep=deep)
         m.open_error = report.findings[-1].message if report.findings else "cannot be opened"
         return m
-    try:
-        check_open_file(f, report, deep=deep)
-    except BaseException:
-        f.close()
-        raise
     m = FileModel(path, os.path.basename(path), f.file_bytes, report, deep=deep)
     by_tensor: dict[str, list] = {}
     by_blob: dict[str, list] = {}

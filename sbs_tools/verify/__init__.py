@@ -26,7 +26,7 @@ from .metadata import check_metadata
 if TYPE_CHECKING:
     from ..sbsfile import SbsFile
 
-__all__ = ["verify", "check_open_file", "add_run", "unusable", "Report", "Finding", "Generation", "CODES", "FAMILIES", "GENERATIONS"]
+__all__ = ["verify", "verify_open", "add_run", "unusable", "Report", "Finding", "Generation", "CODES", "FAMILIES", "GENERATIONS"]
 
 #: Problems ``SbsFile`` records itself that verify passes through (pre-2025 ``Fscales``).
 _PASSTHROUGH = ("scales-invalid", "scales-extra")
@@ -49,26 +49,37 @@ def verify(path: str | os.PathLike, deep: bool = False,
         from inference import parse_size
 
         max_memory = parse_size(max_memory)
-    report = Report(path, deep=deep, run=run)
-    f, found = open_checked(path)
-    report.findings += found
-    if f is None:
-        report.compat = evaluate(None, None, report.findings)
-    else:
-        try:
-            check_open_file(f, report, deep=deep, progress=progress)
-        finally:
-            f.close()
+    report, f = verify_open(path, deep=deep, progress=progress, run=run)
+    if f is not None:
+        f.close()
     if run:
         add_run(report, max_memory)
     return report
 
 
-def check_open_file(f: SbsFile, report: Report, deep: bool = False,
-                    progress: Callable[[int], None] | None = None) -> None:
-    """Every check but the container's (:func:`.container.open_checked` made those while opening ``f``)
-    into ``report``, on an already open file: a caller that goes on reading ``f`` (``sbs report``)
-    opens it once."""
+def verify_open(path: str | os.PathLike, deep: bool = False, progress: Callable[[int], None] | None = None, *,
+                run: bool = False) -> tuple[Report, SbsFile | None]:
+    """:func:`verify` without the run and without closing the file: the report and the open file (None
+    when it could not be opened), which the caller closes -- so a caller that goes on reading it
+    (``sbs report``) opens it once."""
+    path = os.fspath(path)
+    report = Report(path, deep=deep, run=run)
+    f, found = open_checked(path)
+    report.findings += found
+    if f is None:
+        report.compat = evaluate(None, None, report.findings)
+        return report, None
+    try:
+        _check_open_file(f, report, deep=deep, progress=progress)
+    except BaseException:
+        f.close()
+        raise
+    return report, f
+
+
+def _check_open_file(f: SbsFile, report: Report, deep: bool = False,
+                     progress: Callable[[int], None] | None = None) -> None:
+    """Every check but the container's (:func:`.container.open_checked` made those while opening ``f``)."""
     report.facts = {"layout": f.layout, "format": f.format, "era": f.era, "file_bytes": f.file_bytes,
                     "num_blobs": len(f.directory.entries), "num_tensors": len(f.tensors)}
     for p in f.problems:
