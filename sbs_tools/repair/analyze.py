@@ -152,18 +152,23 @@ def analyze(path: str | os.PathLike, *, drop_duplicates: str | None = None,
         a.directory, a.header_fix, buf = rec
         a.buf = buf
         a.size = int(buf.size)
+        layout = None  # the recovered directory's layout: checked below
     else:
         d0 = a.directory
+        layout = blobstore.check_layout(d0)
         placement = {"blob-misaligned", "blob-out-of-bounds", "blob-overlap", "blob-gap", "zero-size-blob", "bad-key"}
-        if not readable_keys(d0) or any(p.code in placement for p in blobstore.check_layout(d0)):
+        if not readable_keys(d0) or any(p.code in placement for p in layout):
             # A wrong (but readable) num_blobs makes the directory read key bytes as ranges and vice versa.
             rec = recover_directory(buf, None)
             if rec is not None and len(rec[0].entries) != len(d0.entries):
                 a.directory, a.header_fix, buf = rec
                 a.buf = buf
                 a.size = int(buf.size)
+                layout = None
     d = a.directory
-    a.problems = blobstore.check_layout(d, buf)
+    if layout is None:
+        layout = blobstore.check_layout(d)
+    a.problems = layout + blobstore.check_padding(d, lambda at, n: buf[at:at + n])
     a.resolved = resolve(d, buf)
     _choose(a, drop_duplicates)
     _metadata(a)
